@@ -1,0 +1,28 @@
+"""Where the SmartAmazon workloads run: one small interface, two drivers (Docker, Kubernetes).
+
+A runbook asks :func:`connect` for the platform named by its ``platform`` parameter and then only
+uses the :class:`~smartops_nb.platforms.base.Platform` methods; it never branches on the platform.
+Drivers are imported lazily so that a runbook on Docker never imports the Kubernetes client.
+"""
+from __future__ import annotations
+
+from .base import Platform, PlatformError, WorkloadState, ImageRevision
+
+__all__ = ["Platform", "PlatformError", "WorkloadState", "ImageRevision", "connect"]
+
+
+def connect(params) -> Platform:
+    """Return the driver for ``params.platform`` (``docker`` or ``kubernetes``).
+
+    Creating a driver does no network I/O; the first call that needs the engine or the API server
+    raises :class:`PlatformError` with the reason when it is unreachable.
+    """
+    if params.platform == "docker":
+        from .docker import DockerPlatform
+
+        return DockerPlatform(base_url=params.docker_host or None)
+    if params.platform == "kubernetes":
+        from .kubernetes import KubernetesPlatform
+
+        return KubernetesPlatform(context=params.kube_context or None, namespace=params.kube_namespace)
+    raise PlatformError(f"unknown platform {params.platform!r} (expected 'docker' or 'kubernetes')")
