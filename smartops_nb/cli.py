@@ -1,0 +1,136 @@
+"""The ``smartops`` command line.
+
+Exit codes automation can rely on: 0 the runbook ran to the end (whatever it found), 1 the
+notebook failed (the record is still saved), 2 bad input (nothing was executed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import catalog
+from .params import ParameterError, parse_cli_value
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+log = logging.getLogger("smartops")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other bad input
+        self.exit(EXIT_BAD_INPUT, f"smartops: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="smartops", description="SmartAmazon incident-response runbooks as Jupyter notebooks.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("runbooks", help="list every runbook with its parameters and defaults")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=cmd_runbooks)
+
+    r = sub.add_parser("run", help="execute a runbook headless and save the incident record",
+                       description="Execute a runbook with papermill. Parameters come from YAML files (-f, later "
+                                   "ones win) and -p NAME VALUE (wins over files). The record's path is the last "
+                                   "line of stdout. Exit 0: ran to the end; 1: notebook failed (record saved); "
+                                   "2: bad input (nothing run).")
+    r.add_argument("runbook", help="runbook id (see `smartops runbooks`)")
+    r.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                   help="YAML parameters file (repeatable, later files win)")
+    r.add_argument("-p", "--parameter", action="append", nargs=2, default=[], metavar=("NAME", "VALUE"),
+                   help="one parameter (repeatable); VALUE is parsed as YAML (numbers, true/false, [a, b])")
+    r.add_argument("--archive", metavar="DIR", help="archive folder for records (default $SMARTOPS_ARCHIVE or "
+                                                    "./incidents)")
+    r.add_argument("--cell-timeout", type=int, default=600, metavar="S", help="seconds one cell may run (600)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sandbox", help="the SmartAmazon sandbox: API, PostgreSQL and Redis on loopback",
+                       description="Run a small real SmartAmazon (API, PostgreSQL, Redis) on loopback and inject "
+                                   "the seed's faults into it.")
+    ssub = s.add_subparsers(dest="sandbox_command", required=True, parser_class=_Parser)
+    for name, helptext in (("up", "start the sandbox (idempotent)"), ("status", "show each component"),
+                           ("heal", "remove every injected fault"), ("down", "stop everything")):
+        x = ssub.add_parser(name, help=helptext, description=helptext)
+        x.add_argument("--dir", help="sandbox state folder (default $SMARTOPS_SANDBOX_DIR or ~/.smartops/sandbox)")
+        x.set_defaults(func=cmd_sandbox)
+    x = ssub.add_parser("fault", help="inject a fault (see `smartops sandbox fault --list`)",
+                        description="Inject one of the seed's faults into the running sandbox.")
+    x.add_argument("name", nargs="?", help="fault name")
+    x.add_argument("--list", action="store_true", help="list the faults")
+    x.add_argument("--dir", help="sandbox state folder")
+    x.set_defaults(func=cmd_sandbox)
+    return p
+
+
+def cmd_runbooks(args) -> int:
+    from .runner import notebook_parameters
+
+    rows = []
+    for rb in catalog.RUNBOOKS.values():
+        params = notebook_parameters(rb.path) if rb.path.exists() else {}
+        rows.append({"id": rb.id, "title": rb.title, "severity": rb.severity,
+                     "notebook": f"notebooks/{rb.notebook}" + ("" if rb.path.exists() else " (missing)"),
+                     "causes": list(rb.causes), "actions": list(rb.actions), "parameters": params})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['id']:<20} {row['severity']}  {row['title']}  [{row['notebook']}]")
+        print(f"    causes:  {', '.join(row['causes'])}")
+        print(f"    actions: {', '.join(row['actions'])}")
+        if row["parameters"]:
+            print("    parameters: " + ", ".join(f"{k}={v!r}" for k, v in row["parameters"].items()))
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from . import record, runner
+
+    try:
+        cli = {name: parse_cli_value(value) for name, value in args.parameter}
+        prep = runner.prepare(args.runbook, args.parameters_file, cli)
+    except ParameterError as e:
+        print(f"smartops run: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    archive = record.archive_dir(args.archive)
+    print(f"running {prep.runbook.id} ({prep.runbook.title}, {prep.runbook.severity}) ...", file=sys.stderr)
+    try:
+        result = runner.execute(prep, archive, progress=not args.no_progress, cell_timeout=args.cell_timeout)
+    except record.RecordWriteError as e:
+        print(f"smartops run: record not written: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    s = result.summary
+    diag = s["diagnosis"]
+    print(f"status: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+    print(f"diagnosis: {'CONFIRMED' if diag['confirmed'] else 'not confirmed'}"
+          + (f" — causes: {', '.join(diag['causes'])}" if diag["causes"] else ""))
+    print(f"summary: {diag['summary']}")
+    for a in s.get("actions", []):
+        print(f"action: {a['action']} on {a['target']}: {a['mode']}")
+    print(result.record)
+    return result.exit_code
+
+
+def cmd_sandbox(args) -> int:
+    from .sandbox import cli as sandbox_cli
+
+    return sandbox_cli.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("papermill", "traitlets", "blib2to3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

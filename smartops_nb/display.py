@@ -1,0 +1,99 @@
+"""How findings, tables and the record summary look to a person reading the notebook."""
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+SUMMARY_MIME = "application/vnd.smartops.summary+json"
+
+_COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "critical": "#cf222e", "error": "#8250df"}
+_ICONS = {"ok": "✔", "warn": "⚠", "critical": "✖", "error": "⁉"}
+
+
+def _display(bundle: dict[str, Any]) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # plain Python (CLI, tests): print the text
+        print(bundle.get("text/plain", ""))
+        return
+    display(bundle, raw=True)
+
+
+def badge(status: str) -> str:
+    colour = _COLOURS.get(status, "#57606a")
+    return f'<span style="color:{colour};font-weight:bold">{_ICONS.get(status, "")} {html.escape(status)}</span>'
+
+
+def show_finding(finding) -> None:
+    text = f"[{finding.status}] {finding.check}: {finding.summary}"
+    _display({"text/plain": text, "text/html": f"<p>{badge(finding.status)} <b>{html.escape(finding.check)}</b>: "
+              f"{html.escape(finding.summary)}</p>"})
+
+
+def show_table(df, title: str = "") -> None:
+    """A DataFrame (or list of dicts) as an HTML table with an optional title."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(df)
+    head = f"<h4>{html.escape(title)}</h4>" if title else ""
+    body = df.to_html(index=False, border=0) if len(df) else "<p><i>(no rows)</i></p>"
+    _display({"text/plain": (title + "\n" if title else "") + df.to_string(index=False), "text/html": head + body})
+
+
+def show_message(text: str, status: str = "ok") -> None:
+    _display({"text/plain": text, "text/html": f"<p>{badge(status)} {html.escape(text)}</p>"})
+
+
+def _rows(headers: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_html(s: dict[str, Any]) -> str:
+    """The record summary as readable tables (the last cell of every record)."""
+    e = html.escape
+    diag = s.get("diagnosis") or {}
+    verdict = "CONFIRMED" if diag.get("confirmed") else "not confirmed"
+    head = [
+        ["Runbook", e(s.get("runbook", ""))], ["Severity", e(s.get("severity", ""))],
+        ["Environment", e(s.get("environment", ""))], ["Incident", e(s.get("incident_id", ""))],
+        ["Detected", e(s.get("detected_at", ""))], ["Started", e(s.get("started_at", ""))],
+        ["Finished", e(str(s.get("finished_at") or ""))], ["Status", e(s.get("status", ""))],
+        ["Diagnosis", f"<b>{verdict}</b>: {e(', '.join(diag.get('causes', [])) or 'no cause confirmed')}"],
+        ["Summary", e(diag.get("summary", ""))],
+    ]
+    for item in s.get("response", {}).get("items", []):
+        head.append([e(item[0]), e(item[1])])
+    parts = ["<h3>Incident record summary</h3>", _rows(["", ""], head)]
+    parts.append("<h4>Findings</h4>")
+    parts.append(_rows(["check", "status", "summary"],
+                       [[e(f["check"]), badge(f["status"]), e(f["summary"])] for f in s.get("findings", [])]))
+    acts = s.get("actions", [])
+    parts.append("<h4>Actions</h4>")
+    parts.append(_rows(["action", "target", "mode", "at", "result"],
+                       [[e(a["action"]), e(a["target"]), e(a["mode"]), e(a["at"]),
+                         e(json.dumps(a.get("result"), default=str)[:300])] for a in acts])
+                 if acts else "<p><i>No action recommended or run.</i></p>")
+    parts.append("<h4>Timeline</h4>")
+    parts.append(_rows(["at", "event"], [[e(t["at"]), e(t["event"])] for t in s.get("timeline", [])]))
+    return "\n".join(parts)
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    diag = s.get("diagnosis") or {}
+    lines = [
+        f"{s.get('runbook')} [{s.get('severity')}] {s.get('environment')} incident {s.get('incident_id')}",
+        f"status: {s.get('status')}   diagnosis: {'CONFIRMED' if diag.get('confirmed') else 'not confirmed'}"
+        f" {', '.join(diag.get('causes', []))}",
+        f"summary: {diag.get('summary', '')}",
+    ]
+    lines += [f"  [{f['status']}] {f['check']}: {f['summary']}" for f in s.get("findings", [])]
+    lines += [f"  action {a['action']} on {a['target']}: {a['mode']}" for a in s.get("actions", [])]
+    return "\n".join(lines)
+
+
+def show_summary(summary: dict[str, Any]) -> None:
+    _display({"text/plain": summary_text(summary), "text/html": summary_html(summary), SUMMARY_MIME: summary})

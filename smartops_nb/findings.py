@@ -1,0 +1,43 @@
+"""What a check concludes (Finding) and what a runbook concludes from all of them (Diagnosis)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Any
+
+STATUSES = ("ok", "warn", "critical", "error")
+
+
+@dataclass
+class Finding:
+    """One investigation step's conclusion. ``data`` holds the evidence, JSON-serialisable."""
+
+    status: str
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+    check: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"finding status must be one of {STATUSES}, got {self.status!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"check": d["check"], "status": d["status"], "summary": d["summary"], "data": d["data"]}
+
+
+@dataclass
+class Diagnosis:
+    causes: list[str]
+    summary: str
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.causes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"confirmed": self.confirmed, "causes": list(self.causes), "summary": self.summary}
+
+
+def by_check(findings: list[Finding]) -> dict[str, Finding]:
+    """Index findings by check name (the last one wins if a check ran twice)."""
+    return {f.check: f for f in findings}

@@ -1,0 +1,90 @@
+"""Inline matplotlib charts for runbook evidence. Each function draws one figure and shows it."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import matplotlib
+
+if not matplotlib.get_backend().lower().startswith(("module://matplotlib_inline", "inline", "module://ipympl")):
+    # headless outside a notebook (CLI, tests); inside a kernel keep the inline backend
+    try:
+        get_ipython  # type: ignore[name-defined]  # noqa: F821
+    except NameError:
+        matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _finish(fig, ax, title: str) -> None:
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.show()
+    plt.close(fig)
+
+
+def bar_counts(df: pd.DataFrame, column: str, title: str, *, value: str = "connections", top: int = 15) -> None:
+    """Horizontal bars of a count column by category (largest first)."""
+    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.35 * min(len(df), top) + 1)))
+    if len(df):
+        d = df.sort_values(value, ascending=True).tail(top)
+        ax.barh(d[column].astype(str), d[value], color="#4c72b0")
+        for y, v in enumerate(d[value]):
+            ax.text(v, y, f" {v}", va="center")
+    else:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(value)
+    _finish(fig, ax, title)
+
+
+def usage_against_limit(parts: dict[str, int], limit: int, reserved: int, title: str, *,
+                        warn_pct: float | None = None, unit: str = "connections") -> None:
+    """One stacked bar of usage by part against a hard limit, with reserved and warning lines."""
+    fig, ax = plt.subplots(figsize=(8, 2.4))
+    left = 0
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, n) in enumerate(parts.items()):
+        if n:
+            ax.barh([unit], [n], left=left, label=f"{name} ({n})", color=colours[i % len(colours)])
+            left += n
+    ax.axvline(limit, color="black", linewidth=2, label=f"limit ({limit})")
+    if reserved:
+        ax.axvline(limit - reserved, color="grey", linestyle=":", label=f"reserved slots start ({limit - reserved})")
+    if warn_pct is not None:
+        ax.axvline(limit * warn_pct / 100, color="red", linestyle="--", label=f"warn at {warn_pct:g}%")
+    ax.set_xlim(0, max(limit, left) * 1.05 or 1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, fontsize="small")
+    _finish(fig, ax, title)
+
+
+def lines(df: pd.DataFrame, x: str, ys: Iterable[str], title: str, *, ylabel: str = "",
+          marker_at=None, marker_label: str = "") -> None:
+    """Time series (one line per column), optionally marking a moment such as detected_at."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for y in ys:
+        if y in df:
+            ax.plot(df[x], df[y], label=y, marker=".")
+    if marker_at is not None:
+        ax.axvline(marker_at, color="red", linestyle="--", label=marker_label or None)
+    ax.set_ylabel(ylabel)
+    if len(df):
+        ax.legend(fontsize="small")
+    _finish(fig, ax, title)
+
+
+def breakdown_panels(tables: dict[str, pd.DataFrame], title: str, *, value: str = "connections",
+                     top: int = 10) -> None:
+    """One figure, one horizontal-bar panel per breakdown (e.g. by state / application / client)."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.2), squeeze=False)
+    for ax, (label, df) in zip(axes[0], tables.items()):
+        if len(df):
+            d = df.sort_values(value).tail(top)
+            ax.barh(d[label].astype(str), d[value], color="#4c72b0")
+        else:
+            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"by {label}")
+        ax.set_xlabel(value)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.show()
+    plt.close(fig)

@@ -1,0 +1,90 @@
+"""Keep secrets out of incident records.
+
+Secrets are masked where they enter (URLs with credentials, environment variables whose names
+say they are secret, values that an ``env:NAME`` reference resolved to) and :func:`scrub` removes
+any registered secret from text before it is written anywhere.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+MASK = "******"
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE", re.I)
+# user:password@ in any URL-like string (postgresql://, redis://, http://)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@", re.I)
+# key=value password in libpq keyword DSNs
+_KW_PASSWORD = re.compile(r"(?P<k>\bpassword\s*=\s*)(?P<v>'[^']*'|\S+)", re.I)
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: Any) -> None:
+    """Remember a secret value so that :func:`scrub` removes it wherever it appears."""
+    if isinstance(value, str) and len(value) >= 4:
+        with _lock:
+            _secrets.add(value)
+
+
+def registered() -> frozenset[str]:
+    with _lock:
+        return frozenset(_secrets)
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://u:pw@h/db`` → ``postgresql://u:******@h/db`` (also masks ``password=`` DSNs)."""
+    if not isinstance(url, str):
+        return url
+    out = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    return _KW_PASSWORD.sub(lambda m: f"{m['k']}{MASK}", out)
+
+
+def url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def mask_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Mask values of variables whose names say they are secret, and credentials inside URLs."""
+    out = {}
+    for k, v in env.items():
+        if SECRET_NAME.search(k):
+            register_secret(v)
+            out[k] = MASK
+        else:
+            out[k] = mask_url(v)
+    return out
+
+
+def scrub(text: str) -> str:
+    """Remove every registered secret and URL credential from a piece of text."""
+    if not isinstance(text, str) or not text:
+        return text
+    for s in sorted(registered(), key=len, reverse=True):
+        if s in text:
+            text = text.replace(s, MASK)
+    return mask_url(text)
+
+
+def scrub_obj(obj: Any) -> Any:
+    """Apply :func:`scrub` to every string in a JSON-like structure."""
+    if isinstance(obj, str):
+        return scrub(obj)
+    if isinstance(obj, list):
+        return [scrub_obj(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(scrub_obj(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: scrub_obj(v) for k, v in obj.items()}
+    return obj
+
+
+def safe_dsn(dsn: str) -> str:
+    """A DSN fit for display: credentials masked, nothing else changed."""
+    return mask_url(dsn)
+

@@ -1,0 +1,430 @@
+"""The SmartAmazon API stand-in: a real HTTP service over PostgreSQL and Redis, with fault hooks.
+
+Run as ``python -m smartops_nb.sandbox.api --config STATE.json`` (the sandbox manager does this).
+It behaves like the production API where the runbook looks: /health, /metrics, the log lines
+``connection pool exhausted`` and ``slow query``, the pg_stat_activity footprint of its pool.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import decimal
+import hmac
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlparse
+
+import psycopg
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+APP_NAME = "smartamazon-api"
+SEARCH_SQL = ("SELECT id,name,category,rating,price FROM products "
+              "WHERE category = %s ORDER BY rating DESC LIMIT 20")
+CATEGORIES_SQL = "SELECT category, count(*) AS products FROM products GROUP BY category ORDER BY category"
+CACHE_TTL = 300
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0)
+ROUTES = ("/health", "/metrics", "/api/search", "/api/categories")
+
+log = logging.getLogger("smartamazon-api")
+
+
+class PoolExhausted(RuntimeError):
+    """No connection could be had from the pool within the wait time."""
+
+
+class ConnectionPool:
+    """A fixed-size, lazily filled pool of psycopg connections (autocommit, application_name set)."""
+
+    def __init__(self, dsn: str, size: int = 5, wait_timeout: float = 1.0) -> None:
+        self.dsn, self.size, self.wait_timeout = dsn, size, wait_timeout
+        self._idle: collections.deque[psycopg.Connection] = collections.deque()
+        self._cond = threading.Condition()
+        self.created = 0
+        self.in_use = 0
+        self.last_error = ""
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, connect_timeout=2, application_name=APP_NAME, autocommit=True)
+
+    def get(self, timeout: float | None = None) -> psycopg.Connection:
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        while True:
+            with self._cond:
+                if self._idle:
+                    self.in_use += 1
+                    return self._idle.pop()
+                create = self.created < self.size
+                if create:
+                    self.created += 1
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolExhausted(f"{self.in_use}/{self.size} in use; last error: {self.last_error or '-'}")
+                    self._cond.wait(remaining)
+                    continue
+            try:
+                conn = self.connect()
+            except psycopg.OperationalError as e:
+                with self._cond:
+                    self.created -= 1
+                    self.last_error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolExhausted(f"{self.in_use}/{self.size} in use; last error: {self.last_error}")
+                    self._cond.wait(min(0.1, remaining))
+                continue
+            with self._cond:
+                self.in_use += 1
+            return conn
+
+    def put(self, conn: psycopg.Connection, discard: bool = False) -> None:
+        with self._cond:
+            self.in_use -= 1
+            if discard or conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.created -= 1
+                with contextlib.suppress(Exception):
+                    conn.close()
+            else:
+                self._idle.append(conn)
+            self._cond.notify()
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None):
+        conn = self.get(timeout)
+        broken = False
+        try:
+            yield conn
+        except psycopg.OperationalError:
+            broken = True
+            raise
+        finally:
+            self.put(conn, discard=broken)
+
+    def close(self) -> None:
+        with self._cond:
+            while self._idle:
+                with contextlib.suppress(Exception):
+                    self._idle.pop().close()
+
+
+@dataclass
+class Fault:
+    """A fault the sandbox can inject into the running API; heal must be idempotent."""
+
+    description: str
+    inject: Callable[["App"], dict]
+    heal: Callable[["App"], dict]
+
+
+class App:
+    """State shared by request threads: pool, Redis client, metrics, active faults."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.token = cfg["token"]
+        self.slow_query_s = cfg["api"].get("slow_query_ms", 500) / 1000
+        self.pool = ConnectionPool(cfg["postgres"]["app_dsn"], int(cfg["api"].get("pool_size", 5)))
+        self.redis = redis.Redis.from_url(cfg["redis"]["url"], socket_timeout=1, socket_connect_timeout=1)
+        self.cache_enabled = True
+        self.active_faults: set[str] = set()
+        self.leaked: list[psycopg.Connection] = []          # opened outside the pool, never returned
+        self.leaked_from_pool: list[psycopg.Connection] = []
+        self.fault_lock = threading.Lock()
+        r = self.registry = CollectorRegistry()
+        self.m_latency = Histogram("http_request_duration_seconds", "HTTP request latency",
+                                   ["method", "handler", "status"], buckets=BUCKETS, registry=r)
+        Gauge("smartamazon_db_pool_in_use", "Connections checked out of the API pool",
+              registry=r).set_function(lambda: self.pool.in_use)
+        Gauge("smartamazon_db_pool_size", "Configured size of the API pool",
+              registry=r).set_function(lambda: self.pool.size)
+        Gauge("smartamazon_db_leaked_connections", "Connections the API holds and never returns",
+              registry=r).set_function(lambda: len(self.leaked) + len(self.leaked_from_pool))
+        self.m_hits = Counter("smartamazon_cache_hits", "Cache hits", registry=r)
+        self.m_misses = Counter("smartamazon_cache_misses", "Cache misses", registry=r)
+
+    # -- data access ---------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple = ()) -> list[dict]:
+        with self.pool.connection() as conn:
+            t0 = time.monotonic()
+            cur = conn.execute(sql, params)
+            cols = [d.name for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            took = time.monotonic() - t0
+        if took > self.slow_query_s:
+            log.warning("slow query duration_ms=%.0f sql=%r params=%r", took * 1000, sql, params)
+        return rows
+
+    def cached(self, key: str, load: Callable[[], list[dict]]) -> tuple[list[dict], bool]:
+        if self.cache_enabled:
+            try:
+                raw = self.redis.get(key)
+                if raw is not None:
+                    self.m_hits.inc()
+                    return json.loads(raw), True
+            except redis.RedisError as e:
+                log.error("cache read failed key=%s error=%s", key, e)
+        self.m_misses.inc()
+        rows = load()
+        if self.cache_enabled:
+            try:
+                self.redis.set(key, json.dumps(rows, default=_json_default), ex=CACHE_TTL)
+            except redis.RedisError as e:
+                log.error("cache write failed key=%s error=%s", key, e)
+        return rows, False
+
+    def health(self) -> tuple[int, dict]:
+        body = {"status": "ok", "database": "ok", "redis": "ok"}
+        try:
+            with self.pool.connection(timeout=1.0) as conn:
+                conn.execute("SELECT 1").fetchone()
+        except PoolExhausted as e:
+            log.error("connection pool exhausted (health check): %s", e)
+            body["database"] = f"error: connection pool exhausted ({e})"
+        except psycopg.Error as e:
+            body["database"] = f"error: {str(e).strip() or type(e).__name__}"
+        try:
+            self.redis.ping()
+        except redis.RedisError as e:
+            body["redis"] = f"error: {e}"
+        if body["database"] != "ok" or body["redis"] != "ok":
+            body["status"] = "unhealthy"
+            return 503, body
+        return 200, body
+
+    # -- faults --------------------------------------------------------------------------------
+    def inject(self, name: str) -> dict:
+        fault = FAULTS[name]
+        with self.fault_lock:
+            result = fault.inject(self)
+            self.active_faults.add(name)
+        log.warning("fault injected: %s %s", name, json.dumps(result, default=str))
+        return result
+
+    def heal(self) -> dict:
+        out = {}
+        with self.fault_lock:
+            for name, fault in FAULTS.items():
+                out[name] = fault.heal(self)
+            self.active_faults.clear()
+        log.warning("faults healed: %s", json.dumps(out, default=str))
+        return out
+
+    def shutdown(self) -> None:
+        _heal_connection_leak(self)
+        self.pool.close()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, decimal.Decimal):
+        return float(o)
+    return str(o)
+
+
+# -- the fault registry: name -> inject/heal --------------------------------------------------
+def _is_slot_refusal(e: Exception) -> bool:
+    s = str(e).lower()
+    return "too many clients" in s or "remaining connection slots are reserved" in s or "reserved for" in s
+
+
+def _inject_connection_leak(app: App) -> dict:
+    """Check out every pool connection and open more until PostgreSQL refuses; keep them all idle."""
+    while True:
+        try:
+            conn = app.pool.get(timeout=0)
+        except PoolExhausted:
+            break
+        app.leaked_from_pool.append(conn)
+    refusal = ""
+    cap = int(app.cfg["postgres"].get("max_connections", 100))
+    for _ in range(cap):
+        try:
+            conn = psycopg.connect(app.pool.dsn, connect_timeout=2, application_name=APP_NAME, autocommit=True)
+        except psycopg.OperationalError as e:
+            if _is_slot_refusal(e):
+                refusal = str(e).strip()
+                break
+            raise
+        conn.execute(SEARCH_SQL, ("protein",)).fetchall()   # a leaked handler ran its query, then forgot the connection
+        app.leaked.append(conn)
+    return {"leaked_from_pool": len(app.leaked_from_pool), "leaked_extra": len(app.leaked), "refusal": refusal}
+
+
+def _heal_connection_leak(app: App) -> dict:
+    n = len(app.leaked) + len(app.leaked_from_pool)
+    for conn in app.leaked:
+        with contextlib.suppress(Exception):
+            conn.close()
+    app.leaked.clear()
+    for conn in app.leaked_from_pool:
+        app.pool.put(conn, discard=True)
+    app.leaked_from_pool.clear()
+    return {"closed": n}
+
+
+def _inject_cache_bypass(app: App) -> dict:
+    app.cache_enabled = False
+    app.redis.flushdb()
+    return {"cache_enabled": False, "flushed": True}
+
+
+def _heal_cache_bypass(app: App) -> dict:
+    app.cache_enabled = True
+    return {"cache_enabled": True}
+
+
+def _inject_slow_queries(app: App) -> dict:
+    from .postgres_server import INDEX_NAME
+    with app.pool.connection(timeout=5) as conn:
+        conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+    return {"dropped_index": INDEX_NAME}
+
+
+def _heal_slow_queries(app: App) -> dict:
+    from .postgres_server import INDEX_DDL, INDEX_NAME
+    with app.pool.connection(timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (INDEX_NAME,)).fetchone()
+        if exists:
+            return {"index": "present"}
+        conn.execute(INDEX_DDL)
+    return {"index": "recreated"}
+
+
+FAULTS: dict[str, Fault] = {
+    "connection-leak": Fault("API leaks DB connections until every ordinary slot is taken",
+                             _inject_connection_leak, _heal_connection_leak),
+    "cache-bypass": Fault("Redis flushed and the API stops using the cache",
+                          _inject_cache_bypass, _heal_cache_bypass),
+    "slow-queries": Fault("idx_products_category_rating dropped: search does a sequential scan",
+                          _inject_slow_queries, _heal_slow_queries),
+}
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+class Handler(BaseHTTPRequestHandler):
+    app: App  # set on the subclass built in serve()
+    server_version = "SmartAmazonAPI/sandbox"
+
+    def log_message(self, format: str, *args: Any) -> None:  # http.server's own lines
+        pass
+
+    def _send(self, status: int, body: Any, ctype: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body, default=_json_default).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self._status = status
+
+    def _handle(self, method: str) -> None:
+        t0 = time.monotonic()
+        url = urlparse(self.path)
+        handler = url.path if url.path in ROUTES else ("/admin" if url.path.startswith("/admin/") else "other")
+        self._status = 500
+        try:
+            self._route(method, url)
+        except PoolExhausted as e:
+            log.error("connection pool exhausted: %s %s: %s", method, url.path, e)
+            self._send(503, {"error": "connection pool exhausted", "detail": str(e)})
+        except psycopg.Error as e:
+            log.error("database error: %s %s: %s", method, url.path, str(e).strip())
+            self._send(503, {"error": "database error", "detail": str(e).strip()})
+        except Exception as e:  # noqa: BLE001 - a service answers 500, it does not die
+            log.exception("unhandled error: %s %s", method, url.path)
+            with contextlib.suppress(Exception):
+                self._send(500, {"error": type(e).__name__, "detail": str(e)})
+        took = time.monotonic() - t0
+        self.app.m_latency.labels(method, handler, str(self._status)).observe(took)
+        level = logging.INFO if self._status < 400 else logging.ERROR
+        if handler != "/metrics" or self._status >= 400:
+            log.log(level, "%s %s %d %.3fs", method, self.path, self._status, took)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _route(self, method: str, url) -> None:
+        app, path = self.app, url.path
+        if method == "GET" and path == "/health":
+            status, body = app.health()
+            self._send(status, body)
+        elif method == "GET" and path == "/metrics":
+            self._send(200, generate_latest(app.registry), CONTENT_TYPE_LATEST)
+        elif method == "GET" and path == "/api/search":
+            q = (parse_qs(url.query).get("q") or [""])[0].strip().lower()
+            if not q:
+                self._send(400, {"error": "missing q"})
+                return
+            rows, hit = app.cached(f"search:{q}", lambda: app.query(SEARCH_SQL, (q,)))
+            self._send(200, {"query": q, "cached": hit, "count": len(rows), "results": rows})
+        elif method == "GET" and path == "/api/categories":
+            rows, hit = app.cached("categories", lambda: app.query(CATEGORIES_SQL))
+            self._send(200, {"cached": hit, "categories": rows})
+        elif path.startswith("/admin/"):
+            self._admin(method, path)
+        else:
+            self._send(404, {"error": "not found"})
+
+    def _admin(self, method: str, path: str) -> None:
+        token = self.headers.get("X-Sandbox-Token", "")
+        if not hmac.compare_digest(token.encode(), self.app.token.encode()):
+            self._send(403, {"error": "forbidden"})
+            return
+        parts = path.strip("/").split("/")
+        if method == "GET" and parts == ["admin", "faults"]:
+            self._send(200, {"known": {n: f.description for n, f in FAULTS.items()},
+                             "active": sorted(self.app.active_faults)})
+        elif method == "POST" and len(parts) == 3 and parts[:2] == ["admin", "fault"]:
+            if parts[2] not in FAULTS:
+                self._send(404, {"error": f"unknown fault {parts[2]!r}", "known": sorted(FAULTS)})
+                return
+            self._send(200, {"fault": parts[2], "result": self.app.inject(parts[2])})
+        elif method == "POST" and parts == ["admin", "heal"]:
+            self._send(200, {"healed": self.app.heal()})
+        else:
+            self._send(404, {"error": "not found"})
+
+
+def serve(cfg: dict[str, Any]) -> None:
+    app = App(cfg)
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    server = ThreadingHTTPServer(("127.0.0.1", int(cfg["api"]["port"])), handler)
+    server.daemon_threads = True
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    log.info("SmartAmazon API listening on http://127.0.0.1:%s pool_size=%d", cfg["api"]["port"], app.pool.size)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        server.server_close()
+        app.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="sandbox state.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s smartamazon-api %(message)s")
+    with open(args.config) as f:
+        serve(json.load(f))
+
+
+if __name__ == "__main__":
+    main()

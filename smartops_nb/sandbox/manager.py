@@ -1,0 +1,301 @@
+"""Starts, inspects, breaks, heals and stops one SmartAmazon sandbox (PostgreSQL + Redis + API).
+
+Everything runs as detached local processes; ``state.json`` in the state dir records ports,
+pids, DSNs and the admin token so another process (the CLI) can ``Sandbox.load()`` and control it.
+Process start-up sits behind ``_start_*``/``_stop_*`` methods so a container mode can replace them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .postgres_server import PostgresServer, _pid_alive, _wait_gone
+from .redis_server import RedisServer
+
+DEFAULT_PORTS = {"api": 18000, "postgres": 15432, "redis": 16379}
+STATE_FILE = "state.json"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("SMARTOPS_SANDBOX_DIR") or Path.home() / ".smartops" / "sandbox")
+
+
+def default_ports() -> dict[str, int]:
+    """api/postgres/redis ports, overridable by SMARTOPS_SANDBOX_{API,POSTGRES,REDIS}_PORT."""
+    return {k: int(os.environ.get(f"SMARTOPS_SANDBOX_{k.upper()}_PORT") or v) for k, v in DEFAULT_PORTS.items()}
+
+
+def known_faults() -> list[str]:
+    from .api import FAULTS
+    return sorted(FAULTS)
+
+
+def _http(method: str, url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, Any]:
+    req = urllib.request.Request(url, method=method, headers=headers or {}, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+class Sandbox:
+    """A live SmartAmazon stand-in: ``up()``, ``status()``, ``fault(name)``, ``heal()``, ``down()``."""
+
+    def __init__(self, state_dir: Path, api_port: int = DEFAULT_PORTS["api"],
+                 pg_port: int = DEFAULT_PORTS["postgres"], redis_port: int = DEFAULT_PORTS["redis"],
+                 max_connections: int = 40, pool_size: int = 5, reserved_connections: int = 3,
+                 token: str | None = None) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.api_port = int(api_port)
+        self.pool_size = int(pool_size)
+        self.token = token or secrets.token_hex(16)
+        self.postgres = PostgresServer(self.state_dir / "pgdata", pg_port, max_connections=max_connections,
+                                       reserved_connections=reserved_connections,
+                                       log_path=self.state_dir / "postgres.log")
+        self.redis = RedisServer(self.state_dir / "redis", redis_port, log_path=self.state_dir / "redis.log")
+        self.api_pid: int | None = None
+        self._api_proc: subprocess.Popen | None = None
+
+    # -- construction from env / state -----------------------------------------------------------
+    @classmethod
+    def from_env(cls) -> "Sandbox":
+        """The CLI's sandbox: an existing state.json wins, else defaults and env overrides."""
+        d = default_state_dir()
+        if (d / STATE_FILE).exists():
+            return cls.load(d)
+        p = default_ports()
+        return cls(d, p["api"], p["postgres"], p["redis"])
+
+    @classmethod
+    def load(cls, state_dir: Path) -> "Sandbox":
+        st = json.loads((Path(state_dir) / STATE_FILE).read_text())
+        sb = cls(state_dir, st["api"]["port"], st["postgres"]["port"], st["redis"]["port"],
+                 max_connections=st["postgres"]["max_connections"], pool_size=st["api"]["pool_size"],
+                 reserved_connections=st["postgres"]["reserved_connections"], token=st["token"])
+        sb.api_pid = st["api"].get("pid")
+        sb.redis._pid = st["redis"].get("pid")
+        return sb
+
+    # -- urls ----------------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api_log(self) -> Path:
+        return self.state_dir / "api.log"
+
+    def params(self) -> dict[str, Any]:
+        """Runbook notebook parameters for this sandbox."""
+        return {
+            "api_url": self.api_url,
+            "postgres_dsn": self.postgres.dsn(user="smartops"),
+            "redis_url": self.redis.url,
+            "postgres_admin_dsn": self.postgres.dsn(user="postgres"),
+            "environment": "sandbox",
+        }
+
+    def state(self) -> dict[str, Any]:
+        pg = self.postgres
+        return {
+            "version": 1,
+            "mode": "process",
+            "state_dir": str(self.state_dir),
+            "token": self.token,
+            "api": {"port": self.api_port, "pid": self.api_pid, "url": self.api_url,
+                    "pool_size": self.pool_size, "log": str(self.api_log)},
+            "postgres": {"port": pg.port, "pid": pg.pid, "data_dir": str(pg.data_dir),
+                         "max_connections": pg.max_connections,
+                         "superuser_reserved_connections": pg.superuser_reserved_connections,
+                         "reserved_connections": pg.reserved_connections,
+                         "app_dsn": pg.dsn(user="smartamazon"), "monitor_dsn": pg.dsn(user="smartops"),
+                         "admin_dsn": pg.dsn(user="postgres"), "log": str(pg.log_path)},
+            "redis": {"port": self.redis.port, "pid": self.redis.pid, "url": self.redis.url,
+                      "maxmemory": self.redis.maxmemory, "policy": self.redis.policy,
+                      "log": str(self.redis.log_path)},
+            "params": self.params(),
+        }
+
+    def _write_state(self) -> None:
+        path = self.state_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=2))
+        tmp.chmod(0o600)   # holds the admin token
+        tmp.replace(path)
+
+    def _adopt_state(self) -> None:
+        """Take over pids (and the token) another Sandbox object recorded, so no process is orphaned."""
+        try:
+            st = json.loads((self.state_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        if self.api_pid is None and self._api_proc is None and st["api"].get("pid"):
+            self.api_pid = st["api"]["pid"]
+            if self._api_running():
+                self.token = st.get("token", self.token)
+            else:
+                self.api_pid = None
+        if self.redis.pid is None and st["redis"].get("pid"):
+            self.redis._pid = st["redis"]["pid"]
+            if not self.redis.is_running():
+                self.redis._pid = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def up(self, timeout: float = 60) -> dict[str, Any]:
+        """Start PostgreSQL (bootstrapping on first start), Redis and the API; wait for /health 200."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._adopt_state()
+        try:
+            self._start_postgres()
+            self._start_redis()
+            self._write_state()
+            self._start_api()
+            self._write_state()
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self.status()
+
+    def _start_postgres(self) -> None:
+        self.postgres.start()
+        marker = self.state_dir / ".bootstrapped"
+        if not marker.exists():
+            self.postgres.bootstrap()
+            marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+    def _start_redis(self) -> None:
+        self.redis.start()
+
+    def _start_api(self) -> None:
+        if self._api_running():
+            return
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.api_log, "ab") as logf:
+            self._api_proc = subprocess.Popen(
+                [sys.executable, "-m", "smartops_nb.sandbox.api", "--config", str(self.state_dir / STATE_FILE)],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=env, cwd=str(self.state_dir))
+        self.api_pid = self._api_proc.pid
+
+    def _api_running(self) -> bool:
+        if self._api_proc is not None:
+            return self._api_proc.poll() is None
+        if not _pid_alive(self.api_pid):
+            return False
+        try:   # guard against a recycled pid
+            return b"smartops_nb.sandbox.api" in Path(f"/proc/{self.api_pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def _stop_api(self, timeout: float = 10) -> None:
+        pid = self.api_pid
+        if pid and self._api_running():
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                if self._api_proc is not None:
+                    try:
+                        self._api_proc.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if _wait_gone(pid, timeout):
+                    break
+        if self._api_proc is not None:
+            try:
+                self._api_proc.wait(1)
+            except subprocess.TimeoutExpired:
+                pass
+            self._api_proc = None
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if not self._api_running():
+                raise RuntimeError(f"API process exited; log tail:\n{self._tail(self.api_log)}")
+            try:
+                status, body = _http("GET", self.api_url + "/health", timeout=3)
+                if status == 200:
+                    return
+                last = (status, body)
+            except OSError as e:
+                last = e
+            time.sleep(0.2)
+        raise TimeoutError(f"API not healthy after {timeout}s: {last!r}; log tail:\n{self._tail(self.api_log)}")
+
+    @staticmethod
+    def _tail(path: Path, n: int = 30) -> str:
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def restart_api(self, timeout: float = 60) -> dict[str, Any]:
+        """What the runbook's "restart the API" does: a new process, hence a fresh pool."""
+        self._stop_api()
+        self._start_api()
+        self._write_state()
+        self._wait_healthy(timeout)
+        return self.status()
+
+    def down(self) -> None:
+        """Stop API, Redis and PostgreSQL by pid; safe to call twice."""
+        self._adopt_state()
+        self._stop_api()
+        self.redis.stop()
+        self.postgres.stop()
+        self.api_pid = None
+        self.redis._pid = None
+        if self.state_dir.exists():
+            self._write_state()
+
+    def status(self) -> dict[str, Any]:
+        health: Any
+        try:
+            health = _http("GET", self.api_url + "/health", timeout=3) if self._api_running() else None
+        except OSError as e:
+            health = str(e)
+        return {
+            "api": {"pid": self.api_pid, "running": self._api_running(), "port": self.api_port,
+                    "url": self.api_url, "health": health},
+            "postgres": {"pid": self.postgres.pid, "running": self.postgres.is_running(),
+                         "port": self.postgres.port, "dsn": self.postgres.dsn(user="smartops")},
+            "redis": {"pid": self.redis.pid, "running": self.redis.is_running(),
+                      "port": self.redis.port, "url": self.redis.url},
+        }
+
+    # -- faults --------------------------------------------------------------------------------
+    def fault(self, name: str) -> dict[str, Any]:
+        known = known_faults()
+        if name not in known:
+            raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(known)}")
+        return self._admin(f"/admin/fault/{name}")
+
+    def heal(self) -> dict[str, Any]:
+        return self._admin("/admin/heal")
+
+    def _admin(self, path: str) -> dict[str, Any]:
+        status, body = _http("POST", self.api_url + path, {"X-Sandbox-Token": self.token}, timeout=60)
+        if status != 200:
+            raise RuntimeError(f"POST {path} -> {status}: {body}")
+        return body
