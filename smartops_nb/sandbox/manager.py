@@ -57,7 +57,7 @@ class Sandbox:
 
     def __init__(self, state_dir: Path, api_port: int = DEFAULT_PORTS["api"],
                  pg_port: int = DEFAULT_PORTS["postgres"], redis_port: int = DEFAULT_PORTS["redis"],
-                 max_connections: int = 40, pool_size: int = 5, reserved_connections: int = 3,
+                 max_connections: int = 60, pool_size: int = 5, reserved_connections: int = 3,
                  token: str | None = None) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.api_port = int(api_port)

@@ -60,7 +60,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 class PostgresServer:
     """One PostgreSQL cluster: initdb on first start, pg_ctl start/stop, bootstrap of the SmartAmazon schema."""
 
-    def __init__(self, data_dir: Path, port: int, max_connections: int = 40,
+    def __init__(self, data_dir: Path, port: int, max_connections: int = 60,
                  reserved_connections: int = 3, log_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = int(port)

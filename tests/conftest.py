@@ -1,0 +1,91 @@
+"""Shared fixtures: a real SmartAmazon sandbox for the session, and running runbooks into records.
+
+Scenario tests inject a real fault into the sandbox (``sandbox.fault(NAME)``), run a runbook with
+:func:`run_runbook` and assert the cause codes in the record. ``healthy_sandbox`` heals every
+fault before and after a test so scenarios do not leak into each other.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from smartops_nb import runner
+from smartops_nb.sandbox import Sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require(component: str, present: bool, hint: str) -> None:
+    """Skip when a system component is missing on a user's machine; fail under CI=true."""
+    if present:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{component} is missing and CI=true: CI must provide it ({hint})", pytrace=False)
+    pytest.skip(f"{component} is missing ({hint})")
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    """One real sandbox (API, PostgreSQL, Redis on free loopback ports) for the whole session."""
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), free_port(), free_port(), free_port())
+    try:
+        sb.up(timeout=90)
+        yield sb
+    finally:
+        sb.down()
+
+
+@pytest.fixture
+def healthy_sandbox(sandbox):
+    sandbox.heal()
+    yield sandbox
+    sandbox.heal()
+
+
+@pytest.fixture
+def sandbox_params(sandbox) -> dict[str, Any]:
+    """Runbook parameters pointing at the session's sandbox (host processes, API log file)."""
+    return {**sandbox.params(), "api_log_path": str(sandbox.api_log)}
+
+
+class Record:
+    """An executed runbook: exit code, summary (``metadata["smartops"]``), path and notebook."""
+
+    def __init__(self, result: runner.Result):
+        self.path = result.record
+        self.summary = result.summary
+        self.exit_code = result.exit_code
+        self.nb = nbformat.read(self.path, as_version=4)
+
+    @property
+    def causes(self) -> list[str]:
+        return self.summary["diagnosis"]["causes"]
+
+    def finding(self, check: str) -> dict[str, Any]:
+        return next(f for f in self.summary["findings"] if f["check"] == check)
+
+    def actions(self, mode: str | None = None) -> list[dict[str, Any]]:
+        return [a for a in self.summary["actions"] if mode is None or a["mode"] == mode]
+
+
+def run_runbook(runbook: str, archive: Path, params: dict[str, Any], files: tuple[str, ...] = ()) -> Record:
+    """Run a runbook headless exactly as `smartops run` does and return its record."""
+    known = runner.notebook_parameters(runner.catalog.get(runbook).path)
+    prep = runner.prepare(runbook, files, {k: v for k, v in params.items() if k in known})
+    return Record(runner.execute(prep, archive, progress=False, cell_timeout=120))
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    return tmp_path / "incidents"
