@@ -17,7 +17,8 @@ def tail_file(path: str | Path, lines: int = 100) -> list[str]:
 def api_logs(params, platform_factory, lines: int = 100) -> tuple[str, list[str]]:
     """(source, lines): ``api_log_path`` when given, else the API workload's logs on the platform."""
     if params.get("api_log_path"):
-        return f"file {params.api_log_path}", tail_file(params.api_log_path, lines)
+        path = Path(params.api_log_path).expanduser()
+        return f"file {path}", tail_file(path, lines)
     platform = platform_factory()
     workload = params.api_deployment if params.platform == "kubernetes" else params.api_container
     return f"{params.platform} {workload}", [redact.scrub(x) for x in platform.logs(workload, tail=lines)]

