@@ -1,0 +1,168 @@
+"""Who decides ``container-crashed``, ``out-of-memory`` and ``database-unreachable``: the api-down checks.
+
+Pure functions: the HTTP probe's answer and the platform's workload state in, :class:`Finding` or
+:class:`Diagnosis` out. A podman container killed by the memory cgroup keeps ``OOMKilled`` false;
+the Docker driver already infers it from exit 137 + a memory limit (``oom_killed`` then true).
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pandas as pd
+
+from ..findings import Diagnosis, Finding, by_check
+
+MIB = 1024 * 1024
+CRASH_STATUSES = {"exited", "dead", "CrashLoopBackOff", "Error", "OOMKilled", "missing", "NotFound",
+                  "RunContainerError", "CreateContainerError", "NoPods"}
+ERROR_LINE = re.compile(r"\b(ERROR|FATAL|CRITICAL|Traceback|panic|Killed|out of memory)\b", re.I)
+
+
+# -- health endpoint ---------------------------------------------------------------------------
+def health_body(h: dict[str, Any]) -> dict[str, Any]:
+    """The /health body as a dict (empty when it is not JSON)."""
+    try:
+        body = json.loads(h.get("body") or "")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def database_status(h: dict[str, Any]) -> str | None:
+    """What the API's /health body says of its database (``ok``, ``error: ...``), None if silent."""
+    value = health_body(h).get("database")
+    return None if value is None else str(value)
+
+
+def check_health(h: dict[str, Any], latency_warn_ms: float) -> Finding:
+    data = {**h, "answered": h.get("status") is not None, "database": database_status(h)}
+    if h.get("status") is None:
+        return Finding("critical", f"{h['url']} did not answer ({h.get('error') or 'no response'}): "
+                                   "the API is down or unreachable", data)
+    if h["status"] != 200:
+        db = f"; database: {data['database']}" if data["database"] else ""
+        return Finding("critical", f"{h['url']} answered HTTP {h['status']} in {h['latency_ms']:.0f} ms{db}", data)
+    if h["latency_ms"] > latency_warn_ms:
+        return Finding("warn", f"{h['url']} answered 200 but slowly ({h['latency_ms']:.0f} ms > "
+                               f"{latency_warn_ms:g} ms)", data)
+    return Finding("ok", f"{h['url']} answered 200 in {h['latency_ms']:.0f} ms", data)
+
+
+# -- workload state ------------------------------------------------------------------------------
+def is_down(st: dict[str, Any]) -> bool:
+    """Not running, exited non-zero, or crash-looping (whatever the platform's word for it)."""
+    return (not st.get("exists") or not st.get("running") or st.get("status") in CRASH_STATUSES
+            or (st.get("exit_code") not in (None, 0)))
+
+
+def state_table(st: dict[str, Any]) -> pd.DataFrame:
+    """The facts an engineer reads in ``docker ps`` / ``kubectl get pods``, one row."""
+    keys = ("name", "exists", "running", "status", "exit_code", "restarts", "oom_killed", "image",
+            "replicas_desired", "replicas_ready", "started_at")
+    return pd.DataFrame([{k: st.get(k) for k in keys}])
+
+
+def check_workload(st: dict[str, Any]) -> Finding:
+    down, restarts = is_down(st), int(st.get("restarts") or 0)
+    data = {**st, "down": down}
+    where = f"{st['name']} is {st.get('status') or 'unknown'}"
+    if not st.get("exists"):
+        return Finding("critical", f"{st['name']} does not exist on the platform", data)
+    if down:
+        code = f", last exit code {st['exit_code']}" if st.get("exit_code") is not None else ""
+        oom = " (killed for memory)" if st.get("oom_killed") else ""
+        return Finding("critical", f"{where}{code}{oom}, {restarts} restarts", data)
+    if restarts:
+        return Finding("warn", f"{where} but has restarted {restarts} times", data)
+    return Finding("ok", f"{where}, no restarts", data)
+
+
+# -- logs ------------------------------------------------------------------------------------------
+def check_logs(lines: list[str]) -> Finding:
+    errors = [line for line in lines if ERROR_LINE.search(line)]
+    data = {"lines_read": len(lines), "error_lines": len(errors), "examples": errors[-5:]}
+    if errors:
+        return Finding("warn", f"{len(errors)} error lines in the last {len(lines)} log lines; last: {errors[-1][:200]}",
+                       data)
+    return Finding("ok", f"no error line in the last {len(lines)} log lines", data)
+
+
+# -- memory ----------------------------------------------------------------------------------------
+def memory(st: dict[str, Any]) -> dict[str, Any]:
+    usage, limit = st.get("memory_usage_bytes"), st.get("memory_limit_bytes")
+    pct = round(100.0 * usage / limit, 1) if usage is not None and limit else None
+    return {"name": st["name"], "usage_bytes": usage, "limit_bytes": limit, "used_pct": pct,
+            "oom_killed": bool(st.get("oom_killed")), "exit_code": st.get("exit_code"),
+            "oom_inferred": bool((st.get("detail") or {}).get("oom_inferred"))}
+
+
+def mib(n: int | None) -> float | None:
+    return None if n is None else round(n / MIB, 1)
+
+
+def check_memory(m: dict[str, Any], warn_pct: float) -> Finding:
+    data = {**m, "warn_pct": warn_pct, "near_limit": bool(m["used_pct"] is not None and m["used_pct"] >= warn_pct)}
+    limit = f"{m['limit_bytes'] / MIB:.0f} MiB" if m["limit_bytes"] else "no limit"
+    if m["oom_killed"]:
+        how = ("exit 137 (SIGKILL) with a memory limit: the engine's OOMKilled flag is false, but that is a "
+               "memory-cgroup kill" if m["oom_inferred"] else "OOMKilled")
+        return Finding("critical", f"{m['name']} was killed for memory ({how}; limit {limit})", data)
+    if m["usage_bytes"] is None:
+        return Finding("ok", f"{m['name']}: no live memory figure (not running, or the platform reports none); "
+                             f"limit {limit}", data)
+    text = f"{m['name']} uses {m['usage_bytes'] / MIB:.0f} MiB of {limit}"
+    if data["near_limit"]:
+        return Finding("critical", f"{text} ({m['used_pct']:.0f}% ≥ {warn_pct:g}%): about to be killed for memory",
+                       data)
+    return Finding("ok", text + (f" ({m['used_pct']:.0f}%)" if m["used_pct"] is not None else ""), data)
+
+
+# -- database reachability, from the API's side ----------------------------------------------------
+def check_database(h: dict[str, Any], db_state: dict[str, Any] | None) -> Finding:
+    said = database_status(h)
+    db_down = bool(db_state and "error" not in db_state and db_state.get("exists") and is_down(db_state))
+    data = {"api_answered": h.get("status") is not None, "api_says": said, "db_workload": db_state,
+            "db_down": db_down, "api_says_down": said is not None and said != "ok"}
+    if db_down:
+        return Finding("critical", f"database workload {db_state['name']} is {db_state.get('status')} "
+                                   f"(exit code {db_state.get('exit_code')})", data)
+    if data["api_says_down"]:
+        return Finding("critical", f"the API is up but cannot reach its database: {said}", data)
+    if said == "ok":
+        return Finding("ok", "the API reports its database reachable", data)
+    why = ("the platform could not be read: " + db_state["error"]) if db_state and "error" in db_state else (
+        "no database workload on this platform" if not db_state or not db_state.get("exists") else
+        f"database workload {db_state['name']} is {db_state.get('status')}")
+    return Finding("warn", f"database reachability unknown: the API did not report it ({why})", data)
+
+
+# -- diagnosis ---------------------------------------------------------------------------------------
+def diagnose(findings: list[Finding], params) -> Diagnosis:
+    f = by_check(findings)
+    health, wl, mem, db = (f.get(k) for k in ("health", "workload-state", "memory", "database"))
+    causes, why = [], []
+    oom = bool(mem and (mem.data.get("oom_killed") or mem.data.get("near_limit")))
+    api_failing = bool(health and health.status == "critical")
+    down = bool(wl and wl.data.get("down"))
+    restarted = bool(wl and wl.data.get("restarts"))
+    if oom:
+        causes.append("out-of-memory")
+        why.append(mem.summary)
+    if (down or (restarted and api_failing)) and not (oom and mem.data.get("oom_killed")):
+        causes.append("container-crashed")
+        why.append(wl.summary)
+    if db and db.status == "critical":
+        causes.append("database-unreachable")
+        why.append(db.summary)
+    errors = [x.check for x in findings if x.status == "error"]
+    tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
+    if not causes:
+        lead = ("The API is failing but no cause was confirmed: " + health.summary + "." if api_failing else
+                "API down not confirmed: the health endpoint answers and the workload is running.")
+        return Diagnosis([], lead + tail)
+    todo = {"container-crashed": "restart-api", "out-of-memory": "restart-api, then scale-api or raise the limit",
+            "database-unreachable": "restart-database"}
+    rec = "; ".join(f"{c} → {todo[c]}" for c in causes)
+    return Diagnosis(causes, "API service down. " + " ".join(why) + f". Recommended: {rec}.{tail}")
