@@ -91,11 +91,22 @@ def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] |
     return Prepared(rb, values, config)
 
 
-def _start_kernel(kernel_name: str, env: dict[str, str]):
-    from jupyter_client.manager import KernelManager
+def _kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
+    """An (unstarted) async kernel manager whose kernel gets ``env``, talking over IPC files.
 
-    km = KernelManager(kernel_name=kernel_name)
-    km.start_kernel(env=env)
+    It must be an *async* manager: with a blocking one, nbclient waits on a blocking socket read
+    and never notices that the kernel died (the hang papermill users report).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _EnvKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):  # nbclient calls this when it starts the kernel
+            kw["env"] = {**kw.get("env", {}), **env}
+            return await super().start_kernel(**kw)
+
+    km = _EnvKernelManager(kernel_name=kernel_name, transport="ipc",
+                           connection_file=os.path.join(folder, "kernel.json"))
+    km.ip = os.path.join(folder, "kernel-ipc")  # IPC socket files live in the run's private folder
     return km
 
 
@@ -114,9 +125,9 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
         state_file = Path(tmp) / "state.json"
         out_path = Path(tmp) / "executed.ipynb"
         env = {**os.environ, STATE_ENV: str(state_file)}
-        km = _start_kernel(kernel_name, env)
+        km = _kernel_manager(kernel_name, env, tmp)
         try:
-            log.info("running %s (%s) in kernel pid %s", rb.id, rb.notebook, _kernel_pid(km))
+            log.info("running %s (%s)", rb.id, rb.notebook)
             papermill.execute_notebook(
                 str(rb.path), str(out_path), parameters=prep.parameters, km=km, kernel_name=kernel_name,
                 progress_bar=progress, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
@@ -152,18 +163,15 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
     return Result(path, nb.metadata["smartops"])
 
 
-def _kernel_pid(km) -> Any:
-    try:
-        return km.provisioner.process.pid
-    except AttributeError:
-        return "?"
-
-
 def _shutdown(km) -> None:
+    """Stop the kernel we own (nbclient leaves a kernel manager it was given running)."""
+    from jupyter_core.utils import run_sync
+
     try:
-        km.shutdown_kernel(now=True)
-    except Exception:  # already dead
-        pass
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    except Exception as e:  # already dead
+        log.debug("kernel shutdown: %s", e)
 
 
 def _load_state(path: Path) -> dict[str, Any] | None:
