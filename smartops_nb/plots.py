@@ -88,3 +88,38 @@ def breakdown_panels(tables: dict[str, pd.DataFrame], title: str, *, value: str 
     fig.tight_layout()
     plt.show()
     plt.close(fig)
+
+
+def memory_against_limit(used_mib: float | None, limit_mib: float | None, title: str, *,
+                         warn_pct: float | None = None) -> None:
+    """One bar of memory in use against the workload's limit (either may be unknown)."""
+    fig, ax = plt.subplots(figsize=(8, 2.2))
+    used = used_mib or 0
+    ax.barh(["memory"], [used], color="#4c72b0", label=f"used ({used_mib:.0f} MiB)" if used_mib is not None
+            else "used (unknown: not running)")
+    if limit_mib:
+        ax.axvline(limit_mib, color="black", linewidth=2, label=f"limit ({limit_mib:.0f} MiB)")
+        if warn_pct is not None:
+            ax.axvline(limit_mib * warn_pct / 100, color="red", linestyle="--", label=f"warn at {warn_pct:g}%")
+    else:
+        ax.text(0.99, 0.5, "no memory limit set", ha="right", va="center", transform=ax.transAxes)
+    ax.set_xlim(0, max(limit_mib or 0, used) * 1.05 or 1)
+    ax.set_xlabel("MiB")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3, fontsize="small")
+    _finish(fig, ax, title)
+
+
+def percent_bars(df: pd.DataFrame, label: str, value: str, title: str, *, warn_pct: float | None = None) -> None:
+    """Horizontal bars of a percentage per label (e.g. disk used % per path) on a 0-100 axis."""
+    fig, ax = plt.subplots(figsize=(7, max(1.8, 0.4 * len(df) + 1)))
+    if len(df):
+        colours = ["#cf222e" if warn_pct is not None and v >= warn_pct else "#4c72b0" for v in df[value]]
+        ax.barh(df[label].astype(str), df[value], color=colours)
+        for y, v in enumerate(df[value]):
+            ax.text(min(v, 100), y, f" {v:g}%", va="center")
+    if warn_pct is not None:
+        ax.axvline(warn_pct, color="red", linestyle="--", label=f"warn at {warn_pct:g}%")
+        ax.legend(fontsize="small", loc="lower right")
+    ax.set_xlim(0, 110)
+    ax.set_xlabel(f"{value}")
+    _finish(fig, ax, title)

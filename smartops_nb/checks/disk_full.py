@@ -1,0 +1,89 @@
+"""Who decides ``disk-nearly-full``, ``old-logs``, ``old-backups`` and ``docker-reclaimable``.
+
+Pure functions: data from the disk probe (and the platform's ``docker system df``) in,
+:class:`Finding` or :class:`Diagnosis` out.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..findings import Diagnosis, Finding, by_check
+
+
+def mib(n: float) -> float:
+    return round(float(n) / 2 ** 20, 1)
+
+
+def check_usage(df: pd.DataFrame, warn_pct: float) -> Finding:
+    rows = df.to_dict("records")
+    full = [r["path"] for r in rows if r["used_pct"] >= warn_pct]
+    text = "; ".join(f"{r['path']} {r['used_pct']:g}% used ({mib(r['avail_bytes'])} MiB free of "
+                     f"{mib(r['total_bytes'])} MiB)" for r in rows)
+    data = {"paths": rows, "warn_pct": warn_pct, "full": full}
+    if full:
+        return Finding("critical", f"{text}: {', '.join(full)} at or above {warn_pct:g}%", data)
+    if any(r["used_pct"] >= warn_pct * 0.8 for r in rows):
+        return Finding("warn", f"{text}: approaching {warn_pct:g}%", data)
+    return Finding("ok", text, data)
+
+
+def check_largest(folders: pd.DataFrame, files: pd.DataFrame, walk: dict) -> Finding:
+    data = {**walk, "folders": folders.head(10).to_dict("records"), "files": files.head(10).to_dict("records")}
+    head = (f"largest under {walk['root']}: " + (f"folder {folders.iloc[0]['folder']} ({folders.iloc[0]['mib']:g} MiB)"
+                                                 if len(folders) else "no folder")
+            + (f", file {files.iloc[0]['file']} ({files.iloc[0]['mib']:g} MiB)" if len(files) else ""))
+    if not walk["complete"]:
+        return Finding("warn", f"{head}; walk stopped early ({walk['stopped']}, {walk['visited']} entries): "
+                               "sizes are a lower bound", data)
+    return Finding("ok", f"{head} ({walk['visited']} entries walked)", data)
+
+
+def check_old_files(listing: pd.DataFrame, kind: str, pattern: str, max_age_days: float) -> Finding:
+    files = listing[~listing["is_symlink"].astype(bool)] if len(listing) else listing
+    links = listing[listing["is_symlink"].astype(bool)] if len(listing) else listing
+    total = int(files["size_bytes"].sum()) if len(files) else 0
+    data = {"kind": kind, "pattern": pattern, "max_age_days": max_age_days, "count": int(len(files)),
+            "reclaimable_bytes": total, "symlinks_not_counted": [str(p) for p in links["path"]] if len(links) else [],
+            "files": files.head(50).to_dict("records") if len(files) else [], "found": bool(len(files))}
+    text = f"{len(files)} {kind} ({pattern}) older than {max_age_days:g} days, {mib(total)} MiB reclaimable"
+    if len(links):
+        text += f"; {len(links)} symlinks matching the pattern are not counted and will not be followed"
+    return Finding("warn" if len(files) else "ok", text, data)
+
+
+def check_docker(df: dict) -> Finding:
+    parts = {k: v for k, v in df.items() if isinstance(v, dict)}
+    data = {**df, "reclaimable": bool(df.get("reclaimable_bytes"))}
+    text = (f"container engine uses {mib(df.get('total_bytes', 0))} MiB, {mib(df.get('reclaimable_bytes', 0))} MiB "
+            "reclaimable (" + ", ".join(f"{k} {mib(v.get('reclaimable_bytes', 0))}" for k, v in parts.items()) + ")")
+    return Finding("warn" if data["reclaimable"] else "ok", text, data)
+
+
+def docker_table(df: dict) -> pd.DataFrame:
+    rows = [{"type": k, "count": v.get("count", 0), "size_mib": mib(v.get("size_bytes", 0)),
+             "reclaimable_mib": mib(v.get("reclaimable_bytes", 0))} for k, v in df.items() if isinstance(v, dict)]
+    return pd.DataFrame(rows, columns=["type", "count", "size_mib", "reclaimable_mib"])
+
+
+CONTRIBUTORS = {"old-logs": "old-logs", "old-backups": "old-backups", "docker-reclaimable": "docker-disk-usage"}
+
+
+def diagnose(findings: list[Finding], params) -> Diagnosis:
+    """disk-nearly-full from usage; what fills it only counts while a disk is nearly full."""
+    f = by_check(findings)
+    usage_f = f.get("disk-usage")
+    errors = [x.check for x in findings if x.status == "error"]
+    if not (usage_f and usage_f.data.get("full")):
+        tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
+        return Diagnosis([], f"Disk full not confirmed: every path is below {params.disk_warn_pct:g}%.{tail}")
+    causes, why = ["disk-nearly-full"], [usage_f.summary + "."]
+    for cause, check in CONTRIBUTORS.items():
+        x = f.get(check)
+        if x and (x.data.get("found") or x.data.get("reclaimable")):
+            causes.append(cause)
+            why.append(x.summary + ".")
+    actions = {"old-logs": "delete-old-logs", "old-backups": "delete-old-backups", "docker-reclaimable": "prune-docker"}
+    todo = [actions[c] for c in causes if c in actions]
+    advice = (f" Recommended: {', '.join(todo)}." if todo else
+              " Nothing known to reclaim: see the largest folders and files, or grow the disk.")
+    return Diagnosis(causes, "Disk nearly full. " + " ".join(why) + advice)

@@ -1,0 +1,137 @@
+"""disk-full on a real, small filesystem: a 20 MiB tmpfs mounted for each test.
+
+Filled past 90% with logs and backups aged by ``os.utime`` plus fresh files; a file outside the
+log folder is reachable through a symlink planted inside it. No container engine is given (the
+``docker_host`` socket does not exist), so the engine step is an ``error`` finding and the run goes on.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require, run_runbook
+
+MIB = 2 ** 20
+OLD = 60 * 86400  # seconds: twice the 30-day limit
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    require("tmpfs mount", proc.returncode == 0,
+            f"mount -t tmpfs needs root/CAP_SYS_ADMIN: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _write(path: Path, mib: float, age_s: float = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * int(mib * MIB))
+    if age_s:
+        t = time.time() - age_s
+        os.utime(path, (t, t), follow_symlinks=False)
+    return path
+
+
+def _used_pct(path: Path) -> float:
+    u = shutil.disk_usage(path)
+    return 100.0 * u.used / u.total
+
+
+def _params(mnt: Path, tmp_path: Path, **extra) -> dict:
+    return {"environment": "test", "disk_paths": [str(mnt)], "log_dirs": [str(mnt / "log")],
+            "backup_dirs": [str(mnt / "backups")], "docker_host": f"unix://{tmp_path}/no-engine.sock", **extra}
+
+
+def _fill(mnt: Path) -> dict[str, list[Path]]:
+    """~19 MiB of 20: 3 old logs, 3 old backups, fresh ones, and a trap reached through symlinks."""
+    old = [_write(mnt / "log" / f"app-{i}.log", 2.5, OLD) for i in range(3)]
+    old += [_write(mnt / "backups" / f"db-{i}.sql.gz", 2.5, OLD) for i in range(3)]
+    fresh = [_write(mnt / "log" / "app.log", 1.0), _write(mnt / "log" / "nginx" / "access.log", 0.5),
+             _write(mnt / "backups" / "db-today.sql.gz", 1.5), _write(mnt / "backups" / "notes.log", 0.2, OLD)]
+    outside = [_write(mnt / "outside" / "precious.log", 0.2, OLD),
+               _write(mnt / "outside" / "sub" / "deep.log", 0.2, OLD)]
+    link = mnt / "log" / "precious.log"          # a file link leading out of the log folder
+    link.symlink_to(mnt / "outside" / "precious.log")
+    t = time.time() - OLD
+    os.utime(link, (t, t), follow_symlinks=False)
+    (mnt / "log" / "linked-dir").symlink_to(mnt / "outside" / "sub")  # a folder link leading out
+    return {"old": old, "fresh": fresh, "outside": outside, "links": [link]}
+
+
+def test_full_disk_with_old_logs_and_backups(tmpfs, tmp_path, archive):
+    files = _fill(tmpfs)
+    assert _used_pct(tmpfs) > 90
+    before = sorted(p for p in tmpfs.rglob("*"))
+
+    rec = run_runbook("disk-full", archive, _params(tmpfs, tmp_path))
+
+    assert {"disk-nearly-full", "old-logs", "old-backups"} <= set(rec.causes)
+    assert rec.finding("docker-disk-usage")["status"] == "error"
+    assert rec.finding("old-logs")["data"]["count"] == 3
+    assert rec.finding("old-backups")["data"]["count"] == 3
+    assert {a["action"] for a in rec.actions("recommended")} == {"delete-old-logs", "delete-old-backups"}
+    # investigate mode deletes nothing
+    assert sorted(p for p in tmpfs.rglob("*")) == before
+    assert all(p.exists() for p in files["old"])
+
+
+def test_healthy_disk_confirms_nothing(tmpfs, tmp_path, archive):
+    _write(tmpfs / "log" / "app.log", 1.0)
+    _write(tmpfs / "backups" / "db-today.sql.gz", 1.0)
+
+    rec = run_runbook("disk-full", archive, _params(tmpfs, tmp_path, mode="mitigate",
+                                                    approved_actions=["delete-old-logs", "delete-old-backups"]))
+
+    assert rec.summary["diagnosis"]["confirmed"] is False and rec.causes == []
+    assert rec.actions() == []
+    assert rec.finding("disk-usage")["status"] == "ok"
+
+
+def test_approved_deletions_free_space_and_spare_everything_else(tmpfs, tmp_path, archive):
+    files = _fill(tmpfs)
+
+    rec = run_runbook("disk-full", archive, _params(tmpfs, tmp_path, mode="mitigate",
+                                                    approved_actions=["delete-old-logs", "delete-old-backups"]))
+
+    executed = {a["action"]: a["result"] for a in rec.actions("executed")}
+    assert set(executed) == {"delete-old-logs", "delete-old-backups"}
+    assert _used_pct(tmpfs) < 90
+    assert not any(p.exists() for p in files["old"])
+    assert all(p.exists() for p in files["fresh"] + files["outside"])
+    assert all(p.is_symlink() for p in files["links"])
+    refused = {r["path"]: r["reason"] for r in executed["delete-old-logs"]["refused"]}
+    assert "symlink" in refused[str(files["links"][0])]
+
+
+def test_delete_action_rechecks_every_listed_path(tmpfs):
+    """The action refuses what the listing cannot vouch for: a path outside the folders, a file
+    made fresh since it was listed; and only the files listed are ever touched."""
+    from smartops_nb.actions import carry_out
+    from smartops_nb.mitigations import files as file_actions
+    from smartops_nb.probes import disk
+
+    old = [_write(tmpfs / "log" / f"a-{i}.log", 0.1, OLD) for i in range(2)]
+    outside = _write(tmpfs / "elsewhere" / "x.log", 0.1, OLD)
+    listing = disk.old_files([str(tmpfs / "log")], "*.log", 30)
+    late = _write(tmpfs / "log" / "late.log", 0.1, OLD)  # appeared after the listing
+    listing.loc[len(listing)] = [str(outside), str(tmpfs / "log"), 1, 99.0, False]
+    old[1].touch()  # written to since it was listed: no longer old
+
+    mode, result = carry_out(file_actions.delete_old_files("delete-old-logs", listing, [str(tmpfs / "log")],
+                                                           "*.log", 30), "executed")
+
+    assert mode == "executed" and result["deleted"] == [str(old[0])]
+    reasons = {r["path"]: r["reason"] for r in result["refused"]}
+    assert "outside" in reasons[str(outside)] and "no longer older" in reasons[str(old[1])]
+    assert outside.exists() and old[1].exists() and late.exists()
