@@ -68,3 +68,70 @@ def _count_after_exit(session: Session, pids: set[int], wait_s: float = 3.0) -> 
             break
         time.sleep(0.1)
     return int(session.scalar(_COUNT))
+
+
+# -- create-index (high-latency) -----------------------------------------------------------------
+INDEX_BUILD_TIMEOUT_S = 600
+
+
+def concurrent_ddl(ddl: str) -> str:
+    """The expected index's DDL as ``CREATE INDEX CONCURRENTLY IF NOT EXISTS name ON table (...)``."""
+    from ..probes.postgres import parse_index_ddl
+
+    want = parse_index_ddl(ddl)  # refuses anything but one CREATE INDEX on plain columns
+    unique = "UNIQUE " if want["unique"] else ""
+    return (f"CREATE {unique}INDEX CONCURRENTLY IF NOT EXISTS {want['name']} ON {want['table']} "
+            f"USING {want['method']} ({', '.join(want['columns'])})")
+
+
+def create_index(session: Session, ddl: str, timeout_s: float = INDEX_BUILD_TIMEOUT_S) -> Action:
+    """Build the expected index without blocking writes (CONCURRENTLY: outside a transaction,
+    on an autocommit connection). Before/after: index presence and the slowest query's plan.
+    A failed concurrent build leaves an INVALID index behind; it is dropped so a retry can work."""
+    from ..probes.postgres import explain, index_status, parse_index_ddl, slowest_query
+
+    statement = concurrent_ddl(ddl)
+    want = parse_index_ddl(ddl)
+
+    def evidence() -> dict:
+        status = index_status(session, ddl)
+        query = slowest_query(session, want["table"])
+        plan = explain(session, query) if query else None
+        return {"index_exists": status["exists"], "index_valid": status["valid"],
+                "seq_scans": plan["seq_scans"] if plan else [], "indexes_used": plan["indexes_used"] if plan else [],
+                "plan": plan["plan"][:15] if plan else [], "query": query[:300]}
+
+    def preview() -> dict:
+        return {"statement": statement, **evidence()}
+
+    def execute() -> dict:
+        before = evidence()
+        if before["index_exists"] and not before["index_valid"]:
+            raise RuntimeError(f"index {want['name']} exists but is INVALID: DROP INDEX CONCURRENTLY it first")
+        conn = session.writable()
+        if not getattr(conn, "autocommit", False):
+            conn.close()
+            raise RuntimeError("no autocommit connection available: CREATE INDEX CONCURRENTLY cannot run "
+                               "inside a transaction")
+        try:
+            ms = int(timeout_s * 1000)
+            conn.execute(f"SET statement_timeout = {ms}")
+            conn.execute(f"SET lock_timeout = {ms}")   # CONCURRENTLY waits for older transactions
+            try:
+                conn.execute(statement)
+            except Exception:
+                still = conn.execute("SELECT NOT ix.indisvalid FROM pg_index ix JOIN pg_class c ON c.oid = "
+                                     "ix.indexrelid WHERE c.relname = %s", (want["name"],)).fetchone()
+                if still and still[0]:
+                    conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {want['name']}")
+                raise
+        finally:
+            conn.close()
+        return {"statement": statement, "before": before, "after": evidence()}
+
+    return Action(
+        name="create-index",
+        target=f"table {want['table']}: index {want['name']} ({', '.join(want['columns'])})",
+        description=statement,
+        execute=execute, preview=preview,
+    )

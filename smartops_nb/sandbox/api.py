@@ -29,6 +29,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 APP_NAME = "smartamazon-api"
 SEARCH_SQL = ("SELECT id,name,category,rating,price FROM products "
               "WHERE category = %s ORDER BY rating DESC LIMIT 20")
+# What the slow-queries fault deploys: search results ranked within their category. Each of the
+# 20 rows runs two correlated counts that idx_products_category_rating answers in microseconds;
+# without the index each one is a sequential scan of products (~2-3 s a search in the sandbox).
+RANKED_SEARCH_SQL = (
+    "SELECT id,name,category,rating,price,"
+    " (SELECT count(*) FROM products b WHERE b.category = p.category AND b.rating > p.rating) + 1 AS category_rank,"
+    " (SELECT count(*) FROM products t WHERE t.category = p.category AND t.rating = p.rating) AS same_rating"
+    " FROM products p WHERE category = %s ORDER BY rating DESC LIMIT 20")
 CATEGORIES_SQL = "SELECT category, count(*) AS products FROM products GROUP BY category ORDER BY category"
 CACHE_TTL = 300
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0)
@@ -109,6 +117,18 @@ class ConnectionPool:
         finally:
             self.put(conn, discard=broken)
 
+    def drain_idle(self) -> int:
+        """Close the idle connections (new ones pick up changed role settings)."""
+        n = 0
+        with self._cond:
+            while self._idle:
+                with contextlib.suppress(Exception):
+                    self._idle.pop().close()
+                self.created -= 1
+                n += 1
+            self._cond.notify_all()
+        return n
+
     def close(self) -> None:
         with self._cond:
             while self._idle:
@@ -125,6 +145,45 @@ class Fault:
     heal: Callable[["App"], dict]
 
 
+class Traffic:
+    """Simulated users: threads requesting this API until ``duration_s`` passes or :meth:`stop`.
+
+    Bounded in time so that a forgotten fault does not load the machine forever.
+    """
+
+    def __init__(self, base_url: str, next_path: Callable[[], str], threads: int, duration_s: float,
+                 pause_s: float = 0.0, headers: dict | None = None) -> None:
+        self.base_url, self.next_path, self.pause_s = base_url, next_path, pause_s
+        self.headers = headers or {}
+        self.deadline = time.monotonic() + duration_s
+        self.requests = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"traffic-{i}")
+                         for i in range(threads)]
+
+    def start(self) -> "Traffic":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _loop(self) -> None:
+        import urllib.request
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            req = urllib.request.Request(self.base_url + self.next_path(), headers=self.headers)
+            with contextlib.suppress(Exception):
+                with urllib.request.urlopen(req, timeout=15) as r:
+                    r.read()
+            self.requests += 1
+            if self.pause_s:
+                self._stop.wait(self.pause_s)
+
+    def stop(self, timeout: float = 15) -> dict:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        return {"requests": self.requests}
+
+
 class App:
     """State shared by request threads: pool, Redis client, metrics, active faults."""
 
@@ -135,6 +194,10 @@ class App:
         self.pool = ConnectionPool(cfg["postgres"]["app_dsn"], int(cfg["api"].get("pool_size", 5)))
         self.redis = redis.Redis.from_url(cfg["redis"]["url"], socket_timeout=1, socket_connect_timeout=1)
         self.cache_enabled = True
+        self.cache_ttl = CACHE_TTL
+        self.search_sql = SEARCH_SQL
+        self.traffic: dict[str, Traffic] = {}
+        self.base_url = f"http://127.0.0.1:{cfg['api']['port']}"
         self.active_faults: set[str] = set()
         self.leaked: list[psycopg.Connection] = []          # opened outside the pool, never returned
         self.leaked_from_pool: list[psycopg.Connection] = []
@@ -150,6 +213,7 @@ class App:
               registry=r).set_function(lambda: len(self.leaked) + len(self.leaked_from_pool))
         self.m_hits = Counter("smartamazon_cache_hits", "Cache hits", registry=r)
         self.m_misses = Counter("smartamazon_cache_misses", "Cache misses", registry=r)
+        self.m_in_flight = Gauge("smartamazon_http_requests_in_flight", "HTTP requests being served", registry=r)
 
     # -- data access ---------------------------------------------------------------------------
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
@@ -163,7 +227,9 @@ class App:
             log.warning("slow query duration_ms=%.0f sql=%r params=%r", took * 1000, sql, params)
         return rows
 
-    def cached(self, key: str, load: Callable[[], list[dict]]) -> tuple[list[dict], bool]:
+    def cached(self, key: str, load: Callable[[], list[dict]], use_cache: bool = True) -> tuple[list[dict], bool]:
+        if not use_cache:  # an explicit bypass is no cache lookup: neither hit nor miss
+            return load(), False
         if self.cache_enabled:
             try:
                 raw = self.redis.get(key)
@@ -176,7 +242,7 @@ class App:
         rows = load()
         if self.cache_enabled:
             try:
-                self.redis.set(key, json.dumps(rows, default=_json_default), ex=CACHE_TTL)
+                self.redis.set(key, json.dumps(rows, default=_json_default), ex=self.cache_ttl)
             except redis.RedisError as e:
                 log.error("cache write failed key=%s error=%s", key, e)
         return rows, False
@@ -218,7 +284,18 @@ class App:
         log.warning("faults healed: %s", json.dumps(out, default=str))
         return out
 
+    def start_traffic(self, name: str, **kwargs: Any) -> dict:
+        self.stop_traffic(name)
+        self.traffic[name] = Traffic(self.base_url, **kwargs).start()
+        return {"traffic_threads": kwargs.get("threads"), "traffic_seconds": kwargs.get("duration_s")}
+
+    def stop_traffic(self, name: str) -> dict:
+        t = self.traffic.pop(name, None)
+        return t.stop() if t else {}
+
     def shutdown(self) -> None:
+        for name in list(self.traffic):
+            self.stop_traffic(name)
         _heal_connection_leak(self)
         self.pool.close()
 
@@ -270,26 +347,83 @@ def _heal_connection_leak(app: App) -> dict:
     return {"closed": n}
 
 
+def _random_search() -> str:
+    import random
+    from .postgres_server import CATEGORIES
+    return f"/api/search?q={random.choice(CATEGORIES)}"
+
+
+def _browse() -> str:
+    import random
+    return "/api/categories" if random.random() < 0.2 else _random_search()
+
+
+TRAFFIC_SECONDS = 300      # simulated users stop on their own after this, or on heal
+BURST_SECONDS = 60
+
+
 def _inject_cache_bypass(app: App) -> dict:
     app.cache_enabled = False
     app.redis.flushdb()
-    return {"cache_enabled": False, "flushed": True}
+    users = app.start_traffic("cache-bypass", next_path=_browse, threads=1, duration_s=TRAFFIC_SECONDS,
+                              pause_s=0.2)
+    return {"cache_enabled": False, "flushed": True, **users}
 
 
 def _heal_cache_bypass(app: App) -> dict:
+    app.stop_traffic("cache-bypass")
     app.cache_enabled = True
     return {"cache_enabled": True}
 
 
+def _inject_cold_cache(app: App) -> dict:
+    """Redis flushed and a bad config push set the cache TTL to 2 s: keys expire before reuse."""
+    app.redis.flushdb()
+    app.cache_ttl = 2
+    users = app.start_traffic("cold-cache", next_path=_browse, threads=1, duration_s=TRAFFIC_SECONDS,
+                              pause_s=0.2)
+    return {"flushed": True, "cache_ttl_s": app.cache_ttl, **users}
+
+
+def _heal_cold_cache(app: App) -> dict:
+    app.stop_traffic("cold-cache")
+    app.cache_ttl = CACHE_TTL
+    return {"cache_ttl_s": app.cache_ttl}
+
+
+def _inject_high_load(app: App) -> dict:
+    """A bounded burst of concurrent users on cached pages."""
+    return app.start_traffic("high-load", next_path=_browse, threads=8, duration_s=BURST_SECONDS)
+
+
+def _heal_high_load(app: App) -> dict:
+    return app.stop_traffic("high-load")
+
+
 def _inject_slow_queries(app: App) -> dict:
+    """Drop the index, deploy the ranked search, no parallel scans for the app role, add users.
+
+    The simulated users bypass the cache (``Cache-Control: no-cache`` with the sandbox token) so
+    that each of their searches reaches PostgreSQL, as a stream of distinct searches would.
+    """
     from .postgres_server import INDEX_NAME
     with app.pool.connection(timeout=5) as conn:
         conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
-    return {"dropped_index": INDEX_NAME}
+        conn.execute("ALTER ROLE CURRENT_USER SET max_parallel_workers_per_gather = 0")
+    app.pool.drain_idle()
+    app.search_sql = RANKED_SEARCH_SQL
+    users = app.start_traffic("slow-queries", next_path=_random_search, threads=2, duration_s=TRAFFIC_SECONDS,
+                              pause_s=0.1, headers={"Cache-Control": "no-cache", "X-Sandbox-Token": app.token})
+    return {"dropped_index": INDEX_NAME, "search": "ranked", "max_parallel_workers_per_gather": 0, **users}
 
 
 def _heal_slow_queries(app: App) -> dict:
     from .postgres_server import INDEX_DDL, INDEX_NAME
+    app.stop_traffic("slow-queries")
+    app.search_sql = SEARCH_SQL
+    with app.pool.connection(timeout=5) as conn:
+        conn.execute("ALTER ROLE CURRENT_USER RESET max_parallel_workers_per_gather")
+    app.pool.drain_idle()
     with app.pool.connection(timeout=5) as conn:
         exists = conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (INDEX_NAME,)).fetchone()
         if exists:
@@ -303,8 +437,13 @@ FAULTS: dict[str, Fault] = {
                              _inject_connection_leak, _heal_connection_leak),
     "cache-bypass": Fault("Redis flushed and the API stops using the cache",
                           _inject_cache_bypass, _heal_cache_bypass),
-    "slow-queries": Fault("idx_products_category_rating dropped: search does a sequential scan",
+    "slow-queries": Fault("idx_products_category_rating dropped under a ranked search and uncached users: "
+                          "each search does sequential scans (seconds)",
                           _inject_slow_queries, _heal_slow_queries),
+    "cold-cache": Fault("Redis flushed and cache TTL set to 2 s under browsing users: most lookups miss",
+                        _inject_cold_cache, _heal_cold_cache),
+    "high-load": Fault(f"a {BURST_SECONDS} s burst of 8 concurrent users on cached pages",
+                       _inject_high_load, _heal_high_load),
 }
 
 
@@ -330,6 +469,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         handler = url.path if url.path in ROUTES else ("/admin" if url.path.startswith("/admin/") else "other")
         self._status = 500
+        self.app.m_in_flight.inc()
         try:
             self._route(method, url)
         except PoolExhausted as e:
@@ -342,6 +482,7 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("unhandled error: %s %s", method, url.path)
             with contextlib.suppress(Exception):
                 self._send(500, {"error": type(e).__name__, "detail": str(e)})
+        self.app.m_in_flight.dec()
         took = time.monotonic() - t0
         self.app.m_latency.labels(method, handler, str(self._status)).observe(took)
         level = logging.INFO if self._status < 400 else logging.ERROR
@@ -366,7 +507,8 @@ class Handler(BaseHTTPRequestHandler):
             if not q:
                 self._send(400, {"error": "missing q"})
                 return
-            rows, hit = app.cached(f"search:{q}", lambda: app.query(SEARCH_SQL, (q,)))
+            sql = app.search_sql
+            rows, hit = app.cached(f"search:{q}", lambda: app.query(sql, (q,)), use_cache=not self._bypass())
             self._send(200, {"query": q, "cached": hit, "count": len(rows), "results": rows})
         elif method == "GET" and path == "/api/categories":
             rows, hit = app.cached("categories", lambda: app.query(CATEGORIES_SQL))
@@ -375,6 +517,11 @@ class Handler(BaseHTTPRequestHandler):
             self._admin(method, path)
         else:
             self._send(404, {"error": "not found"})
+
+    def _bypass(self) -> bool:
+        """The sandbox's simulated users may skip the cache (no-cache with the sandbox token)."""
+        return (self.headers.get("Cache-Control", "") == "no-cache"
+                and hmac.compare_digest(self.headers.get("X-Sandbox-Token", "").encode(), self.app.token.encode()))
 
     def _admin(self, method: str, path: str) -> None:
         token = self.headers.get("X-Sandbox-Token", "")

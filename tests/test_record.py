@@ -1,0 +1,34 @@
+"""Record names sort by time, never collide, and writes are atomic."""
+from __future__ import annotations
+
+import threading
+
+import nbformat
+
+from smartops_nb import record
+
+SUMMARY = {"runbook": "db-pool-exhausted", "environment": "demo", "started_at": "2026-11-26T14:03:12Z"}
+
+
+def test_name_sorts_by_time_and_says_what_it_is():
+    assert record.record_name(SUMMARY) == "2026-11-26T14-03-12Z_db-pool-exhausted_demo.ipynb"
+    assert record.record_name({**SUMMARY, "environment": "prod/eu 1"}).endswith("_db-pool-exhausted_prod-eu-1.ipynb")
+
+
+def test_concurrent_writes_in_the_same_second_never_share_a_name(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    paths, errors = [], []
+
+    def write():
+        try:
+            paths.append(record.write_record(nb, SUMMARY, tmp_path))
+        except Exception as e:  # pragma: no cover - would fail the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(paths)) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left

@@ -1,0 +1,70 @@
+"""high-latency against the real sandbox: slow-queries, cache-misses, healthy, create-index, warm-cache."""
+from __future__ import annotations
+
+import psycopg
+import redis
+
+from .conftest import run_runbook
+
+FAST = {"sample_seconds": 3.0, "sample_interval": 1.0}
+INDEX = "idx_products_category_rating"
+SEARCH = "SELECT id FROM products WHERE category = 'protein' ORDER BY rating DESC LIMIT 20"
+
+
+def _index_exists(sb) -> bool:
+    with psycopg.connect(sb.postgres.dsn(user="smartops"), autocommit=True, connect_timeout=5) as c:
+        return bool(c.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (INDEX,)).fetchone())
+
+
+def _plan(sb) -> str:
+    with psycopg.connect(sb.postgres.dsn(user="smartops"), autocommit=True, connect_timeout=5) as c:
+        return "\n".join(r[0] for r in c.execute("EXPLAIN " + SEARCH))
+
+
+def test_slow_queries_diagnosed_and_index_left_alone_in_investigate(healthy_sandbox, sandbox_params, archive):
+    healthy_sandbox.fault("slow-queries")
+    rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST})
+    assert "slow-queries" in rec.causes
+    assert rec.finding("query-plan")["data"]["missing_index"]
+    assert [a["mode"] for a in rec.actions() if a["action"] == "create-index"] == ["recommended"]
+    assert not _index_exists(healthy_sandbox) and "Seq Scan" in _plan(healthy_sandbox)
+
+
+def test_create_index_approved_makes_the_query_use_it(healthy_sandbox, sandbox_params, archive):
+    healthy_sandbox.fault("slow-queries")
+    rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST, "mode": "mitigate",
+                                                "approved_actions": ["create-index"]})
+    (act,) = [a for a in rec.actions() if a["action"] == "create-index"]
+    assert act["mode"] == "executed", act
+    assert not act["result"]["before"]["index_exists"] and act["result"]["after"]["index_exists"]
+    assert INDEX in act["result"]["after"]["indexes_used"]
+    assert _index_exists(healthy_sandbox) and f"Index Scan Backward using {INDEX}" in _plan(healthy_sandbox)
+
+
+def test_cache_bypass_is_cache_misses(healthy_sandbox, sandbox_params, archive):
+    healthy_sandbox.fault("cache-bypass")
+    rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST})
+    assert "cache-misses" in rec.causes
+    assert rec.finding("cache-hit-rate")["data"]["api_bypasses_cache"]
+
+
+def test_warm_cache_approved_raises_hit_rate(healthy_sandbox, sandbox_params, archive):
+    healthy_sandbox.fault("cold-cache")
+    r = redis.Redis.from_url(sandbox_params["redis_url"], socket_timeout=3)
+    rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST})
+    assert "cache-misses" in rec.causes
+    assert [a["mode"] for a in rec.actions() if a["action"] == "warm-cache"] == ["recommended"]
+    rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST, "mode": "mitigate",
+                                                "approved_actions": ["warm-cache"]})
+    (act,) = [a for a in rec.actions() if a["action"] == "warm-cache"]
+    assert act["mode"] == "executed", act
+    assert act["result"]["hit_rate_after"] == 1.0 > act["result"]["hit_rate_before"]
+    assert r.exists("search:protein")
+
+
+def test_healthy_sandbox_confirms_nothing(healthy_sandbox, sandbox_params, archive):
+    rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST})
+    assert rec.exit_code == 0
+    assert not rec.summary["diagnosis"]["confirmed"] and rec.causes == []
+    assert rec.actions("executed") == []
+    assert not [f for f in rec.summary["findings"] if f["status"] == "error"]
