@@ -19,10 +19,13 @@ class Action:
     description: str
     execute: Callable[[], dict[str, Any]]
     preview: Callable[[], dict[str, Any]] | None = None
+    manual: str = ""  # when set, the action cannot be run from here (why, and what to do instead)
 
 
 def decide(action: Action, *, mode: str, approved: list[str], dry_run: bool = False) -> tuple[str, str]:
     """Return (mode the action gets, one-line reason)."""
+    if action.manual:
+        return RECOMMENDED, f"recommended only: {action.manual}"
     if mode != "mitigate":
         return RECOMMENDED, "investigate mode: recommended only (re-run with mode=mitigate and approve it to run)"
     if action.name not in approved:

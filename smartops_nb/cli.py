@@ -6,6 +6,7 @@ notebook failed (the record is still saved), 2 bad input (nothing was executed).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from . import catalog
 from .params import ParameterError, parse_cli_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+#: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
+EXTRA_COMMANDS: list[str] = []
 log = logging.getLogger("smartops")
 
 
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--list", action="store_true", help="list the faults")
     x.add_argument("--dir", help="sandbox state folder")
     x.set_defaults(func=cmd_sandbox)
+    for module in EXTRA_COMMANDS:  # command groups that live beside the code they drive
+        importlib.import_module(module).register(sub, _Parser)
     return p
 
 

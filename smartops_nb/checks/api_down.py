@@ -80,6 +80,10 @@ def check_workload(st: dict[str, Any]) -> Finding:
 
 
 # -- logs ------------------------------------------------------------------------------------------
+def log_table(lines: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"line": lines})
+
+
 def check_logs(lines: list[str]) -> Finding:
     errors = [line for line in lines if ERROR_LINE.search(line)]
     data = {"lines_read": len(lines), "error_lines": len(errors), "examples": errors[-5:]}

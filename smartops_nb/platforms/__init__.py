@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .base import Platform, PlatformError, WorkloadState, ImageRevision
 
-__all__ = ["Platform", "PlatformError", "WorkloadState", "ImageRevision", "connect"]
+__all__ = ["Platform", "PlatformError", "WorkloadState", "ImageRevision", "connect", "workload"]
 
 
 def connect(params) -> Platform:
@@ -26,3 +26,17 @@ def connect(params) -> Platform:
 
         return KubernetesPlatform(context=params.kube_context or None, namespace=params.kube_namespace)
     raise PlatformError(f"unknown platform {params.platform!r} (expected 'docker' or 'kubernetes')")
+
+
+def workload(params, component: str = "api") -> str:
+    """The name of ``component``'s workload on ``params.platform``: the ``<component>_container``
+    parameter on docker, ``<component>_deployment`` on kubernetes (``workload(params, "api")``).
+
+    The one place that maps a component to a platform's workload name, so runbooks never branch
+    on the platform themselves.
+    """
+    kind = "deployment" if params.platform == "kubernetes" else "container"
+    name = f"{component}_{kind}"
+    if name not in params:
+        raise PlatformError(f"no parameter {name!r}: cannot name the {component} workload on {params.platform}")
+    return getattr(params, name)
