@@ -1,0 +1,90 @@
+"""Mitigations carried out through the platform interface: restart and scale a component's workload.
+
+Each executed action returns before/after evidence: the workload's state and, when a health URL is
+given, the API's ``/health`` answer (after waiting, bounded, for the workload to come back).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from .. import platforms
+from ..actions import Action
+from ..platforms import PlatformError
+from ..probes import http
+
+SETTLE_S = 30.0  # how long an executed action waits for the workload (and /health) to come back
+
+
+def _evidence(platform, name: str, health_url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        st = platform.state(name)
+        out["state"] = {k: getattr(st, k) for k in ("status", "running", "exit_code", "restarts",
+                                                     "replicas_desired", "replicas_ready")}
+    except PlatformError as e:
+        out["state"] = {"error": str(e)}
+    if health_url:
+        h = http.health(health_url, timeout=3)
+        out["health"] = {k: h[k] for k in ("status", "latency_ms", "error")}
+    return out
+
+
+def _settled(platform, name: str, health_url: str, wait_s: float) -> dict[str, Any]:
+    """Evidence once the workload runs and /health answers 200, or when ``wait_s`` is up."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        ev = _evidence(platform, name, health_url)
+        up = ev["state"].get("running") and (not health_url or ev["health"]["status"] == 200)
+        if up or time.monotonic() >= deadline:
+            return ev
+        time.sleep(0.5)
+
+
+def _target(params, component: str) -> tuple[str, str]:
+    """(workload name or "", manual reason): a component this platform does not run is manual."""
+    try:
+        return platforms.workload(params, component), ""
+    except PlatformError:
+        return "", (f"the {component} is not a workload of platform {params.platform} here; "
+                    f"restart it where it runs (managed service, StatefulSet) and re-check /health")
+
+
+def restart(params, platform_factory: Callable[[], Any], component: str, name: str, *,
+            health_url: str = "", wait_s: float = SETTLE_S) -> Action:
+    """``docker restart`` / ``kubectl rollout restart`` of ``component``'s workload (action ``name``)."""
+    workload, manual = _target(params, component)
+
+    def preview() -> dict:
+        return {"workload": workload, **_evidence(platform_factory(), workload, health_url)}
+
+    def execute() -> dict:
+        platform = platform_factory()
+        before = _evidence(platform, workload, health_url)
+        done = platform.restart(workload)
+        return {"workload": workload, "before": before, "result": done,
+                "after": _settled(platform, workload, health_url, wait_s)}
+
+    return Action(name=name, target=f"{params.platform} {workload or component}",
+                  description=f"restart the {component} workload (docker restart / kubectl rollout restart)",
+                  execute=execute, preview=None if manual else preview, manual=manual)
+
+
+def scale(params, platform_factory: Callable[[], Any], component: str, name: str, replicas: int, *,
+          health_url: str = "", wait_s: float = SETTLE_S) -> Action:
+    """``docker compose --scale`` / ``kubectl scale`` of ``component``'s workload to ``replicas``."""
+    workload, manual = _target(params, component)
+
+    def preview() -> dict:
+        return {"workload": workload, "replicas": replicas, **_evidence(platform_factory(), workload, health_url)}
+
+    def execute() -> dict:
+        platform = platform_factory()
+        before = _evidence(platform, workload, health_url)
+        done = platform.scale(workload, int(replicas))
+        return {"workload": workload, "before": before, "result": done,
+                "after": _settled(platform, workload, health_url, wait_s)}
+
+    return Action(name=name, target=f"{params.platform} {workload or component} → {replicas} replicas",
+                  description=f"scale the {component} workload horizontally to {replicas} replicas",
+                  execute=execute, preview=None if manual else preview, manual=manual)
