@@ -18,7 +18,7 @@ from .params import ParameterError, parse_cli_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = ["smartops_nb.cli_postmortem", "smartops_nb.cli_serve", "smartops_nb.cli_lab"]
 log = logging.getLogger("smartops")
 
 
@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                            ("heal", "remove every injected fault"), ("down", "stop everything")):
         x = ssub.add_parser(name, help=helptext, description=helptext)
         x.add_argument("--dir", help="sandbox state folder (default $SMARTOPS_SANDBOX_DIR or ~/.smartops/sandbox)")
+        if name == "up":
+            x.add_argument("--containers", action="store_true",
+                           help="run the API, PostgreSQL and Redis as containers (smartamazon-api-prod, "
+                                "smartamazon-db, smartamazon-redis) on a podman API service of the sandbox's own")
         x.set_defaults(func=cmd_sandbox)
     x = ssub.add_parser("fault", help="inject a fault (see `smartops sandbox fault --list`)",
                         description="Inject one of the seed's faults into the running sandbox.")

@@ -11,13 +11,47 @@ from .manager import Sandbox, default_state_dir, known_faults, STATE_FILE
 def _sandbox(args) -> Sandbox:
     d = Path(args.dir) if getattr(args, "dir", None) else default_state_dir()
     if (d / STATE_FILE).exists():
-        return Sandbox.load(d)
-    if args.dir:
-        from .manager import default_ports
+        return _load(d)
+    from .manager import default_ports
 
-        p = default_ports()
-        return Sandbox(d, p["api"], p["postgres"], p["redis"])
-    return Sandbox.from_env()
+    p = default_ports()
+    if getattr(args, "containers", False):
+        return _container_sandbox(d, p)
+    return Sandbox(d, p["api"], p["postgres"], p["redis"])
+
+
+def _load(d: Path) -> Sandbox:
+    """The sandbox recorded in ``d``: host processes, or containers on the sandbox's own engine."""
+    if json.loads((d / STATE_FILE).read_text()).get("mode") == "containers":
+        from .containers import ContainerSandbox
+
+        return ContainerSandbox.load(d)
+    return Sandbox.load(d)
+
+
+def _container_sandbox(d: Path, ports: dict) -> Sandbox:
+    """Container mode: a podman API service of the sandbox's own (private storage) runs the three
+    containers; its pid is kept in ``podman/podman-service.pid`` so ``down`` can stop it."""
+    from .containers import ContainerSandbox
+    from .podman import PodmanService
+
+    service = PodmanService(d / "podman")
+    url = service.start(timeout=60)
+    service._proc = None  # detached: it outlives this command, and `down` stops it by pid
+    return ContainerSandbox(url, d, ports["api"], ports["postgres"], ports["redis"])
+
+
+def _stop_engine(d: Path) -> None:
+    import os
+    import signal
+
+    pid_file = d / "podman" / "podman-service.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink()
 
 
 def _print_status(status: dict) -> None:
@@ -42,7 +76,8 @@ def main(args) -> int:
     if cmd == "up":
         print(f"starting the SmartAmazon sandbox in {sb.state_dir} ...", file=sys.stderr)
         _print_status(sb.up())
-        print(f"parameters: {json.dumps({**sb.params(), 'api_log_path': str(sb.api_log)})}")
+        log = {} if sb.state().get("mode") == "containers" else {"api_log_path": str(sb.api_log)}
+        print(f"parameters: {json.dumps({**sb.params(), **log})}")
         return 0
     if not (sb.state_dir / STATE_FILE).exists():
         print(f"smartops sandbox: no sandbox in {sb.state_dir} (run `smartops sandbox up`)", file=sys.stderr)
@@ -64,6 +99,7 @@ def main(args) -> int:
         return 0
     if cmd == "down":
         sb.down()
+        _stop_engine(sb.state_dir)
         print("sandbox stopped")
         return 0
     return 2
