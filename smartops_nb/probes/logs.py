@@ -19,6 +19,8 @@ def api_logs(params, platform_factory, lines: int = 100) -> tuple[str, list[str]
     if params.get("api_log_path"):
         path = Path(params.api_log_path).expanduser()
         return f"file {path}", tail_file(path, lines)
-    platform = platform_factory()
-    workload = params.api_deployment if params.platform == "kubernetes" else params.api_container
-    return f"{params.platform} {workload}", [redact.scrub(x) for x in platform.logs(workload, tail=lines)]
+    from .. import platforms
+    from . import workloads
+
+    return (f"{params.platform} {platforms.workload(params, 'api')}",
+            workloads.logs(params, platform_factory, "api", lines))
