@@ -13,7 +13,8 @@ diagnosis (findings -> cause codes) -> actions (gated, audited) -> record.
 """
 from .display import show_message, show_table
 from .findings import Diagnosis, Finding
+from .interactive import save_record
 from .run import Run, begin
 
-__all__ = ["begin", "Run", "Finding", "Diagnosis", "show_table", "show_message"]
+__all__ = ["begin", "Run", "Finding", "Diagnosis", "show_table", "show_message", "save_record"]
 __version__ = "0.1.0"

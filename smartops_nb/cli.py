@@ -18,7 +18,7 @@ from .params import ParameterError, parse_cli_value
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
-EXTRA_COMMANDS: list[str] = ["smartops_nb.cli_postmortem", "smartops_nb.cli_serve", "smartops_nb.cli_lab"]
+EXTRA_COMMANDS: list[str] = ["smartops_nb.cli_postmortem", "smartops_nb.cli_serve", "smartops_nb.cli_lab", "smartops_nb.cli_archive"]
 log = logging.getLogger("smartops")
 
 

@@ -12,6 +12,11 @@ _ICONS = {"ok": "✔", "warn": "⚠", "critical": "✖", "error": "⁉"}
 
 
 def _display(bundle: dict[str, Any]) -> None:
+    # the kernel scrubs what it shows: the runner scrubs the record again, but a live notebook
+    # (JupyterLab, plain papermill) has no runner behind it
+    from . import redact
+
+    bundle = {k: redact.scrub_obj(v) for k, v in bundle.items()}
     try:
         from IPython.display import display
     except ImportError:  # plain Python (CLI, tests): print the text
@@ -65,8 +70,7 @@ def summary_html(s: dict[str, Any]) -> str:
         ["Diagnosis", f"<b>{verdict}</b>: {e(', '.join(diag.get('causes', [])) or 'no cause confirmed')}"],
         ["Summary", e(diag.get("summary", ""))],
     ]
-    for item in s.get("response", {}).get("items", []):
-        head.append([e(item[0]), e(item[1])])
+    head += _response_rows(s.get("response"))
     parts = ["<h3>Incident record summary</h3>", _rows(["", ""], head)]
     parts.append("<h4>Findings</h4>")
     parts.append(_rows(["check", "status", "summary"],
@@ -82,6 +86,26 @@ def summary_html(s: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _response_rows(r: dict[str, Any] | None) -> list[list[str]]:
+    """Response time against the target, and the escalations due or overdue, with whom to call."""
+    if not r:
+        return []
+    from .response import verdict
+
+    e = html.escape
+    status = "ok" if r.get("met") else ("critical" if r.get("met") is False else "warn")
+    rows = [["Response", f"{badge(status)} {e(verdict(r))}; due {e(r['due_at'])}"]]
+    pending = [x for x in r.get("escalations", []) if x["status"] in ("due", "overdue")]
+    for x in pending:
+        colour = "critical" if x["status"] == "overdue" else "warn"
+        rows.append([f"Escalation ({e(x['status'])})",
+                     f"{badge(colour)} {e(x['role'])} at +{x['after_minutes']} min ({e(x['due_at'])}): "
+                     f"{e(x.get('name', ''))}, {e(x.get('contact', ''))}"])
+    if not pending:
+        rows.append(["Escalation", "none due"])
+    return rows
+
+
 def summary_text(s: dict[str, Any]) -> str:
     diag = s.get("diagnosis") or {}
     lines = [
@@ -90,6 +114,13 @@ def summary_text(s: dict[str, Any]) -> str:
         f" {', '.join(diag.get('causes', []))}",
         f"summary: {diag.get('summary', '')}",
     ]
+    r = s.get("response")
+    if r:
+        from .response import verdict
+
+        lines.append(f"response: {verdict(r)}")
+        lines += [f"  escalation {x['status']}: {x['role']} at {x['due_at']} ({x.get('contact', '')})"
+                  for x in r.get("escalations", []) if x["status"] in ("due", "overdue")]
     lines += [f"  [{f['status']}] {f['check']}: {f['summary']}" for f in s.get("findings", [])]
     lines += [f"  action {a['action']} on {a['target']}: {a['mode']}" for a in s.get("actions", [])]
     return "\n".join(lines)

@@ -16,7 +16,14 @@ SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE",
 # user:password@ in any URL-like string (postgresql://, redis://, http://)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@", re.I)
 # key=value password in libpq keyword DSNs
-_KW_PASSWORD = re.compile(r"(?P<k>\bpassword\s*=\s*)(?P<v>'[^']*'|\S+)", re.I)
+_KW_PASSWORD = re.compile(r"(?P<k>\bpassword\s*=\s*)(?P<v>'[^']*'|[^\s\"\\]+)", re.I)
+# secrets a log line prints: password=..., token: ..., api_key=..., DB_PASSWORD=..., Authorization:
+# Bearer .... The value stops at a quote, backslash, comma, semicolon or ampersand, so that scrubbing a
+# notebook's JSON text never eats the JSON around it.
+_LOG_SECRET = re.compile(
+    r"(?P<k>\b[\w.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|credentials?)"
+    r"\s*[=:]\s*)(?P<v>'[^'\\\n]*'|[^\s\"'\\,;&]+)", re.I)
+_AUTH_HEADER = re.compile(r"(?P<k>\b(?:Bearer|Basic|Token)\s+)(?P<v>[A-Za-z0-9._~+/=-]{8,})")
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -42,6 +49,14 @@ def mask_url(url: str) -> str:
     return _KW_PASSWORD.sub(lambda m: f"{m['k']}{MASK}", out)
 
 
+def mask_log_secrets(text: str) -> str:
+    """``token=abc``, ``password: abc``, ``Authorization: Bearer abc`` → the value masked."""
+    if not isinstance(text, str):
+        return text
+    text = _AUTH_HEADER.sub(lambda m: f"{m['k']}{MASK}", text)
+    return _LOG_SECRET.sub(lambda m: m["k"] + (m["v"] if m["v"].strip("'") in ("", MASK) else MASK), text)
+
+
 def url_password(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -62,13 +77,13 @@ def mask_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def scrub(text: str) -> str:
-    """Remove every registered secret and URL credential from a piece of text."""
+    """Remove every registered secret, URL credential and ``token=``-like value from a piece of text."""
     if not isinstance(text, str) or not text:
         return text
     for s in sorted(registered(), key=len, reverse=True):
         if s in text:
             text = text.replace(s, MASK)
-    return mask_url(text)
+    return mask_log_secrets(mask_url(text))
 
 
 def scrub_obj(obj: Any) -> Any:

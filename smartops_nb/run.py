@@ -14,7 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from . import catalog, display, redact
+from . import approvals, catalog, display, redact, response
 from .actions import Action, carry_out, decide
 from .findings import Diagnosis, Finding
 from .params import COMMON_DEFAULTS, Params, iso, parse_time, utcnow
@@ -53,6 +53,7 @@ class Run:
         self.finished_at: str | None = None
         self._state_file = os.environ.get(STATE_ENV)
         self._resources: dict[str, Any] = {}
+        self.contacts = response.contacts_from_env()
         # secrets given inline in URLs are masked in the record; remember them for scrubbing
         for v in merged.values():
             if isinstance(v, str):
@@ -140,11 +141,33 @@ class Run:
             "operator": self.params.operator, "reason": reason, "description": action.description,
             "result": redact.scrub_obj(_jsonable(result)),
         }
-        self.actions.append(entry)
-        self.event(f"action {action.name} on {entry['target']}: {mode}")
-        status = {"executed": "ok", "failed": "error", "recommended": "warn", "dry-run": "warn"}[mode]
-        display.show_message(f"{action.name} → {entry['target']}: {mode}. {action.description}. {reason}", status)
+        self.record_action(entry)
+        if mode == "recommended" and not action.manual and approvals.interactive():
+            approvals.offer(self, action, entry)  # a live JupyterLab session: a person may approve it here
         return entry
+
+    def record_action(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Add an action entry (decided here or approved interactively), log it and show it."""
+        self.actions.append(entry)
+        self.event(f"action {entry['action']} on {entry['target']}: {entry['mode']}")
+        status = {"executed": "ok", "failed": "error", "recommended": "warn", "dry-run": "warn"}[entry["mode"]]
+        display.show_message(f"{entry['action']} → {entry['target']}: {entry['mode']}. {entry['description']}. "
+                             f"{entry['reason']}", status)
+        return entry
+
+    def response(self) -> dict[str, Any]:
+        """Response time against the severity's target and the escalations due (see :mod:`.response`)."""
+        executed = [a["at"] for a in self.actions if a["mode"] == "executed"]
+        confirmed = bool(self.diagnosis and self.diagnosis.confirmed)
+        # resolved as far as this run can tell: nothing confirmed, or every action it needed was executed
+        needed = {a["action"] for a in self.actions}
+        done = {a["action"] for a in self.actions if a["mode"] == "executed"}
+        resolved = self.diagnosis is not None and self.finished_at is not None and (
+            not confirmed or (bool(needed) and needed == done))
+        raw = self.params.raw()
+        return response.assess(raw["severity"], raw["detected_at"], now=self.finished_at or iso(utcnow()),
+                               responded_at=executed[0] if executed else self.finished_at, resolved=resolved,
+                               people=self.contacts)
 
     def summary(self, status: str = "running") -> dict[str, Any]:
         p = self.params
@@ -167,6 +190,7 @@ class Run:
             "findings": [f.to_dict() for f in self.findings],
             "actions": list(self.actions),
             "timeline": list(self.timeline),
+            "response": self.response(),
             "parameters": redact.scrub_obj({k: redact.mask_url(v) if isinstance(v, str) else v
                                             for k, v in raw.items()}),
         }
@@ -178,6 +202,9 @@ class Run:
         summary = self.summary("completed")
         self._persist(summary)
         display.show_summary(summary)
+        from . import interactive
+
+        interactive.offer_save(self)  # a "Save incident record" button, in a live JupyterLab session only
         return summary
 
     def _persist(self, summary: dict[str, Any] | None = None) -> None:
@@ -204,8 +231,10 @@ def _jsonable(obj: Any) -> Any:
 
 def begin(runbook_id: str, namespace: Mapping[str, Any]) -> Run:
     """Start a runbook run from the notebook's parameter globals (``begin(ID, globals())``)."""
+    from . import interactive
     from .params import check_values
 
+    applied = interactive.apply_parameters_file(runbook_id, namespace)  # JupyterLab only, never papermill
     values = _parameters_from(namespace)
     check_values(values, actions=catalog.get(runbook_id).actions)
-    return Run(runbook_id, values)
+    return interactive.track(Run(runbook_id, values), applied)

@@ -12,15 +12,18 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import nbformat
 
-from . import catalog, record, redact
-from .params import ParameterError, check_types, check_values, iso, load_yaml_files, utcnow
+from . import approvals, catalog, record, redact, response
+from .params import (ENV_PREFIX, ParameterError, check_types, check_values, iso, load_yaml_files,
+                     utcnow)
+from . import notify
 from .run import STATE_ENV
+from . import archive as record_archive  # `archive` is the folder argument below
 
 log = logging.getLogger("smartops.runner")
 
@@ -39,6 +42,7 @@ class Prepared:
 class Result:
     record: Path
     summary: dict[str, Any]
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # outcomes, see notify.py
 
     @property
     def exit_code(self) -> int:
@@ -76,6 +80,7 @@ def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] |
     defaults = notebook_parameters(rb.path)
     from_files = load_yaml_files(files)
     config = {k: from_files.pop(k) for k in CONFIG_SECTIONS if k in from_files}
+    notify.targets(config)  # a malformed notify: section is bad input, found before anything runs
     # A shared parameters file may hold keys for other runbooks; a key no runbook knows is an error.
     foreign = set(from_files) - set(defaults)
     if foreign:
@@ -88,7 +93,31 @@ def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] |
     values.update(cli)
     check_types(values, defaults)
     check_values({**defaults, **values}, actions=rb.actions)
+    try:
+        response.contacts(config.get("contacts"))
+    except (ValueError, TypeError) as e:
+        raise ParameterError(f"parameters file: {e}") from None
     return Prepared(rb, values, config)
+
+
+def kernel_env(prep: Prepared, state_file: Path) -> dict[str, str]:
+    """What the kernel gets besides our environment: the state file, headless mode, the contacts."""
+    return {STATE_ENV: str(state_file), approvals.HEADLESS_ENV: "1",
+            response.CONTACTS_ENV: json.dumps(response.contacts(prep.config.get("contacts")))}
+
+
+def secrets_of(values: Mapping[str, Any]) -> list[str]:
+    """The secrets the kernel saw in these parameters, found again here (never passed through disk):
+    passwords inside URLs, and whatever an ``env:NAME`` reference resolves to (and its password)."""
+    out = []
+    for v in values.values():
+        if not isinstance(v, str):
+            continue
+        if v.startswith(ENV_PREFIX):
+            v = os.environ.get(v[len(ENV_PREFIX):], "")
+            out.append(v)
+        out.append(redact.url_password(v) if "://" in v else None)
+    return [s for s in out if s]
 
 
 def _kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
@@ -111,8 +140,13 @@ def _kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
 
 
 def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeout: int = 600,
-            start_timeout: int = 60) -> Result:
-    """Run the notebook and write the record. Never raises for a failing notebook: see status."""
+            start_timeout: int = 60, kernel=None) -> Result:
+    """Run the notebook and write the record. Never raises for a failing notebook: see status.
+
+    ``kernel`` is a leased :class:`~smartops_nb.kernels.WarmKernel` (started and warmed ahead, its
+    state file chosen when it started); without one, or if its kernel name does not fit, a fresh
+    kernel is started. Either way the record has the same form. The kernel is shut down after.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -124,8 +158,21 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
     with tempfile.TemporaryDirectory(prefix="smartops-run-") as tmp:
         state_file = Path(tmp) / "state.json"
         out_path = Path(tmp) / "executed.ipynb"
-        env = {**os.environ, STATE_ENV: str(state_file)}
-        km = _kernel_manager(kernel_name, env, tmp)
+        if kernel is not None and kernel.kernel_name != kernel_name:
+            log.warning("warm kernel is %s, %s needs %s: running cold", kernel.kernel_name, rb.id, kernel_name)
+            kernel = None
+        if kernel is not None:  # started ahead: the run's environment goes in by a silent, history-less cell
+            try:
+                kernel.set_env(kernel_env(prep, kernel.state_file))
+            except Exception as e:
+                log.warning("warm kernel unusable (%s): running cold", e)
+                kernel.close()
+                kernel = None
+        if kernel is not None:  # nbclient uses a started km's kernel as it is
+            km, state_file = kernel.km, kernel.state_file
+        else:
+            env = {**os.environ, **kernel_env(prep, state_file)}
+            km = _kernel_manager(kernel_name, env, tmp)
         try:
             log.info("running %s (%s)", rb.id, rb.notebook)
             papermill.execute_notebook(
@@ -138,6 +185,8 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
         except Exception as e:  # DeadKernelError, CellTimeoutError, kernel start failures...
             error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'kernel died'}"
         finally:
+            if kernel is not None and kernel.interrupted:
+                error = f"interrupted: {kernel.interrupted}"
             _shutdown(km)
         nb = nbformat.read(out_path, as_version=4) if out_path.exists() else nb_in
         summary = _load_state(state_file)
@@ -155,12 +204,27 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
         summary["status"] = "completed" if reached_end else "failed"
     if not error and not reached_end:
         summary["error"] = "the notebook finished without reaching run.finish()"
-    secrets = [s for s in (redact.url_password(v) for v in prep.parameters.values() if isinstance(v, str)) if s]
-    record.attach_summary(nb, summary, add_cell=not reached_end)
-    nb = record.scrub_notebook(nb, secrets)
-    path = record.write_record(nb, summary, archive)
+    secrets = secrets_of({**notebook_parameters(rb.path), **prep.parameters})
+    path, stored = store(nb, summary, archive, secrets=secrets, add_cell=not reached_end)
     log.info("record written: %s", path)
-    return Result(path, nb.metadata["smartops"])
+    result = Result(path, stored)
+    # after the write: the message names the record, and a record is written once (see notify.py)
+    result.notifications = notify.after_run(prep.config, result.summary, path, archive)
+    return result
+
+
+def store(nb: nbformat.NotebookNode, summary: dict[str, Any], archive: Path, *, secrets: Iterable[str] = (),
+          add_cell: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Summary + executed notebook → scrubbed record in the archive; return its path and stored summary.
+
+    The one way a record is written, for headless runs and for runs saved from JupyterLab
+    (:func:`smartops_nb.interactive.save_record`). ``add_cell``: the notebook did not show the
+    summary itself (it did not reach ``run.finish()``), so append it as a last cell.
+    """
+    record.attach_summary(nb, summary, add_cell=add_cell)
+    nb = record.scrub_notebook(nb, list(secrets))
+    path = record_archive.write_record(nb, summary, archive)  # the record and its index entry
+    return path, nb.metadata["smartops"]
 
 
 def _shutdown(km) -> None:

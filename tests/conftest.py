@@ -7,7 +7,9 @@ fault before and after a test so scenarios do not leak into each other.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +38,20 @@ def require(component: str, present: bool, hint: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory):
-    """One real sandbox (API, PostgreSQL, Redis on free loopback ports) for the whole session."""
-    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), free_port(), free_port(), free_port())
+def sandbox():
+    """One real sandbox (API, PostgreSQL, Redis on free loopback ports) for the whole session.
+
+    Its folder is not under pytest's basetemp: PostgreSQL runs as a system user that must traverse
+    the folder's parents, and pytest resets its own base folder to mode 0700 at every start.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="smartops-test-sandbox-"))
+    sb = Sandbox(folder, free_port(), free_port(), free_port())
     try:
         sb.up(timeout=90)
         yield sb
     finally:
         sb.down()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -79,11 +87,12 @@ class Record:
         return [a for a in self.summary["actions"] if mode is None or a["mode"] == mode]
 
 
-def run_runbook(runbook: str, archive: Path, params: dict[str, Any], files: tuple[str, ...] = ()) -> Record:
+def run_runbook(runbook: str, archive: Path, params: dict[str, Any], files: tuple[str, ...] = (),
+                cell_timeout: int = 120) -> Record:
     """Run a runbook headless exactly as `smartops run` does and return its record."""
     known = runner.notebook_parameters(runner.catalog.get(runbook).path)
     prep = runner.prepare(runbook, files, {k: v for k, v in params.items() if k in known})
-    return Record(runner.execute(prep, archive, progress=False, cell_timeout=120))
+    return Record(runner.execute(prep, archive, progress=False, cell_timeout=cell_timeout))
 
 
 @pytest.fixture

@@ -1,0 +1,100 @@
+"""Approvals: a widget only in a live JupyterLab session, never a wait under papermill."""
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from smartops_nb import approvals, catalog
+from smartops_nb.actions import Action
+from smartops_nb.findings import Diagnosis
+from smartops_nb.run import STATE_ENV, Run
+from tests.conftest import run_runbook
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("runbook", sorted(catalog.RUNBOOKS), ids=str)
+def test_every_runbook_runs_headless_without_waiting(runbook, healthy_sandbox, sandbox_params, archive, tmp_path):
+    """mitigate mode, nothing approved: every action can only be recommended, and nothing may block."""
+    params = {**sandbox_params, "mode": "mitigate", "docker_host": f"unix://{tmp_path}/no-engine.sock",
+              "disk_paths": [str(tmp_path)], "log_dirs": [str(tmp_path)], "backup_dirs": [str(tmp_path)]}
+    rec = run_runbook(runbook, archive, params, cell_timeout=60)
+    assert rec.summary["status"] == "completed", rec.summary.get("error")
+    assert all(a["mode"] == "recommended" for a in rec.actions())
+    widgets = [o for c in rec.nb.cells for o in c.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert not widgets
+
+
+class _Shell:
+    """Stands in for ipykernel's shell in the detection tests (only its class name and In matter)."""
+
+    def __init__(self, history):
+        self.user_ns = {"In": history}
+
+
+ZMQShell = type("ZMQInteractiveShell", (_Shell,), {})
+
+
+def test_detection_defaults_to_headless(monkeypatch):
+    for var in (approvals.HEADLESS_ENV, STATE_ENV, approvals.APPROVALS_ENV, approvals.SESSION_ENV):
+        monkeypatch.delenv(var, raising=False)
+    assert not approvals.interactive(_Shell([]))  # not a kernel with a front end
+    assert not approvals.interactive(ZMQShell(["import x"]))  # a kernel, but no Jupyter server session
+    monkeypatch.setenv(approvals.SESSION_ENV, "incident.ipynb")
+    assert approvals.interactive(ZMQShell(["", "import smartops_nb as so"]))  # JupyterLab
+    assert not approvals.interactive(ZMQShell(["", "# Parameters\nmode = 'mitigate'\n"]))  # papermill's cell
+    monkeypatch.setenv(approvals.HEADLESS_ENV, "1")
+    assert not approvals.interactive(ZMQShell([""]))  # started by the runner
+    monkeypatch.delenv(approvals.HEADLESS_ENV)
+    monkeypatch.setenv(approvals.APPROVALS_ENV, "off")
+    assert not approvals.interactive(ZMQShell([""]))
+
+
+def test_widget_runs_the_action_only_after_the_right_confirmation(tmp_path, monkeypatch):
+    state = tmp_path / "state.json"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    run = Run("db-pool-exhausted", {"operator": "alice", "environment": "test"})
+    run.diagnosis = Diagnosis(["idle-connection-leak"], "60 idle connections hold the pool")
+    calls = []
+    action = Action("terminate-idle-connections", "smartamazon", "terminate idle client connections",
+                    execute=lambda: calls.append(1) or {"terminated_pids": [41, 42]},
+                    preview=lambda: {"would_terminate": [41, 42]})
+    recommended = run.act(action, when="idle-connection-leak")  # not mitigate mode: recommended only
+    assert recommended["mode"] == "recommended" and not calls
+
+    approval = approvals.Approval(run, action, recommended)
+    assert "would_terminate" in approval.header.value and "smartamazon" in approval.header.value
+    approval.text.value = "yes"
+    assert approval.confirm(approval.button) is None
+    assert not calls and len(run.actions) == 1 and "Not run" in approval.status.value
+
+    approval.text.value = " smartamazon "
+    approval.button.click()  # the real ipywidgets click path calls confirm()
+    assert calls == [1]
+    entry = run.actions[-1]
+    assert entry == {**entry, "action": "terminate-idle-connections", "mode": "executed", "operator": "alice",
+                     "approved_by": "interactive", "result": {"terminated_pids": [41, 42]}}
+    assert entry["at"]
+    assert approval.button.disabled
+    approval.button.click()  # a second click runs nothing
+    assert calls == [1]
+    saved = json.loads(state.read_text())  # the run state (what the record is made of) holds the click
+    assert [a["mode"] for a in saved["actions"]] == ["recommended", "executed"]
+    assert saved["actions"][-1]["approved_by"] == "interactive"
+
+
+def test_act_offers_a_widget_only_when_interactive(monkeypatch):
+    run = Run("db-pool-exhausted", {"operator": "bob"})
+    run.diagnosis = Diagnosis(["idle-connection-leak"], "leak")
+    offered = []
+    monkeypatch.setattr(approvals, "offer", lambda r, a, e: offered.append(a.name))
+    action = Action("terminate-idle-connections", "db", "d", execute=lambda: {})
+    monkeypatch.setattr(approvals, "interactive", lambda: False)
+    run.act(action, when="idle-connection-leak")
+    assert offered == []
+    monkeypatch.setattr(approvals, "interactive", lambda: True)
+    run.act(action, when="idle-connection-leak")
+    run.act(types.SimpleNamespace(**{**vars(action), "manual": "needs a restart"}), when="idle-connection-leak")
+    assert offered == ["terminate-idle-connections"]  # a manual action is never offered
