@@ -1,14 +1,18 @@
 """The incident record: the executed notebook with its summary in ``metadata["smartops"]``.
 
 Who names a record, scrubs it of secrets and writes it into the archive folder. Writes are
-atomic (temporary name, then rename) and never overwrite: two runs in the same second get
-distinct names.
+atomic (fsynced temporary file, then a hard link to the record name) and never overwrite: two runs
+in the same second get distinct names. A record the archive refuses (ENOSPC, read-only) is kept in
+a fallback folder that :class:`RecordWriteError` names. The index beside the records is
+:mod:`smartops_nb.archive`'s.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from .params import iso, parse_time
 
 ARCHIVE_ENV = "SMARTOPS_ARCHIVE"
 DEFAULT_ARCHIVE = "incidents"
+FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"
 
 
 class RecordWriteError(OSError):
@@ -63,32 +68,122 @@ def attach_summary(nb: nbformat.NotebookNode, summary: dict[str, Any], *, add_ce
 
 
 def write_record(nb: nbformat.NotebookNode, summary: dict[str, Any], archive: Path) -> Path:
-    """Atomically write ``nb`` into ``archive`` under a fresh, time-sorted name and return it."""
-    archive.mkdir(parents=True, exist_ok=True)
+    """Atomically write ``nb`` into ``archive`` under a fresh, time-sorted name and return it.
+
+    The file alone, no index entry: :func:`smartops_nb.archive.write_record` adds that.
+    """
     data = nbformat.writes(nb).encode()
-    for n in range(1000):
-        target = archive / record_name(summary, n)
-        try:
-            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # reserve the name
-        except FileExistsError:
-            continue
-        os.close(fd)
-        tmp = archive / f".{target.name}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            for leftover in (tmp, target):
+    return publish(stage(data, archive, summary), archive, summary)
+
+
+def stage(data: bytes, archive: Path, summary: dict[str, Any]) -> Path:
+    """Write ``data`` to a hidden temporary file in ``archive`` and fsync it.
+
+    On failure (ENOSPC, a read-only folder) nothing is left in the archive, the notebook is kept
+    in a fallback folder and :class:`RecordWriteError` names it.
+    """
+    tmp: Path | None = None
+    try:
+        archive.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=archive, prefix=".record-", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        return tmp
+    except OSError as e:
+        _discard(tmp)
+        raise _unsaved(data, summary, archive, e) from e
+
+
+def publish(tmp: Path, archive: Path, summary: dict[str, Any]) -> Path:
+    """Give a staged file its record name without ever replacing a record; return the path.
+
+    A hard link fails if the name exists, so two writers in the same second get ``_2``, ``_3``...;
+    the record appears complete or not at all. Where hard links are unsupported, the name is
+    reserved with O_EXCL and the staged file renamed over the (empty) reservation.
+    """
+    try:
+        for n in range(1000):
+            target = archive / record_name(summary, n)
+            try:
                 try:
-                    leftover.unlink()
-                except OSError:
-                    pass
-            raise
-        return target
+                    os.link(tmp, target)
+                except FileExistsError:
+                    continue
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    os.replace(tmp, target)
+            except FileExistsError:
+                continue
+            _discard(tmp)
+            _fsync_dir(archive)
+            return target
+    except OSError as e:
+        data = tmp.read_bytes() if tmp.exists() else b""
+        _discard(tmp)
+        raise _unsaved(data, summary, archive, e) from e
+    _discard(tmp)
     raise RecordWriteError(f"no free record name in {archive}", None)
+
+
+def fallback_dirs() -> list[Path]:
+    """Where an unwritable record goes: $SMARTOPS_FALLBACK_DIR, ~/.smartops/unsaved, the temp dir."""
+    dirs = [Path(os.environ[FALLBACK_ENV])] if os.environ.get(FALLBACK_ENV) else []
+    return dirs + [Path.home() / ".smartops" / "unsaved", Path(tempfile.gettempdir()) / "smartops-unsaved"]
+
+
+def keep_unsaved(data: bytes, summary: dict[str, Any]) -> Path | None:
+    """Save the notebook that the archive refused in the first fallback folder that takes it."""
+    for folder in fallback_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(1000):
+                target = folder / record_name(summary, n)
+                try:
+                    with open(target, "xb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    return target
+                except FileExistsError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def _unsaved(data: bytes, summary: dict[str, Any], archive: Path, error: OSError) -> RecordWriteError:
+    fallback = keep_unsaved(data, summary) if data else None
+    reason = error.strerror or str(error)
+    kept = f"notebook kept at {fallback}" if fallback else "the notebook could not be kept anywhere"
+    return RecordWriteError(f"cannot write to {archive}: {reason}; {kept}", fallback)
+
+
+def _discard(path: Path | None) -> None:
+    if path is not None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the new directory entry durable (a rename is not, until its folder is synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def now_iso() -> str:

@@ -1,0 +1,382 @@
+"""The archive: records and index written together, a hash chain that names every change made
+outside the tool, list/search/show/export, reindex, concurrent writers, and a full disk."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from smartops_nb import archive as archive_mod  # `archive` is the conftest fixture (a folder)
+from smartops_nb import record
+from smartops_nb.params import iso, utcnow
+from tests.conftest import REPO, require, run_runbook
+
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PLANTED = "PlantedPw-7f3e9c"
+
+
+def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``smartops ...`` in-process (the same code as the command; a subprocess costs seconds here)."""
+    from smartops_nb.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+    return run
+
+
+def synthetic(runbook="db-pool-exhausted", started="2026-11-26T14:03:12Z", *, severity="P1", environment="prod",
+              causes=(), status="completed", finding="connections at 40% of max_connections", output="",
+              incident_id="INC-1"):
+    """A small record as the runner would write it: summary in metadata, outputs, a PNG plot."""
+    summary = {
+        "schema": 1, "runbook": runbook, "title": runbook.replace("-", " "), "severity": severity,
+        "environment": environment, "incident_id": incident_id, "detected_at": started, "started_at": started,
+        "finished_at": started, "status": status, "mode": "investigate", "operator": "alice",
+        "diagnosis": {"confirmed": bool(causes), "causes": list(causes), "summary": f"causes: {list(causes)}"},
+        "findings": [{"check": "pool", "status": "warn" if causes else "ok", "summary": finding, "data": {}}],
+        "actions": [{"action": "terminate-idle", "target": "smartamazon", "mode": "executed", "at": started,
+                     "operator": "alice", "reason": "approved", "description": "", "result": {}}] if causes else [],
+        "timeline": [{"at": started, "event": "run started"}, {"at": started, "event": "run finished"}],
+        "parameters": {"environment": environment, "idle_minutes": 5},
+    }
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("show()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=output or "step ran\n"),
+                    nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]
+    nb.cells.append(cell)
+    nb.metadata["smartops"] = summary
+    return nb, summary
+
+
+def write(folder: Path, **kw) -> Path:
+    nb, summary = synthetic(**kw)
+    return archive_mod.write_record(nb, summary, folder)
+
+
+def archive_list(folder: Path, **kw):
+    return archive_mod.list_records(folder, limit=0, **kw)
+
+
+def names(rows) -> list[str]:
+    return [r["name"] for r in rows]
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def test_record_and_its_index_entry_are_written_together(archive):
+    path = write(archive)
+    (row,) = archive_list(archive)
+    assert row["name"] == path.name and row["sha256"] == archive_mod.file_sha256(path)
+    assert [p.name for p in archive.iterdir() if p.name.startswith(".record-")] == []  # no temp file left
+    con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert archive_mod.verify(archive).ok
+
+
+def test_same_second_records_get_distinct_names_and_chain_in_order(archive):
+    paths = [write(archive) for _ in range(3)]
+    assert [p.name for p in paths] == ["2026-11-26T14-03-12Z_db-pool-exhausted_prod.ipynb",
+                                       "2026-11-26T14-03-12Z_db-pool-exhausted_prod_2.ipynb",
+                                       "2026-11-26T14-03-12Z_db-pool-exhausted_prod_3.ipynb"]
+    con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
+    rows = con.execute("SELECT prev_hash, entry_hash FROM records ORDER BY seq").fetchall()
+    assert rows[0][0] == archive_mod.GENESIS and rows[1][0] == rows[0][1] and rows[2][0] == rows[1][1]
+
+
+def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
+    errors, paths = [], []
+
+    def go():
+        try:
+            paths.extend(write(archive) for _ in range(3))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(paths)) == 24
+    report = archive_mod.verify(archive)
+    assert report.ok and report.entries == 24, report.problems
+
+
+def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive):
+    script = textwrap.dedent(f"""
+        import sys
+        from tests.test_archive import write
+        from pathlib import Path
+        for _ in range(5):
+            print(write(Path(sys.argv[1])).name)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(archive)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    written = [n for o, _ in outs for n in o.split()]
+    assert len(written) == len(set(written)) == 20
+    report = archive_mod.verify(archive)
+    assert report.ok and report.entries == 20, report.problems
+
+
+def test_an_index_that_refuses_the_entry_keeps_the_record_and_says_so(archive, caplog):
+    archive.mkdir()
+    (archive / archive_mod.INDEX_NAME).write_bytes(b"this is not a database" * 100)
+    path = write(archive)
+    assert path.exists() and "NOT INDEXED" in caplog.text and "reindex" in caplog.text
+    problems = [(p.kind, p.name) for p in archive_mod.verify(archive).problems]
+    assert problems == [("index-altered", archive_mod.INDEX_NAME), ("added", path.name)]
+
+
+# -- verify and reindex ----------------------------------------------------------------------------
+@pytest.fixture
+def four(archive) -> list[Path]:
+    return [write(archive, started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}") for i in range(1, 5)]
+
+
+def test_a_clean_archive_verifies(archive, four):
+    out = smartops("archive", "verify", "--archive", str(archive))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 indexed, 4 record files" in out.stdout and "intact" in out.stdout
+
+
+def test_verify_names_each_record_modified_removed_or_added(archive, four, cli):
+    edited, deleted = four[1], four[2]
+    nb = nbformat.read(edited, as_version=4)
+    nb.metadata["smartops"]["diagnosis"]["summary"] = "nothing to see here"  # a hand edit
+    nbformat.write(nb, edited)
+    deleted.unlink()
+    copied = archive / "2026-11-30T00-00-00Z_db-pool-exhausted_prod.ipynb"
+    shutil.copy(four[0], copied)
+
+    out = cli("archive", "verify", "--archive", str(archive))
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert any(l.startswith("MODIFIED") and edited.name in l for l in lines), out.stdout
+    assert any(l.startswith("REMOVED") and deleted.name in l for l in lines), out.stdout
+    assert any(l.startswith("ADDED") and copied.name in l for l in lines), out.stdout
+    assert "3 problem(s)" in lines[-1]
+    assert four[0].name not in "\n".join(lines[:-1]) and four[3].name not in out.stdout
+
+
+def test_verify_names_an_index_entry_altered_or_removed_by_hand(archive, four):
+    con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
+    with con:
+        con.execute("UPDATE records SET status = 'completed', severity = 'P4' WHERE name = ?", (four[0].name,))
+        con.execute("DELETE FROM records WHERE name = ?", (four[2].name,))
+    con.close()
+    problems = {(p.kind, p.name) for p in archive_mod.verify(archive).problems}
+    assert ("index-altered", four[0].name) in problems      # fields no longer match the entry hash
+    assert ("index-altered", four[3].name) in problems      # the chain skips the deleted entry
+    assert ("added", four[2].name) in problems              # its file has no entry any more
+
+
+def test_reindex_after_the_index_is_lost_restores_list(archive, four, cli):
+    before = json.loads(cli("archive", "list", "--archive", str(archive), "--json").stdout)
+    for f in archive.glob(archive_mod.INDEX_NAME + "*"):
+        f.unlink()
+    lost = cli("archive", "list", "--archive", str(archive))
+    assert lost.returncode == 1 and "reindex" in lost.stderr
+
+    out = cli("archive", "reindex", "--archive", str(archive))
+    assert out.returncode == 0 and "reindexed 4 records" in out.stdout and "no index before" in out.stdout
+    after = json.loads(cli("archive", "list", "--archive", str(archive), "--json").stdout)
+    assert after == before
+    assert cli("archive", "verify", "--archive", str(archive)).returncode == 0
+
+
+def test_reindex_says_what_changed_and_skips_notebooks_that_are_not_records(archive, four):
+    four[0].unlink()
+    nbformat.write(nbformat.v4.new_notebook(), archive / "scratch.ipynb")
+    r = archive_mod.reindex(archive)
+    assert r.previous == 4 and len(r.indexed) == 3 and r.dropped == [four[0].name]
+    assert [n for n, _ in r.skipped] == ["scratch.ipynb"]
+    report = archive_mod.verify(archive)
+    assert [(p.kind, p.name) for p in report.problems] == [("added", "scratch.ipynb")]
+
+
+# -- list, search, show ----------------------------------------------------------------------------
+def test_list_is_newest_first_and_filters(archive, cli):
+    now = utcnow()
+    recent, older = iso(now.replace(microsecond=0)), "2020-01-01T00:00:00Z"
+    a = write(archive, started=older, causes=["idle-connection-leak"], severity="P1", environment="prod")
+    b = write(archive, runbook="redis-memory-full", started=recent, severity="P2", environment="staging",
+              causes=["no-eviction-policy"])
+    c = write(archive, runbook="disk-full", started=recent, severity="P2", environment="prod", status="failed")
+    rows = archive_list(archive)
+    assert names(rows)[-1] == a.name and set(names(rows)[:2]) == {b.name, c.name}
+    assert names(archive_list(archive, runbook="disk-full")) == [c.name]
+    assert set(names(archive_list(archive, severity="P2"))) == {b.name, c.name}
+    assert set(names(archive_list(archive, environment="prod"))) == {a.name, c.name}
+    assert names(archive_list(archive, cause="idle-connection-leak")) == [a.name]
+    assert set(names(archive_list(archive, since="7d"))) == {b.name, c.name}
+    assert names(archive_list(archive, since="2019-06-01T00:00:00Z", severity="P1")) == [a.name]
+    assert names(archive_list(archive, status="failed")) == [c.name]
+    assert len(archive_mod.list_records(archive, limit=1)) == 1
+
+    out = cli("archive", "list", "--archive", str(archive), "--cause", "no-eviction-policy", "--json")
+    assert out.returncode == 0 and names(json.loads(out.stdout)) == [b.name]
+    out = cli("archive", "list", "--archive", str(archive), "--since", "last tuesday")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--since" in out.stderr
+
+
+def test_search_finds_words_in_findings_outputs_and_parameters(archive, cli):
+    a = write(archive, finding="12 connections idle in transaction for 9 minutes", causes=["idle-connection-leak"])
+    b = write(archive, runbook="disk-full", output="/var/log/app.log grew to 31 GiB\n")
+    assert names(archive_mod.search(archive, "transaction")) == [a.name]
+    assert names(archive_mod.search(archive, "idle-connection-leak")) == [a.name]  # a cause code as a phrase
+    assert names(archive_mod.search(archive, "GiB")) == [b.name]
+    assert set(names(archive_mod.search(archive, "idle_minutes"))) == {a.name, b.name}
+    out = cli("archive", "search", "--archive", str(archive), '"unclosed phrase')
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "search syntax" in out.stderr
+
+
+def test_bad_record_reference_exits_2(archive, four, cli):
+    out = cli("archive", "show", "no-such-record", "--archive", str(archive))
+    assert out.returncode == 2 and "no record 'no-such-record'" in out.stderr
+    out = cli("archive", "show", "2026-11", "--archive", str(archive))
+    assert out.returncode == 2 and "matches 4 records" in out.stderr
+
+
+def test_every_archive_command_has_help(cli):
+    for cmd in ("list", "search", "show", "export", "verify", "reindex"):
+        out = cli("archive", cmd, "--help")
+        assert out.returncode == 0 and "--archive DIR" in out.stdout, cmd
+
+
+# -- real runs against the sandbox -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_archive(sandbox, tmp_path_factory) -> Path:
+    """Two real db-pool-exhausted runs on a healthy sandbox; the DSN carries a planted password."""
+    folder = tmp_path_factory.mktemp("real") / "incidents"
+    sandbox.heal()
+    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "incident_id": "INC-REAL"}
+    params["postgres_dsn"] = params["postgres_dsn"].replace("smartops@", f"smartops:{PLANTED}@")  # trust auth
+    for _ in range(2):
+        run_runbook("db-pool-exhausted", folder, params)
+    return folder
+
+
+def test_real_runs_are_indexed_and_verify(real_archive):
+    rows = archive_list(real_archive)
+    assert len(rows) == 2 and {r["runbook"] for r in rows} == {"db-pool-exhausted"}
+    assert rows[0]["started_at"] >= rows[1]["started_at"] and rows[0]["incident_id"] == "INC-REAL"
+    assert archive_mod.verify(real_archive).ok
+
+
+def test_search_finds_a_real_record_by_a_word_in_a_finding(real_archive, cli):
+    nb = nbformat.read(next(iter(archive_mod.record_files(real_archive))), as_version=4)
+    word = next(w for f in nb.metadata["smartops"]["findings"] for w in f["summary"].split()
+                if w.isalpha() and len(w) > 5)
+    out = cli("archive", "search", word, "--archive", str(real_archive), "--json")
+    assert out.returncode == 0 and len(json.loads(out.stdout)) >= 1, (word, out.stderr)
+
+
+def test_show_prints_diagnosis_findings_actions_timeline(real_archive, cli):
+    path = archive_mod.record_files(real_archive)[0]
+    out = cli("archive", "show", path.name, "--archive", str(real_archive))
+    assert out.returncode == 0, out.stderr
+    for heading in ("Diagnosis:", "Findings:", "Actions:", "Timeline:", "matches the index", "run started"):
+        assert heading in out.stdout, heading
+    assert PLANTED not in out.stdout
+
+
+def test_export_html_embeds_the_plots_and_no_secret(real_archive, tmp_path, cli):
+    path = archive_mod.record_files(real_archive)[0]
+    assert PLANTED not in path.read_text()
+    # a secret that slipped into an output (a URL with credentials in a log line) is scrubbed on export
+    leaky = tmp_path / path.name
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[-1].setdefault("outputs", []).append(
+        nbformat.v4.new_output("stream", name="stdout", text=f"retrying redis://:{PLANTED}-2@10.0.0.5:6379/0\n"))
+    nbformat.write(nb, leaky)
+    for source, out in ((path.name, tmp_path / "a.html"), (str(leaky), tmp_path / "b.html")):
+        res = cli("archive", "export", source, "--html", "-o", str(out), "--archive", str(real_archive))
+        assert res.returncode == 0 and res.stdout.strip() == str(out), res.stderr
+        html = out.read_text()
+        assert '<img' in html and "data:image/png;base64," in html
+        assert 'src="http' not in html  # standalone: nothing fetched from the network
+        assert PLANTED not in html
+
+
+# -- a full disk -----------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    # 1 MiB: room for the index (a WAL-mode SQLite file with its FTS tables is ~100 KiB), then filled up
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    require("a mountable tmpfs (root)", res.returncode == 0, f"mount -t tmpfs failed: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    try:
+        with open(folder / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:  # ENOSPC: full
+        pass
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: archive_mod.file_sha256(p) for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_full_disk_fails_loudly_keeps_the_notebook_and_leaves_the_archive_untouched(tiny_tmpfs, tmp_path,
+                                                                                       sandbox_params):
+    incidents = tiny_tmpfs / "incidents"
+    first = write(incidents)  # an archive with an index and one entry
+    _fill(tiny_tmpfs)
+    before = _snapshot(incidents)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(sandbox_params))
+    fallback = tmp_path / "unsaved"
+    out = smartops("run", "db-pool-exhausted", "-f", str(params), "--archive", str(incidents), "--no-progress",
+                   env={"SMARTOPS_FALLBACK_DIR": str(fallback)}, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    message = [l for l in out.stderr.splitlines() if l.startswith("smartops run:")]
+    assert len(message) == 1 and "No space left on device" in message[0], out.stderr
+    kept = list(fallback.glob("*.ipynb"))
+    assert len(kept) == 1 and str(kept[0]) in message[0]
+    assert nbformat.read(kept[0], as_version=4).metadata["smartops"]["runbook"] == "db-pool-exhausted"
+    assert _snapshot(incidents) == before  # no partial file, no temp file, the index byte for byte as it was
+    assert names(archive_list(incidents)) == [first.name]
+
+
+def test_a_read_only_archive_fails_loudly_and_keeps_the_notebook(tiny_tmpfs, tmp_path, monkeypatch):
+    incidents = tiny_tmpfs / "incidents"
+    write(incidents)
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    monkeypatch.setenv(record.FALLBACK_ENV, str(tmp_path / "unsaved"))
+    nb, summary = synthetic(started="2026-12-01T00:00:00Z")
+    with pytest.raises(record.RecordWriteError) as e:
+        archive_mod.write_record(nb, summary, incidents)
+    assert "Read-only file system" in str(e.value) and str(e.value.fallback) in str(e.value)
+    assert e.value.fallback.exists() and len(archive_list(incidents)) == 1
