@@ -1,0 +1,225 @@
+"""`smartops serve` as Alertmanager sees it: a real server process, the real sandbox, real records.
+
+Each test starts `smartops serve` on a free loopback port with a routes file of its own and a base
+parameters file pointing at the session's sandbox, POSTs Alertmanager v4 payloads and waits
+(bounded) for the records in the archive.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from tests.conftest import REPO, free_port
+
+TOKEN = "s3cret-token"
+ROUTES = {
+    "confirm_on_resolved": True,
+    "routes": [
+        {"alertname": "PostgresConnectionsNearLimit", "runbook": "db-pool-exhausted",
+         "from_labels": {"environment": "env"}, "parameters": {"idle_minutes": 0.01}},
+        # a slow run without any fault: sampling the API for a few seconds
+        {"alertname": "SlowProbe", "runbook": "high-latency", "parameters": {"sample_seconds": 6.0}},
+    ],
+}
+
+
+def alert(name: str, fingerprint: str, status: str = "firing", **labels) -> dict:
+    return {"status": status, "labels": {"alertname": name, **labels},
+            "annotations": {"summary": f"{name} is {status}"}, "startsAt": "2026-11-26T14:00:00.123456789Z",
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T14:05:00Z",
+            "generatorURL": "http://prometheus.local/graph?g0.expr=up", "fingerprint": fingerprint}
+
+
+def payload(*alerts: dict, status: str = "firing") -> dict:
+    first = alerts[0]["labels"]
+    return {"version": "4", "groupKey": '{}:{alertname="%s"}' % first["alertname"], "truncatedAlerts": 0,
+            "status": status, "receiver": "smartops", "groupLabels": {"alertname": first["alertname"]},
+            "commonLabels": dict(first), "commonAnnotations": {}, "externalURL": "http://alertmanager.local",
+            "alerts": list(alerts)}
+
+
+class Server:
+    def __init__(self, tmp: Path, base_params: dict, *args: str, token: str | None = TOKEN):
+        self.port, self.archive, self.token = free_port(), tmp / "incidents", token
+        (tmp / "routes.yaml").write_text(yaml.safe_dump(ROUTES))
+        (tmp / "base.yaml").write_text(yaml.safe_dump(base_params))
+        self.log = tmp / "serve.log"
+        env = {**os.environ, "SMARTOPS_SERVE_TOKEN": ""}
+        cmd = [sys.executable, "-m", "smartops_nb.cli", "serve", "--port", str(self.port), "--routes",
+               str(tmp / "routes.yaml"), "-f", str(tmp / "base.yaml"), "--archive", str(self.archive),
+               "--cell-timeout", "120", *(["--token", token] if token else []), *args]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "w"), start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if self.health()["kernel_pool"]["ready"] >= 1 or "--warm" in args:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("serve did not come up:\n" + self.log.read_text())
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.url("/healthz"), timeout=5) as r:
+            return json.loads(r.read())
+
+    def post(self, body, token: str | None = "default") -> tuple[int, dict]:
+        token = self.token if token == "default" else token
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        req = urllib.request.Request(self.url("/alerts"), data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def records(self) -> list[dict]:
+        return [nbformat.read(p, as_version=4).metadata["smartops"] for p in sorted(self.archive.glob("*.ipynb"))]
+
+    def wait_records(self, n: int, timeout: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            recs = self.records()
+            if len(recs) >= n and self.health()["running"] == 0 and self.health()["queued"] == 0:
+                return recs
+            time.sleep(0.3)
+        raise AssertionError(f"{n} records expected, got {len(self.records())}:\n{self.log.read_text()}")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError("serve did not exit after SIGTERM:\n" + self.log.read_text())
+        return self.proc.returncode
+
+
+@pytest.fixture
+def base_params(sandbox_params) -> dict:
+    return {**sandbox_params, "mode": "investigate"}
+
+
+@pytest.fixture
+def server(tmp_path, base_params):
+    s = Server(tmp_path, base_params)
+    yield s
+    s.stop()
+
+
+def leak_alert(fp: str = "a1b2c3", status: str = "firing") -> dict:
+    return alert("PostgresConnectionsNearLimit", fp, status, env="sandbox-ci", severity="page")
+
+
+@pytest.mark.timeout(240)
+def test_firing_alert_gives_a_record_then_resolved_gives_a_confirming_run(server, healthy_sandbox):
+    healthy_sandbox.fault("connection-leak")
+    status, body = server.post(payload(leak_alert()))
+    assert status == 202 and body["accepted"] == [
+        {"incident_id": "PostgresConnectionsNearLimit-a1b2c3", "runbook": "db-pool-exhausted", "kind": "firing"}]
+    (rec,) = server.wait_records(1)
+    assert rec["status"] == "completed" and rec["diagnosis"]["confirmed"] is True
+    assert set(rec["diagnosis"]["causes"]) == {"connections-near-limit", "idle-connection-leak"}
+    assert rec["incident_id"] == "PostgresConnectionsNearLimit-a1b2c3"
+    assert rec["detected_at"].startswith("2026-11-26T14:00:00") and rec["environment"] == "sandbox-ci"
+
+    healthy_sandbox.heal()
+    status, body = server.post(payload(leak_alert(status="resolved"), status="resolved"))
+    assert status == 202 and body["accepted"][0]["kind"] == "resolved"
+    recs = server.wait_records(2)
+    confirming = max(recs, key=lambda r: r["started_at"])
+    assert confirming["incident_id"] == rec["incident_id"] and confirming["diagnosis"]["confirmed"] is False
+    log = server.log.read_text()
+    assert "alert received: PostgresConnectionsNearLimit firing" in log and "run finished" in log
+    assert "(warm kernel)" in log
+
+
+@pytest.mark.timeout(240)
+def test_duplicate_firing_while_running_starts_one_run(server, healthy_sandbox):
+    a = alert("SlowProbe", "dup1")
+    assert server.post(payload(a))[0] == 202
+    status, body = server.post(payload(a))
+    assert status == 202 and body == {"deduplicated": [
+        {"incident_id": "SlowProbe-dup1", "runbook": "high-latency", "kind": "firing"}]}
+    assert len(server.wait_records(1)) == 1
+    time.sleep(1)
+    assert len(server.records()) == 1
+    assert "dedup: incident SlowProbe-dup1" in server.log.read_text()
+
+
+@pytest.mark.timeout(240)
+def test_full_queue_answers_503(tmp_path, base_params, healthy_sandbox):
+    s = Server(tmp_path, base_params, "--workers", "1", "--queue", "1")
+    try:
+        assert s.post(payload(alert("SlowProbe", "q1")))[0] == 202
+        deadline = time.monotonic() + 30
+        while s.health()["running"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert s.post(payload(alert("SlowProbe", "q2")))[0] == 202   # waits in the queue
+        status, body = s.post(payload(alert("SlowProbe", "q3")))
+        assert status == 503 and body["rejected"][0]["reason"] == "queue full"
+        assert "queue full" in s.log.read_text()
+        assert len(s.wait_records(2)) == 2      # the two accepted ran; the refused one did not
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b"[]", json.dumps({"version": "3", "alerts": []}).encode(),
+    json.dumps(payload(alert("SlowProbe", "x")) | {"alerts": [{"status": "firing", "labels": {}}]}).encode(),
+    json.dumps(payload({**alert("SlowProbe", "x"), "startsAt": "yesterday"})).encode(),
+])
+def test_malformed_payload_is_400_and_runs_nothing(server, body):
+    status, answer = server.post(body)
+    assert status == 400 and "malformed" in answer["error"]
+    time.sleep(0.5)
+    h = server.health()
+    assert h["queued"] == 0 and h["running"] == 0 and h["finished"] == 0 and not server.archive.exists()
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token", TOKEN + "x"])
+def test_missing_or_wrong_token_is_401(server, token):
+    status, answer = server.post(payload(alert("SlowProbe", "t1")), token=token)
+    assert status == 401 and server.health()["finished"] == 0 and server.health()["queued"] == 0
+
+
+def test_no_token_refuses_a_non_loopback_address(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "smartops_nb.cli", "serve", "--host", "0.0.0.0", "--port",
+                          str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SMARTOPS_SERVE_TOKEN": ""})
+    assert out.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in out.stderr
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_with_a_run_in_flight_records_it_and_exits(tmp_path, base_params, healthy_sandbox):
+    s = Server(tmp_path, base_params, "--drain-timeout", "1")
+    assert s.post(payload(alert("SlowProbe", "term1")))[0] == 202
+    deadline = time.monotonic() + 30
+    while s.health()["running"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # well into the notebook
+    assert s.stop(timeout=60) == 0
+    (rec,) = s.records()
+    assert rec["incident_id"] == "SlowProbe-term1" and rec["status"] == "failed"
+    assert rec["error"].startswith("interrupted: smartops serve shut down")
+    log = s.log.read_text()
+    assert "SIGTERM received" in log and "interrupting run of high-latency" in log and "stopped" in log
