@@ -123,3 +123,45 @@ def percent_bars(df: pd.DataFrame, label: str, value: str, title: str, *, warn_p
     ax.set_xlim(0, 110)
     ax.set_xlabel(f"{value}")
     _finish(fig, ax, title)
+
+
+HISTORY_PANELS = {   # panel -> (frames of probes.prometheus.api_history, title, y label)
+    "latency": (("p95", "p99"), "Latency per endpoint (p95 solid, p99 dashed)", "s"),
+    "traffic": (("request_rate", "error_rate"), "Requests/s per endpoint (5xx dashed)", "requests/s"),
+    "connections": (("db_connections", "pool_in_use"), "PostgreSQL client connections by state "
+                    "(API pool in use dashed)", "connections"),
+}
+
+
+def history(frames: dict[str, pd.DataFrame] | None, marker_at=None, *,
+            panels: Iterable[str] = ("latency", "traffic", "connections"), threshold: float | None = None) -> None:
+    """Prometheus history, one chart per panel, ``marker_at`` (e.g. detected_at) as a red line.
+
+    ``frames`` is :func:`smartops_nb.probes.prometheus.api_history`'s answer; ``None`` draws nothing.
+    """
+    if frames is None:
+        return
+    if isinstance(marker_at, str) and marker_at:
+        marker_at = pd.Timestamp(marker_at)
+    for panel in panels:
+        (solid, dashed), title, ylabel = HISTORY_PANELS[panel]
+        fig, ax = plt.subplots(figsize=(8, 3))
+        drawn = 0
+        for key, style in ((solid, "-"), (dashed, "--")):
+            df = frames.get(key)
+            for col in ([] if df is None else [c for c in df.columns if c != "at"]):
+                ax.plot(df["at"], df[col], linestyle=style, label=f"{key} {col}" if col != "value" else key)
+                drawn += 1
+        if panel == "connections" and frames.get("db_max_connections") is not None and len(frames["db_max_connections"]):
+            lim = frames["db_max_connections"]
+            ax.plot(lim["at"], lim[lim.columns[-1]], color="black", linewidth=2, label="max_connections")
+        if panel == "latency" and threshold is not None:
+            ax.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g} s")
+        if marker_at is not None:
+            ax.axvline(marker_at, color="red", linestyle="--", label="detected_at")
+        if not drawn:
+            ax.text(0.5, 0.5, "no data in Prometheus for this window", ha="center", va="center", transform=ax.transAxes)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize="x-small", loc="upper left")
+        fig.autofmt_xdate()
+        _finish(fig, ax, title)

@@ -214,6 +214,7 @@ class App:
         self.m_hits = Counter("smartamazon_cache_hits", "Cache hits", registry=r)
         self.m_misses = Counter("smartamazon_cache_misses", "Cache misses", registry=r)
         self.m_in_flight = Gauge("smartamazon_http_requests_in_flight", "HTTP requests being served", registry=r)
+        r.register(ExporterStandIn(self))
 
     # -- data access ---------------------------------------------------------------------------
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
@@ -298,6 +299,66 @@ class App:
             self.stop_traffic(name)
         _heal_connection_leak(self)
         self.pool.close()
+
+
+class ExporterStandIn:
+    """What postgres_exporter, redis_exporter and node_exporter would export, read at scrape time.
+
+    Same metric names as those exporters (``pg_stat_activity_count{datname,state}``,
+    ``pg_settings_max_connections``, ``redis_memory_used_bytes``, ``redis_memory_max_bytes``,
+    ``node_filesystem_avail_bytes``...), so the alert rules in ``deploy/prometheus/rules.yml`` are
+    the ones a production Prometheus with those exporters evaluates. PostgreSQL is read over a
+    short-lived connection of the monitoring role (it may use a reserved slot when the app has
+    taken every ordinary one), never from the API's pool. A failing source gives ``*_up 0``.
+    """
+
+    PG_SQL = ("SELECT datname, coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
+              "WHERE backend_type = 'client backend' AND application_name <> %s GROUP BY 1, 2")
+    PG_APP = "smartamazon-api-metrics"
+
+    def __init__(self, app: "App") -> None:
+        self.app = app
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+        import os
+
+        pg_up = GaugeMetricFamily("pg_up", "1 if PostgreSQL answered the metrics query")
+        acts = GaugeMetricFamily("pg_stat_activity_count", "Client connections by database and state",
+                                 labels=["datname", "state"])
+        maxc = GaugeMetricFamily("pg_settings_max_connections", "PostgreSQL max_connections")
+        try:
+            dsn = self.app.cfg["postgres"].get("monitor_dsn") or self.app.pool.dsn
+            with psycopg.connect(dsn, connect_timeout=2, application_name=self.PG_APP, autocommit=True) as c:
+                for db, state, n in c.execute(self.PG_SQL, (self.PG_APP,)).fetchall():
+                    acts.add_metric([db or "", state], n)
+                maxc.add_metric([], int(c.execute("SHOW max_connections").fetchone()[0]))
+            pg_up.add_metric([], 1)
+            yield from (acts, maxc)
+        except Exception:  # noqa: BLE001 - a scrape reports the source down, it does not fail
+            pg_up.add_metric([], 0)
+        yield pg_up
+        redis_up = GaugeMetricFamily("redis_up", "1 if Redis answered INFO memory")
+        try:
+            info = self.app.redis.info("memory")
+            yield GaugeMetricFamily("redis_memory_used_bytes", "Redis used_memory", value=info["used_memory"])
+            yield GaugeMetricFamily("redis_memory_max_bytes", "Redis maxmemory (0 = no limit)",
+                                    value=info.get("maxmemory", 0))
+            redis_up.add_metric([], 1)
+        except Exception:  # noqa: BLE001
+            redis_up.add_metric([], 0)
+        yield redis_up
+        path = self.app.cfg.get("state_dir") or "."
+        try:
+            st = os.statvfs(path)
+            avail = GaugeMetricFamily("node_filesystem_avail_bytes", "Bytes available to non-root users",
+                                      labels=["mountpoint"])
+            size = GaugeMetricFamily("node_filesystem_size_bytes", "Filesystem size", labels=["mountpoint"])
+            avail.add_metric([path], st.f_bavail * st.f_frsize)
+            size.add_metric([path], st.f_blocks * st.f_frsize)
+            yield from (avail, size)
+        except OSError:
+            pass
 
 
 def _json_default(o: Any) -> Any:
