@@ -11,10 +11,21 @@ Notebooks import this package and read like the runbook page::
 Layers, one direction: parameters -> probes (read a system) -> checks (data -> Finding) ->
 diagnosis (findings -> cause codes) -> actions (gated, audited) -> record.
 """
-from .display import show_message, show_table
-from .findings import Diagnosis, Finding
-from .interactive import save_record
-from .run import Run, begin
+from importlib import import_module
 
-__all__ = ["begin", "Run", "Finding", "Diagnosis", "show_table", "show_message", "save_record"]
+# The notebook-facing API, imported on first use: the CLI imports this package too, and
+# nbformat (via interactive) alone costs about a second of start-up.
+_EXPORTS = {
+    "begin": "run", "Run": "run", "Finding": "findings", "Diagnosis": "findings",
+    "show_table": "display", "show_message": "display", "save_record": "interactive",
+}
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

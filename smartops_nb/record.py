@@ -14,9 +14,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
+if TYPE_CHECKING:  # nbformat costs ~1 s to import: only the writers need it
+    import nbformat
 
 from . import display, redact
 from .params import iso, parse_time
@@ -49,29 +50,35 @@ def record_name(summary: dict[str, Any], n: int = 0) -> str:
     return f"{stem}{'' if n == 0 else f'_{n + 1}'}.ipynb"
 
 
-def scrub_notebook(nb: nbformat.NotebookNode, extra_secrets: list[str] = ()) -> nbformat.NotebookNode:
+def scrub_notebook(nb: "nbformat.NotebookNode", extra_secrets: list[str] = ()) -> "nbformat.NotebookNode":
     """Remove every known secret from sources, outputs and metadata (parameters included)."""
     for s in extra_secrets:
         redact.register_secret(s)
     text = redact.scrub(json.dumps(nb))
+    import nbformat
+
     return nbformat.from_dict(json.loads(text))
 
 
-def attach_summary(nb: nbformat.NotebookNode, summary: dict[str, Any], *, add_cell: bool) -> None:
+def attach_summary(nb: "nbformat.NotebookNode", summary: dict[str, Any], *, add_cell: bool) -> None:
     """Put the summary into the notebook metadata and, when the run did not show it, as a last cell."""
     nb.metadata["smartops"] = summary
     if add_cell:
+        import nbformat
+
         cell = nbformat.v4.new_markdown_cell(
             "## Incident record summary (written by the runner: the notebook did not reach its last cell)\n\n"
             + display.summary_html(summary))
         nb.cells.append(cell)
 
 
-def write_record(nb: nbformat.NotebookNode, summary: dict[str, Any], archive: Path) -> Path:
+def write_record(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Path) -> Path:
     """Atomically write ``nb`` into ``archive`` under a fresh, time-sorted name and return it.
 
     The file alone, no index entry: :func:`smartops_nb.archive.write_record` adds that.
     """
+    import nbformat
+
     data = nbformat.writes(nb).encode()
     return publish(stage(data, archive, summary), archive, summary)
 
