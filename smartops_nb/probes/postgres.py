@@ -203,6 +203,8 @@ SELECT s.calls, round(s.mean_exec_time::numeric, 1) AS mean_ms, round(s.max_exec
 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND r.rolname <> current_user AND s.query !~* '^\\s*(explain|set|show|begin|commit|rollback)\\M'
+  -- superusers' statements are maintenance (migrations, bootstrap), not the application's latency
+  AND NOT r.rolsuper
 ORDER BY s.mean_exec_time DESC
 LIMIT %(limit)s
 """
