@@ -75,6 +75,9 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     errors = [x.check for x in findings if x.status == "error"]
     if not (usage_f and usage_f.data.get("full")):
         tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
+        if usage_f is None or usage_f.status == "error":   # never "below 90%" when nothing was measured
+            why = f" ({usage_f.summary})" if usage_f is not None else ""
+            return Diagnosis([], f"Disk full not confirmed: the usage of disk_paths could not be read{why}.{tail}")
         return Diagnosis([], f"Disk full not confirmed: every path is below {params.disk_warn_pct:g}%.{tail}")
     causes, why = ["disk-nearly-full"], [usage_f.summary + "."]
     for cause, check in CONTRIBUTORS.items():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Any, Iterator
 
@@ -71,6 +72,8 @@ class DockerPlatform(Platform):
     name = "docker"
 
     def __init__(self, base_url: str | None = None, timeout: int = 5, *, stop_timeout: int = 10) -> None:
+        if base_url and base_url.startswith("unix://~"):   # e.g. the sandbox's ~/.smartops/sandbox/podman/...
+            base_url = "unix://" + os.path.expanduser(base_url[len("unix://"):])
         self.base_url = base_url
         self.timeout = timeout
         self.stop_timeout = stop_timeout

@@ -20,9 +20,14 @@ OLD_COLUMNS = ["path", "root", "size_bytes", "age_days", "is_symlink"]
 
 
 def usage(paths: Iterable[str]) -> pd.DataFrame:
-    """Like ``df``: per path its filesystem's size, used, available and used % (of used + available)."""
+    """Like ``df``: per path its filesystem's size, used, available and used % (of used + available).
+
+    ``~`` is expanded; a path that does not exist raises ``FileNotFoundError`` saying so."""
     rows = []
     for p in paths:
+        p = os.path.expanduser(str(p))
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"disk path {p} does not exist (not mounted, or a wrong disk_paths entry)")
         st = os.statvfs(p)
         total, free, avail = st.f_blocks * st.f_frsize, st.f_bfree * st.f_frsize, st.f_bavail * st.f_frsize
         used = total - free
@@ -81,7 +86,7 @@ def largest(root: str, n: int = 20, max_entries: int = MAX_ENTRIES,
     """(folders, files, walk facts) under ``root``: the ``n`` largest top-level folders (``du -sh
     ROOT/*``, apparent sizes of regular files) and the ``n`` largest files."""
     budget = Budget(max_entries, seconds)
-    root = os.path.abspath(root)
+    root = os.path.abspath(os.path.expanduser(root))
     by_top: dict[str, int] = {}
     files: list[tuple[str, int]] = []
     for path, st in walk(root, budget):
@@ -106,13 +111,13 @@ def old_files(roots: Iterable[str], pattern: str, max_age_days: float, max_entri
 
     Symlinks matching the pattern are listed with ``is_symlink`` true (their own lstat age), so
     that a deletion refuses them on the record instead of silently skipping them. Missing roots
-    are skipped.
+    are skipped; ``~`` is expanded.
     """
     now = time.time() if now is None else now
     budget = Budget(max_entries, seconds)
     rows = []
     for root in roots:
-        root = os.path.abspath(root)
+        root = os.path.abspath(os.path.expanduser(root))
         for path, st in walk(root, budget):
             link = stat.S_ISLNK(st.st_mode)
             if not (link or stat.S_ISREG(st.st_mode)) or not fnmatch.fnmatch(os.path.basename(path), pattern):
@@ -133,7 +138,7 @@ def under(path: str, roots: Iterable[str]) -> str | None:
     """The configured root that really contains ``path`` (every symlink resolved), else None."""
     real = os.path.realpath(path)
     for root in roots:
-        r = os.path.realpath(root)
+        r = os.path.realpath(os.path.expanduser(root))
         if os.path.commonpath([real, r]) == r and real != r:
             return root
     return None

@@ -5,19 +5,37 @@ import json
 import sys
 from pathlib import Path
 
-from .manager import Sandbox, default_state_dir, known_faults, STATE_FILE
+from .manager import Sandbox, default_state_dir, STATE_FILE
 
 
 def _sandbox(args) -> Sandbox:
     d = Path(args.dir) if getattr(args, "dir", None) else default_state_dir()
-    if (d / STATE_FILE).exists():
-        return _load(d)
     from .manager import default_ports
 
     p = default_ports()
-    if getattr(args, "containers", False):
+    wanted = "containers" if getattr(args, "containers", False) else "process"
+    if (d / STATE_FILE).exists():
+        recorded = json.loads((d / STATE_FILE).read_text()).get("mode") or "process"
+        if getattr(args, "sandbox_command", None) != "up":
+            return _load(d)
+        if recorded == wanted:
+            if wanted == "containers":
+                _engine(d)    # `down` stopped it
+            return _load(d)
+        if _any_running(d):
+            raise SystemExit(f"smartops sandbox: the sandbox in {d} runs in {recorded} mode; "
+                             f"`smartops sandbox down` first")
+    if wanted == "containers":
         return _container_sandbox(d, p)
     return Sandbox(d, p["api"], p["postgres"], p["redis"])
+
+
+def _any_running(d: Path) -> bool:
+    """Whether any service of the sandbox recorded in ``d`` still runs (an unreachable engine: no)."""
+    try:
+        return any(c.get("running") for c in _load(d).status().values())
+    except Exception:
+        return False
 
 
 def _load(d: Path) -> Sandbox:
@@ -33,25 +51,44 @@ def _container_sandbox(d: Path, ports: dict) -> Sandbox:
     """Container mode: a podman API service of the sandbox's own (private storage) runs the three
     containers; its pid is kept in ``podman/podman-service.pid`` so ``down`` can stop it."""
     from .containers import ContainerSandbox
+
+    return ContainerSandbox(_engine(d), d, ports["api"], ports["postgres"], ports["redis"])
+
+
+def _engine(d: Path) -> str:
+    """The URL of the sandbox's podman API service, started (detached) unless it already runs."""
     from .podman import PodmanService
+    from .postgres_server import _pid_alive
 
     service = PodmanService(d / "podman")
+    try:
+        pid = int(service.pid_path.read_text())
+    except (OSError, ValueError):
+        pid = None
+    if pid and _pid_alive(pid) and service.socket_path.exists():
+        return service.url
     url = service.start(timeout=60)
     service._proc = None  # detached: it outlives this command, and `down` stops it by pid
-    return ContainerSandbox(url, d, ports["api"], ports["postgres"], ports["redis"])
+    return url
 
 
 def _stop_engine(d: Path) -> None:
     import os
     import signal
 
+    from .podman import PodmanService
+    from .postgres_server import _wait_gone
+
     pid_file = d / "podman" / "podman-service.pid"
     if pid_file.exists():
         try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, 10)
         except (ProcessLookupError, ValueError):
             pass
         pid_file.unlink()
+        PodmanService(d / "podman")._unmount_leftovers()   # the storage's overlay bind mount
 
 
 def _print_status(status: dict) -> None:
@@ -67,10 +104,10 @@ def _print_status(status: dict) -> None:
 def main(args) -> int:
     cmd = args.sandbox_command
     if cmd == "fault" and (args.list or not args.name):
-        from .api import FAULTS
+        from .manager import fault_descriptions
 
-        for name in known_faults():
-            print(f"{name:<18} {FAULTS[name].description}")
+        for name, description in sorted(fault_descriptions().items()):
+            print(f"{name:<18} {description}")
         return 0 if args.list else 2
     sb = _sandbox(args)
     if cmd == "up":
@@ -92,6 +129,9 @@ def main(args) -> int:
         except ValueError as e:
             print(f"smartops sandbox: {e}", file=sys.stderr)
             return 2
+        except RuntimeError as e:   # the fault could not be injected (e.g. a mount refused)
+            print(f"smartops sandbox: {e}", file=sys.stderr)
+            return 1
         print(f"fault {args.name} injected: {json.dumps(result.get('result', result), default=str)}")
         return 0
     if cmd == "heal":

@@ -206,6 +206,7 @@ class ContainerSandbox(Sandbox):
 
     def down(self) -> None:
         """Stop and remove the three containers; the data dir stays for the next ``up()``."""
+        self._down_host_faults()
         for role in ("api", "redis", "postgres"):
             try:
                 self._remove(role, 20)

@@ -35,8 +35,17 @@ def default_ports() -> dict[str, int]:
 
 
 def known_faults() -> list[str]:
+    """Every fault name: the API's (``api.FAULTS``) and the managing process's (``host_faults``)."""
+    return sorted(fault_descriptions())
+
+
+def fault_descriptions() -> dict[str, str]:
     from .api import FAULTS
-    return sorted(FAULTS)
+    from .host_faults import HOST_FAULTS
+
+    out = {name: f.description for name, f in FAULTS.items()}
+    out.update({name: f.description for name, f in HOST_FAULTS.items()})
+    return out
 
 
 def _http(method: str, url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, Any]:
@@ -69,6 +78,8 @@ class Sandbox:
         self.redis = RedisServer(self.state_dir / "redis", redis_port, log_path=self.state_dir / "redis.log")
         self.api_pid: int | None = None
         self._api_proc: subprocess.Popen | None = None
+        # host faults injected (name -> what inject returned); None: not read yet, state.json's stand
+        self.host_faults: dict[str, dict] | None = None
 
     # -- construction from env / state -----------------------------------------------------------
     @classmethod
@@ -128,6 +139,7 @@ class Sandbox:
                       "maxmemory": self.redis.maxmemory, "policy": self.redis.policy,
                       "log": str(self.redis.log_path)},
             "params": self.params(),
+            "host_faults": self._recorded_host_faults() if self.host_faults is None else self.host_faults,
         }
 
     def _write_state(self) -> None:
@@ -259,8 +271,9 @@ class Sandbox:
         return self.status()
 
     def down(self) -> None:
-        """Stop API, Redis and PostgreSQL by pid; safe to call twice."""
+        """Stop API, Redis and PostgreSQL by pid (and unmount the disk fault); safe to call twice."""
         self._adopt_state()
+        self._down_host_faults()
         self._stop_api()
         self.redis.stop()
         self.postgres.stop()
@@ -286,13 +299,66 @@ class Sandbox:
 
     # -- faults --------------------------------------------------------------------------------
     def fault(self, name: str) -> dict[str, Any]:
+        """Inject ``name``: a host fault (:mod:`.host_faults`, run here) or one of the API's."""
+        from .host_faults import HOST_FAULTS, mode_of
+
         known = known_faults()
         if name not in known:
             raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(known)}")
-        return self._admin(f"/admin/fault/{name}")
+        if name not in HOST_FAULTS:
+            return self._admin(f"/admin/fault/{name}")
+        hf = HOST_FAULTS[name]
+        if mode_of(self) not in hf.modes:
+            raise ValueError(f"fault {name} needs the container sandbox (smartops sandbox up --containers)")
+        self._sync_host_faults()
+        if name in self.host_faults:   # injected already: undo it first, so "before" stays the real before
+            hf.heal(self, self.host_faults.pop(name))
+            self._write_state()
+        try:
+            result = hf.inject(self)
+        except ValueError:
+            raise   # refused before changing anything
+        except BaseException as e:   # half done: record it so heal undoes what was done
+            self.host_faults[name] = {"error": f"{type(e).__name__}: {e}"}
+            self._write_state()
+            raise
+        self.host_faults[name] = result
+        self._write_state()
+        return {"fault": name, "where": "host", "result": result}
 
     def heal(self) -> dict[str, Any]:
-        return self._admin("/admin/heal")
+        """Undo every host fault recorded in state.json, then every fault of the API."""
+        from .host_faults import HEAL_ORDER, HOST_FAULTS
+
+        self._sync_host_faults()
+        healed: dict[str, Any] = {}
+        for name in sorted(self.host_faults, key=lambda n: HEAL_ORDER.index(n) if n in HEAL_ORDER else 99):
+            if name in HOST_FAULTS:
+                healed[name] = HOST_FAULTS[name].heal(self, self.host_faults[name])
+            del self.host_faults[name]
+            self._write_state()
+        api = self._admin("/admin/heal")
+        if isinstance(api.get("healed"), dict):
+            return {**api, "healed": {**api["healed"], **healed}}
+        return {**api, **healed}
+
+    def _recorded_host_faults(self) -> dict[str, dict]:
+        try:
+            return dict(json.loads((self.state_dir / STATE_FILE).read_text()).get("host_faults") or {})
+        except (OSError, ValueError):
+            return {}
+
+    def _sync_host_faults(self) -> None:
+        """Take the host faults another process recorded (state.json is the truth)."""
+        self.host_faults = self._recorded_host_faults()
+
+    def _down_host_faults(self) -> None:
+        """``down``: the services stop (Redis, PostgreSQL, the API come back as configured), so
+        only the tmpfs needs undoing; the record is cleared."""
+        from .host_faults import on_down
+
+        on_down(self)
+        self.host_faults = {}
 
     def _admin(self, path: str) -> dict[str, Any]:
         status, body = _http("POST", self.api_url + path, {"X-Sandbox-Token": self.token}, timeout=60)
