@@ -158,8 +158,10 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     elif "maxmemory-reached" in causes and mem:
         d = mem.data
         if d["maxmemory"]:
+            how = ("writes will be refused as soon as a command needs more memory"
+                   if d["policy"] == "noeviction" else "Redis makes room by evicting keys")
             why.append(f"Memory at {d['used_pct']:g}% of maxmemory ({mib(d['limit_bytes'])} MiB) under "
-                       f"{d['policy']}: Redis makes room by evicting keys.")
+                       f"{d['policy']}: {how}.")
         else:
             why.append(f"No maxmemory set: Redis at {d['used_pct']:g}% of the {d['limit_source']} grows until "
                        "the kernel kills it (no eviction, no refusal).")

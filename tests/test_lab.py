@@ -1,0 +1,87 @@
+"""`smartops lab`: JupyterLab on loopback with a token, this environment's kernels, the parameters file."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from smartops_nb import interactive, lab
+from tests.conftest import REPO
+
+
+def test_kernel_registration_is_idempotent(tmp_path):
+    first = lab.ensure_kernel(str(tmp_path))
+    spec = json.loads((first / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable and spec["display_name"] == lab.KERNEL_DISPLAY_NAME
+    mtime = (first / "kernel.json").stat().st_mtime_ns
+    assert lab.ensure_kernel(str(tmp_path)) == first and (first / "kernel.json").stat().st_mtime_ns == mtime
+
+
+def test_server_command_is_loopback_with_token_and_this_environment(tmp_path):
+    server = lab.Lab(tmp_path, tmp_path / "incidents", REPO / "parameters" / "demo.yaml", port=8999, token="t0k")
+    cmd = server.command()
+    assert cmd[:4] == [sys.executable, "-m", "jupyter", "lab"]
+    assert {"--ip=127.0.0.1", "--no-browser", "--port=8999", "--IdentityProvider.token=t0k"} <= set(cmd)
+    assert ("--allow-root" in cmd) == (os.geteuid() == 0)
+    env = server.environment()
+    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == os.path.join(sys.prefix, "share", "jupyter")
+    assert env["SMARTOPS_PARAMETERS"] == str((REPO / "parameters" / "demo.yaml").resolve())
+    assert env["SMARTOPS_ARCHIVE"] == str((tmp_path / "incidents").resolve())
+    assert server.url("notebooks") == "http://127.0.0.1:8999/lab/tree/notebooks?token=t0k"
+
+
+def test_parameters_file_applies_in_a_live_session_only(tmp_path, monkeypatch):
+    f = tmp_path / "p.yaml"
+    f.write_text("environment: demo\nidle_minutes: 0.05\nredis_url: redis://x:6379/0\ncontacts: {}\n")
+    namespace = {"environment": "unspecified", "idle_minutes": 5.0, "mode": "investigate"}
+    monkeypatch.setenv(interactive.PARAMETERS_ENV, str(f))
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert interactive.apply_parameters_file("db-pool-exhausted", namespace) == {}  # papermill, nbclient...
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "x.ipynb"))
+    monkeypatch.setenv("SMARTOPS_HEADLESS", "1")
+    assert interactive.apply_parameters_file("db-pool-exhausted", namespace) == {}  # the runner's kernels
+    monkeypatch.delenv("SMARTOPS_HEADLESS")
+    applied = interactive.apply_parameters_file("db-pool-exhausted", namespace)
+    assert applied["values"] == {"environment": "demo", "idle_minutes": 0.05}  # only this runbook's names
+    assert namespace == {"environment": "demo", "idle_minutes": 0.05, "mode": "investigate"}
+
+
+def test_parameters_file_of_the_wrong_type_is_refused(tmp_path, monkeypatch):
+    from smartops_nb.params import ParameterError
+
+    f = tmp_path / "p.yaml"
+    f.write_text("idle_minutes: soon\n")
+    monkeypatch.setenv(interactive.PARAMETERS_ENV, str(f))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "x.ipynb"))
+    monkeypatch.delenv("SMARTOPS_HEADLESS", raising=False)
+    with pytest.raises(ParameterError, match="idle_minutes"):
+        interactive.apply_parameters_file("db-pool-exhausted", {"idle_minutes": 5.0})
+
+
+def test_smartops_lab_prints_a_working_url_and_stops_on_sigterm(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "smartops_nb.cli", "lab", "--root", str(tmp_path), "-f", ""],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and "/lab/tree/notebooks?token=" in url
+        base, token = url.split("/lab/")[0], url.split("token=")[1]
+        with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}", timeout=10) as r:
+            specs = json.load(r)
+        assert {"python3", lab.KERNEL_NAME} <= set(specs["kernelspecs"]) and specs["default"] == lab.KERNEL_NAME
+        with pytest.raises(urllib.error.HTTPError):  # the token is required
+            urllib.request.urlopen(f"{base}/api/contents", timeout=10)
+        assert (tmp_path / "incidents").is_dir()
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0
