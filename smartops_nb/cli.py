@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from . import catalog
 from .params import ParameterError, parse_cli_value

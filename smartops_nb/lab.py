@@ -94,10 +94,25 @@ class Lab:
                "--port-retries=0", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
                # lets a kernel ask the page to save its notebook (smartops_nb.save_record)
                "--LabApp.expose_app_in_browser=True",
+               f"--LabApp.app_settings_dir={self.settings_dir()}",
                f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
         return cmd + list(self.extra_args)
+
+    def settings_dir(self) -> Path:
+        """Lab defaults for runbooks and records (a user's own settings still win).
+
+        Every cell is attached to the page: JupyterLab's default windowing leaves the outputs of
+        cells out of view unrendered, so a record's charts, Find and printing would miss them.
+        """
+        folder = self.root / ".smartops-lab"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "overrides.json").write_text(json.dumps({
+            "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
+            "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+        }, indent=2))
+        return folder
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

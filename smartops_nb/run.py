@@ -136,11 +136,11 @@ class Run:
         decision, reason = decide(action, mode=self.params.mode, approved=self.params.approved_actions,
                                   dry_run=bool(self.params.dry_run))
         mode, result = carry_out(action, decision)
-        entry = {
+        entry = ActionEntry({
             "action": action.name, "target": redact.scrub(action.target), "mode": mode, "at": iso(utcnow()),
             "operator": self.params.operator, "reason": reason, "description": action.description,
             "result": redact.scrub_obj(_jsonable(result)),
-        }
+        })
         self.record_action(entry)
         if mode == "recommended" and not action.manual and approvals.interactive():
             approvals.offer(self, action, entry)  # a live JupyterLab session: a person may approve it here
@@ -216,6 +216,13 @@ class Run:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, default=str)
         os.replace(tmp, self._state_file)
+
+
+class ActionEntry(dict):
+    """An action-log entry; as a cell's last value it shows one line, not its whole evidence."""
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(f"<action {self['action']}: {self['mode']}>")
 
 
 def _os_user() -> str:

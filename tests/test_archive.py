@@ -124,7 +124,7 @@ def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
 
 
 def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive):
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys
         from tests.test_archive import write
         from pathlib import Path

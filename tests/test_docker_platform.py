@@ -16,6 +16,7 @@ import pytest
 from smartops_nb.platforms import PlatformError
 from smartops_nb.platforms.docker import DockerPlatform, PREVIOUS_IMAGE_LABEL
 from smartops_nb.sandbox.podman import derive_image, host_python_volumes
+from smartops_nb.waiting import until
 
 pytest_plugins = ["tests.fixtures.podman"]
 
@@ -59,16 +60,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(predicate, timeout=15.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
@@ -82,7 +73,7 @@ def test_running_python_http_server_state(platform, make, base_image):
     name = make("web", base_image, [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
                 volumes=host_python_volumes(), network_mode="host", mem_limit="128m",
                 environment={"APP_ENV": "test", "DATABASE_URL": "postgresql://u:p@127.0.0.1/db"})
-    assert _wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/"), 15), platform.logs(name)
+    assert until(lambda: _http_ok(f"http://127.0.0.1:{port}/"), 15), platform.logs(name)
     st = platform.state(name)
     assert st.exists and st.running and st.status == "running"
     assert st.exit_code is None and not st.oom_killed
@@ -131,7 +122,7 @@ def test_restart_brings_a_fixable_container_back(platform, make, base_image, tmp
     assert platform.state(name).exit_code == 1
     result = platform.restart(name)
     assert result["action"] == "restart" and result["status_before"] == "exited"
-    st = _wait_for(lambda: (s := platform.state(name)).running and s, 10)
+    st = until(lambda: (s := platform.state(name)).running and s, 10)
     assert st and st.running
     assert any("recovered" in line for line in platform.logs(name))
 
@@ -178,12 +169,12 @@ def test_rollback_from_broken_tag_to_previous(platform, make, api_images, podman
 
     result = platform.rollback(name)
     assert result["image_before"] == bad and result["image_after"] == good
-    st = _wait_for(lambda: (s := platform.state(name)).running and s, 10)
+    st = until(lambda: (s := platform.state(name)).running and s, 10)
     assert st and st.running and st.image == good
     assert st.memory_limit_bytes == 64 * 1024 * 1024
     env = platform.environment(name)
     assert env["APP_VERSION"] == "1" and env["DATABASE_URL"] == "postgresql://db"
-    assert _wait_for(lambda: any("api v1 ready" in l for l in platform.logs(name)), 5)
+    assert until(lambda: any("api v1 ready" in l for l in platform.logs(name)), 5)
     attrs = podman_client.containers.get(name).attrs
     assert attrs["Config"]["Labels"]["app"] == "smartamazon-api"
     assert attrs["Config"]["Labels"]["com.smartamazon.version"] == "1"

@@ -8,26 +8,15 @@ kubeconfig in ``KUBECONFIG`` (inherited by the kernel).
 from __future__ import annotations
 
 import sys
-import urllib.request
 
 
 from smartops_nb.sandbox.kube_api import RESTARTED_AT_ANNOTATION
-from tests.conftest import free_port, run_runbook
+from tests.conftest import free_port, http_status, run_runbook
 
 pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.kube"]
 
 RUNBOOK = "api-down"
 SECRET = "S3cr3t-pw-4f1d"
-
-
-def _health(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=3) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
 
 
 def _closed_url() -> str:
@@ -74,14 +63,14 @@ def test_database_container_stopped_is_database_unreachable(healthy_containers, 
 
 def test_restart_database_approved_brings_the_database_back(healthy_containers, container_params, archive):
     healthy_containers.stop_database()
-    assert _health(healthy_containers.api_url) == 503
+    assert http_status(healthy_containers.api_url + "/health") == 503
     rec = run_runbook(RUNBOOK, archive, {**container_params, "mode": "mitigate",
                                          "approved_actions": ["restart-database"]})
     (action,) = rec.actions()
     assert action["action"] == "restart-database" and action["mode"] == "executed"
     assert action["result"]["before"]["state"]["running"] is False
     assert action["result"]["after"]["state"]["running"] is True
-    assert _health(healthy_containers.api_url) == 200
+    assert http_status(healthy_containers.api_url + "/health") == 200
 
 
 def test_healthy_containers_confirm_nothing(healthy_containers, container_params, archive):
@@ -105,7 +94,7 @@ def test_restart_api_investigate_leaves_the_container_down(healthy_containers, c
     assert rec.causes == ["container-crashed"]
     assert [(a["action"], a["mode"]) for a in rec.actions()] == [("restart-api", "recommended")]
     assert not healthy_containers.status()["api"]["running"]
-    assert _health(healthy_containers.api_url) is None
+    assert http_status(healthy_containers.api_url + "/health") is None
 
 
 def test_restart_api_approved_makes_health_answer_200(healthy_containers, container_params, archive):
@@ -115,7 +104,7 @@ def test_restart_api_approved_makes_health_answer_200(healthy_containers, contai
     assert action["action"] == "restart-api" and action["mode"] == "executed"
     assert action["result"]["before"]["health"]["status"] is None
     assert action["result"]["after"]["health"]["status"] == 200
-    assert _health(healthy_containers.api_url) == 200
+    assert http_status(healthy_containers.api_url + "/health") == 200
 
 
 def test_unreachable_docker_engine_is_an_error_finding(healthy_containers, container_params, archive, tmp_path):

@@ -58,7 +58,10 @@ def test_warm_cache_approved_raises_hit_rate(healthy_sandbox, sandbox_params, ar
                                                 "approved_actions": ["warm-cache"]})
     (act,) = [a for a in rec.actions() if a["action"] == "warm-cache"]
     assert act["mode"] == "executed", act
-    assert act["result"]["hit_rate_after"] == 1.0 > act["result"]["hit_rate_before"]
+    # the run measured misses over its window (that is why it acted); warming leaves every lookup a hit.
+    # The action's own first pass may already hit: the fault's simulated users browse the same pages.
+    assert "cache-misses" in rec.causes
+    assert act["result"]["hit_rate_after"] == 1.0 >= act["result"]["hit_rate_before"]
     assert r.exists("search:protein")
 
 

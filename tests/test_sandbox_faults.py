@@ -8,27 +8,15 @@ Process mode uses the session ``sandbox``; container mode (``database-down``, ``
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 
 import pytest
 import redis
 
 from smartops_nb.sandbox import Sandbox
 from smartops_nb.sandbox.host_faults import BAD_IMAGE, REDIS_FILLER, disk_dir
-from tests.conftest import require, run_runbook
+from tests.conftest import http_status, require, run_runbook
 
 pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers"]
-
-
-def _health(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=3) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
 
 
 def _confirmed(rec) -> bool:
@@ -82,16 +70,16 @@ def test_process_database_down_and_api_crash_heal(healthy_sandbox):
         sb.fault("bad-deploy")
     try:
         sb.fault("database-down")
-        assert not sb.postgres.is_running() and _health(sb.api_url) == 503
+        assert not sb.postgres.is_running() and http_status(sb.api_url + "/health") == 503
     finally:
         sb.heal()
     assert sb.postgres.is_running()
     try:
         sb.fault("api-crash")
-        assert not sb._api_running() and _health(sb.api_url) is None
+        assert not sb._api_running() and http_status(sb.api_url + "/health") is None
     finally:
         sb.heal()
-    assert _health(sb.api_url) == 200 and Sandbox.load(sb.state_dir).state()["host_faults"] == {}
+    assert http_status(sb.api_url + "/health") == 200 and Sandbox.load(sb.state_dir).state()["host_faults"] == {}
 
 
 # -- container mode ---------------------------------------------------------------------------------
@@ -104,7 +92,7 @@ def test_database_down_and_api_crash_are_api_down_then_heal(healthy_containers, 
             assert rec.causes == causes, fault
         finally:
             sb.heal()
-        assert _health(sb.api_url) == 200, fault
+        assert http_status(sb.api_url + "/health") == 200, fault
     rec = run_runbook("api-down", archive, container_params)   # both healed
     assert not _confirmed(rec) and rec.causes == []
 
@@ -119,6 +107,6 @@ def test_bad_deploy_is_crash_on_start_then_heal(healthy_containers, container_pa
         assert any("FATAL: start-up failed" in line for line in rec.finding("logs")["data"]["examples"])
     finally:
         sb.heal()
-    assert _health(sb.api_url) == 200
+    assert http_status(sb.api_url + "/health") == 200
     rec = run_runbook("failed-deployment", archive, container_params)
     assert not _confirmed(rec) and rec.causes == []

@@ -4,7 +4,6 @@ runbooks still connect and work."""
 from __future__ import annotations
 
 import nbformat
-import pytest
 from nbconvert import HTMLExporter
 
 from smartops_nb import redact

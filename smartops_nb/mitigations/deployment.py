@@ -7,12 +7,12 @@ and after, and whether the workload runs and /health answers 200 afterwards.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from .. import platforms
 from ..actions import Action
 from ..probes import http
+from ..waiting import until
 
 
 def _target(history) -> str | None:
@@ -24,15 +24,6 @@ def _snapshot(platform, name: str) -> dict[str, Any]:
     st = platform.state(name)
     return {"image": st.image, "status": st.status, "running": st.running, "restarts": st.restarts,
             "replicas_ready": st.replicas_ready, "revision": st.detail.get("revision")}
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def rollback(params, platform_factory: Callable[[], Any], *, wait_s: float = 30.0,
@@ -49,8 +40,8 @@ def rollback(params, platform_factory: Callable[[], Any], *, wait_s: float = 30.
         platform = platform_factory()
         before = _snapshot(platform, name)
         done = platform.rollback(name)
-        _wait(lambda: platform.state(name).running, wait_s)
-        health = _wait(lambda: (h := http.health(params.api_url, health_timeout_s))["ok"] and h, wait_s) \
+        until(lambda: platform.state(name).running, timeout=wait_s)
+        health = until(lambda: (h := http.health(params.api_url, health_timeout_s))["ok"] and h, timeout=wait_s) \
             or http.health(params.api_url, health_timeout_s)
         after = _snapshot(platform, name)
         return {"rollback": done, "before": before, "after": after,

@@ -5,13 +5,13 @@ given, the API's ``/health`` answer (after waiting, bounded, for the workload to
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from .. import platforms
 from ..actions import Action
 from ..platforms import PlatformError
 from ..probes import http
+from ..waiting import until
 
 SETTLE_S = 30.0  # how long an executed action waits for the workload (and /health) to come back
 
@@ -32,13 +32,8 @@ def _evidence(platform, name: str, health_url: str) -> dict[str, Any]:
 
 def _settled(platform, name: str, health_url: str, wait_s: float) -> dict[str, Any]:
     """Evidence once the workload runs and /health answers 200, or when ``wait_s`` is up."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        ev = _evidence(platform, name, health_url)
-        up = ev["state"].get("running") and (not health_url or ev["health"]["status"] == 200)
-        if up or time.monotonic() >= deadline:
-            return ev
-        time.sleep(0.5)
+    return until(lambda: _evidence(platform, name, health_url), wait_s,
+                 done=lambda ev: ev["state"].get("running") and (not health_url or ev["health"]["status"] == 200))
 
 
 def _target(params, component: str) -> tuple[str, str]:

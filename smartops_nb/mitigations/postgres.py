@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..actions import Action
 from ..probes.postgres import Session, database_name
+from ..waiting import until
 
 _SELECT_IDLE = """
 SELECT pid, application_name, usename AS role, client_addr::text AS client,
@@ -59,14 +60,9 @@ def terminate_idle_connections(session: Session, idle_minutes: float) -> Action:
 
 def _count_after_exit(session: Session, pids: set[int], wait_s: float = 3.0) -> int:
     """Client count once the signalled backends have exited (termination is asynchronous)."""
-    import time
-
-    deadline = time.monotonic() + wait_s
-    while pids and time.monotonic() < deadline:
-        alive = session.query("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%(p)s)", {"p": list(pids)})
-        if not len(alive):
-            break
-        time.sleep(0.1)
+    if pids:
+        until(lambda: session.query("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%(p)s)", {"p": list(pids)}),
+              wait_s, 0.1, done=lambda alive: not len(alive))
     return int(session.scalar(_COUNT))
 
 
