@@ -129,7 +129,8 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
               f"{params.idle_minutes:g} min), then find the code path that leaks them."
               if "idle-connection-leak" in causes else
               " No idle leak: the load itself fills the pool; consider raising max_connections or pooling.")
-    return Diagnosis(causes, "Database connection pool exhausted. " + " ".join(why) + action)
+    evidence = " ".join(w.rstrip(".") + "." for w in why)
+    return Diagnosis(causes, f"Database connection pool exhausted. {evidence}{action}")
 
 
 BREAKDOWN = {"state": "state", "application": "application_name", "client": "client"}
