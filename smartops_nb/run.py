@@ -78,6 +78,13 @@ class Run:
             self._resources["platform"] = platforms.connect(self.params)
         return self._resources["platform"]
 
+    def release(self) -> None:
+        """Close what the run opened: during a pool-exhausted incident an idle runbook session left
+        open in JupyterLab would itself hold a slot. A later step simply opens it again."""
+        session = self._resources.get("postgres")
+        if session is not None:
+            session.close()
+
     # -- record keeping ----------------------------------------------------------------------
     def event(self, text: str) -> None:
         self.timeline.append({"at": iso(utcnow()), "event": redact.scrub(text)})
@@ -201,6 +208,7 @@ class Run:
         self.timeline.append({"at": self.finished_at, "event": "run finished"})
         summary = self.summary("completed")
         self._persist(summary)
+        self.release()
         display.show_summary(summary)
         from . import interactive
 

@@ -125,9 +125,11 @@ class Session:
         raise Unreachable(f"cannot open a connection for the mitigation: {redact.scrub(str(last))}")
 
     def close(self) -> None:
+        """Give the connection slot back; a later query logs in again."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            self._attempt = None
 
 
 class _ReadWriteOnSession:

@@ -169,7 +169,9 @@ class PodmanService:
             self._proc = subprocess.Popen(
                 [self.podman, "system", "service", "--time=0", self.url],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env(),
-                start_new_session=True, close_fds=True,
+                # conmon drops an "oom" marker file in its working folder when a container is
+                # killed for memory: keep that inside run_dir, not wherever we were started
+                cwd=self.run_dir, start_new_session=True, close_fds=True,
             )
         finally:
             log.close()
