@@ -39,6 +39,8 @@ def __smartops_warmup():
     import importlib, pkgutil
     import pandas, matplotlib.pyplot
     import smartops_nb, smartops_nb.plots
+    # the package's notebook API is lazy (the CLI must start fast): load what begin() needs
+    import smartops_nb.run, smartops_nb.interactive, smartops_nb.approvals, smartops_nb.platforms
     for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations"):
         for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
             try:
