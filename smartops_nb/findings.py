@@ -29,13 +29,21 @@ class Finding:
 class Diagnosis:
     causes: list[str]
     summary: str
+    #: steps that could not complete: with nothing confirmed, "not confirmed" is not "healthy"
+    incomplete: list[str] = field(default_factory=list)
 
     @property
     def confirmed(self) -> bool:
         return bool(self.causes)
 
+    @property
+    def inconclusive(self) -> bool:
+        """Nothing confirmed, but some evidence could not be gathered: never read this as resolved."""
+        return not self.causes and bool(self.incomplete)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"confirmed": self.confirmed, "causes": list(self.causes), "summary": self.summary}
+        return {"confirmed": self.confirmed, "causes": list(self.causes), "summary": self.summary,
+                "inconclusive": self.inconclusive, "incomplete_steps": list(self.incomplete)}
 
 
 def by_check(findings: list[Finding]) -> dict[str, Finding]:

@@ -112,6 +112,8 @@ def event_for(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) ->
     confirmed = bool(summary.get("diagnosis", {}).get("confirmed"))
     if confirmed:
         return "trigger"
+    if summary.get("diagnosis", {}).get("inconclusive"):  # could not look: not evidence of recovery
+        return None
     if summary.get("status") == "completed" and previous and previous.get("diagnosis", {}).get("confirmed"):
         return "resolve"
     return None

@@ -96,7 +96,8 @@ def resolved_at(records: list[Evidence]) -> dt.datetime | None:
     for r in records:
         diag = r.summary.get("diagnosis") or {}
         identified = identified or bool(diag.get("confirmed"))
-        if identified and not diag.get("confirmed") and r.summary.get("status") == "completed" \
+        if identified and not diag.get("confirmed") and not diag.get("inconclusive") \
+                and r.summary.get("status") == "completed" \
                 and r.summary["runbook"] == records[0].summary["runbook"]:
             return _t(r.summary.get("finished_at") or r.summary["started_at"])
     return None

@@ -103,3 +103,20 @@ def safe_dsn(dsn: str) -> str:
     """A DSN fit for display: credentials masked, nothing else changed."""
     return mask_url(dsn)
 
+
+def secrets_in(values: Mapping[str, Any]) -> list[str]:
+    """The secrets a set of parameters carries: passwords inside URLs, and whatever an ``env:NAME``
+    reference resolves to (and the password inside that). Found again wherever needed, never stored."""
+    import os
+
+    from .params import ENV_PREFIX
+
+    out: list[str | None] = []
+    for v in values.values():
+        if not isinstance(v, str):
+            continue
+        if v.startswith(ENV_PREFIX):
+            v = os.environ.get(v[len(ENV_PREFIX):], "")
+            out.append(v)
+        out.append(url_password(v) if "://" in v else None)
+    return [s for s in out if s]

@@ -52,12 +52,12 @@ class Run:
         self.diagnosis: Diagnosis | None = None
         self.finished_at: str | None = None
         self._state_file = os.environ.get(STATE_ENV)
+        self._persist_failed = False
         self._resources: dict[str, Any] = {}
         self.contacts = response.contacts_from_env()
-        # secrets given inline in URLs are masked in the record; remember them for scrubbing
-        for v in merged.values():
-            if isinstance(v, str):
-                redact.register_secret(redact.url_password(v) if "://" in v else None)
+        # secrets in the parameters (URL passwords, env: values) are masked wherever they appear
+        for secret in redact.secrets_in(merged):
+            redact.register_secret(secret)
         self.event(f"run started ({self.params.mode} mode, operator {self.params.operator})")
 
     # -- the systems under investigation (opened lazily, once per run) -------------------------
@@ -125,6 +125,10 @@ class Run:
         unknown = set(diagnosis.causes) - set(self.runbook.causes)
         if unknown:
             raise ValueError(f"diagnosis rule returned unknown cause codes {sorted(unknown)}")
+        diagnosis.incomplete = [f.check for f in self.findings if f.status == "error"]
+        if diagnosis.inconclusive and "could not" not in diagnosis.summary:
+            diagnosis.summary += (f" Inconclusive: {', '.join(diagnosis.incomplete)} could not complete, so "
+                                  "this is not evidence that the system is healthy.")
         diagnosis.summary = redact.scrub(diagnosis.summary)
         self.diagnosis = diagnosis
         causes = ", ".join(diagnosis.causes) or "none"
@@ -149,7 +153,7 @@ class Run:
             "result": redact.scrub_obj(_jsonable(result)),
         })
         self.record_action(entry)
-        if mode == "recommended" and not action.manual and approvals.interactive():
+        if mode == "recommended" and not action.manual and not self.params.dry_run and approvals.interactive():
             approvals.offer(self, action, entry)  # a live JupyterLab session: a person may approve it here
         return entry
 
@@ -170,7 +174,7 @@ class Run:
         needed = {a["action"] for a in self.actions}
         done = {a["action"] for a in self.actions if a["mode"] == "executed"}
         resolved = self.diagnosis is not None and self.finished_at is not None and (
-            not confirmed or (bool(needed) and needed == done))
+            (not confirmed and not self.diagnosis.inconclusive) or (bool(needed) and needed == done))
         raw = self.params.raw()
         return response.assess(raw["severity"], raw["detected_at"], now=self.finished_at or iso(utcnow()),
                                responded_at=executed[0] if executed else self.finished_at, resolved=resolved,
@@ -220,10 +224,21 @@ class Run:
             return
         data = summary or self.summary("running" if self.finished_at is None else "completed")
         folder = os.path.dirname(self._state_file) or "."
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".state-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, default=str)
-        os.replace(tmp, self._state_file)
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".state-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, default=str)
+            os.replace(tmp, self._state_file)
+        except OSError as e:  # a safety net (e.g. /tmp full during disk-full) must not end the run
+            if tmp:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            if not self._persist_failed:
+                self._persist_failed = True
+                self.timeline.append({"at": iso(utcnow()), "event": f"state file not written: {e.strerror}"})
 
 
 class ActionEntry(dict):

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import nbformat
 
 from . import approvals, catalog, record, redact, response
-from .params import (ENV_PREFIX, ParameterError, check_types, check_values, iso, load_yaml_files,
+from .params import (ParameterError, check_types, check_values, iso, load_yaml_files,
                      utcnow)
 from . import notify
 from .run import STATE_ENV
@@ -107,17 +107,8 @@ def kernel_env(prep: Prepared, state_file: Path) -> dict[str, str]:
 
 
 def secrets_of(values: Mapping[str, Any]) -> list[str]:
-    """The secrets the kernel saw in these parameters, found again here (never passed through disk):
-    passwords inside URLs, and whatever an ``env:NAME`` reference resolves to (and its password)."""
-    out = []
-    for v in values.values():
-        if not isinstance(v, str):
-            continue
-        if v.startswith(ENV_PREFIX):
-            v = os.environ.get(v[len(ENV_PREFIX):], "")
-            out.append(v)
-        out.append(redact.url_password(v) if "://" in v else None)
-    return [s for s in out if s]
+    """The secrets the kernel saw in these parameters (see :func:`redact.secrets_in`)."""
+    return redact.secrets_in(values)
 
 
 def _kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
