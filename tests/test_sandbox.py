@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -10,8 +14,10 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from smartops_nb.cli import main as smartops_main
 from smartops_nb.sandbox import Sandbox
-from smartops_nb.sandbox.postgres_server import _pid_alive
+from smartops_nb.sandbox.postgres_server import PostgresServer, _pid_alive, _pid_is
+from smartops_nb.sandbox.redis_server import RedisServer
 
 MAX_CONNECTIONS = 60   # 60 - 3 superuser - 3 reserved = 54 ordinary slots = 90% of max_connections
 
@@ -146,3 +152,85 @@ def test_load_from_state_and_down(sandbox):
     other.down()   # idempotent
     assert not any(_pid_alive(p) for p in pids)
     assert not any(s["running"] for s in sandbox.status().values())
+
+
+def test_state_file_created_private(sandbox):
+    old = os.umask(0)   # even with a permissive umask the token never hits the disk readable
+    try:
+        sandbox._write_state()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((sandbox.state_dir / "state.json").stat().st_mode) == 0o600
+    assert not (sandbox.state_dir / "state.tmp").exists()
+
+
+def test_stale_postmaster_pid_is_never_signalled_and_start_works(sandbox):
+    """A postmaster.pid whose pid now belongs to another program: not running, not stopped, and
+    ``start()`` removes the stale file instead of skipping the start (or pg_ctl refusing)."""
+    sandbox.down()
+    pg = PostgresServer(sandbox.postgres.data_dir, sandbox.postgres.port,
+                        max_connections=MAX_CONNECTIONS, log_path=sandbox.postgres.log_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (pg.data_dir / "postmaster.pid").write_text(f"{other.pid}\n{pg.data_dir}\n")
+        assert _pid_alive(other.pid) and not pg.is_running()
+        pg.stop()
+        assert other.poll() is None
+        pg.start()
+        try:
+            assert pg.is_running() and pg.pid != other.pid
+            with psycopg.connect(pg.dsn(user="smartops"), connect_timeout=3) as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            pg.stop()
+        assert not pg.is_running() and other.poll() is None
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+def test_recycled_pids_are_never_signalled(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _pid_is(other.pid, b"time.sleep") and not _pid_is(other.pid, b"redis-server")
+        assert not _pid_is(None, b"python") and not _pid_is(0, b"python")
+
+        r = RedisServer(tmp_path / "redis", _free_port(), pid=other.pid)   # e.g. adopted from state.json
+        assert not r.is_running()
+        r.stop()
+        assert other.poll() is None
+
+        pg = PostgresServer(tmp_path / "pgdata", _free_port())
+        pg.data_dir.mkdir()
+        (pg.data_dir / "postmaster.pid").write_text(f"{other.pid}\n")
+        assert not pg.is_running()
+        pg.stop()
+        assert other.poll() is None
+
+        sb = Sandbox(tmp_path / "sb", _free_port(), _free_port(), _free_port())
+        sb.api_pid = other.pid
+        assert not sb._api_running()
+        sb._stop_api()
+        assert other.poll() is None
+
+        from smartops_nb.sandbox import cli as sandbox_cli
+
+        (tmp_path / "sb" / "podman").mkdir(parents=True)
+        (tmp_path / "sb" / "podman" / "podman-service.pid").write_text(f"{other.pid}\n")
+        assert sandbox_cli._engine_pid(tmp_path / "sb") is None
+        sandbox_cli._stop_engine(tmp_path / "sb")
+        assert other.poll() is None and not (tmp_path / "sb" / "podman" / "podman-service.pid").exists()
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+def test_cli_fault_and_heal_with_api_down(tmp_path, capsys):
+    sb = Sandbox(tmp_path, _free_port(), _free_port(), _free_port())   # recorded, nothing running
+    sb._write_state()
+    for argv in (["sandbox", "fault", "connection-leak", "--dir", str(tmp_path)],
+                 ["sandbox", "heal", "--dir", str(tmp_path)]):
+        assert smartops_main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"smartops sandbox: cannot reach the sandbox API at {sb.api_url}")
+        assert "\n" not in err and "Traceback" not in err

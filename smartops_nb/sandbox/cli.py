@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .manager import Sandbox, default_state_dir, STATE_FILE
 
+ENGINE_MARKER = b"podman"   # in the podman API service's /proc/PID/cmdline (see _pid_is)
+
 
 def _sandbox(args) -> Sandbox:
     d = Path(args.dir) if getattr(args, "dir", None) else default_state_dir()
@@ -58,18 +60,24 @@ def _container_sandbox(d: Path, ports: dict) -> Sandbox:
 def _engine(d: Path) -> str:
     """The URL of the sandbox's podman API service, started (detached) unless it already runs."""
     from .podman import PodmanService
-    from .postgres_server import _pid_alive
 
     service = PodmanService(d / "podman")
-    try:
-        pid = int(service.pid_path.read_text())
-    except (OSError, ValueError):
-        pid = None
-    if pid and _pid_alive(pid) and service.socket_path.exists():
+    if _engine_pid(d) and service.socket_path.exists():
         return service.url
     url = service.start(timeout=60)
     service._proc = None  # detached: it outlives this command, and `down` stops it by pid
     return url
+
+
+def _engine_pid(d: Path) -> int | None:
+    """The pid in ``podman/podman-service.pid`` if that process still is a podman (not a reused pid)."""
+    from .postgres_server import _pid_is
+
+    try:
+        pid = int((d / "podman" / "podman-service.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_is(pid, ENGINE_MARKER) else None
 
 
 def _stop_engine(d: Path) -> None:
@@ -81,12 +89,13 @@ def _stop_engine(d: Path) -> None:
 
     pid_file = d / "podman" / "podman-service.pid"
     if pid_file.exists():
-        try:
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            _wait_gone(pid, 10)
-        except (ProcessLookupError, ValueError):
-            pass
+        pid = _engine_pid(d)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                _wait_gone(pid, 10)
+            except ProcessLookupError:
+                pass
         pid_file.unlink()
         PodmanService(d / "podman")._unmount_leftovers()   # the storage's overlay bind mount
 
@@ -99,6 +108,17 @@ def _print_status(status: dict) -> None:
         if name == "api" and isinstance(c.get("health"), (list, tuple)):
             extra = f" health={c['health'][0]} {json.dumps(c['health'][1])}"
         print(f"{name:<9} {state:<8} pid={c.get('pid')} {where}{extra}")
+
+
+def _failed(sb: Sandbox, e: Exception) -> int:
+    """One line, no traceback, for a fault/heal that could not be done (API down, a refusal)."""
+    import urllib.error
+
+    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
+        print(f"smartops sandbox: cannot reach the sandbox API at {sb.api_url}: {e.reason}", file=sys.stderr)
+    else:
+        print(f"smartops sandbox: {e}", file=sys.stderr)
+    return 1
 
 
 def main(args) -> int:
@@ -129,13 +149,16 @@ def main(args) -> int:
         except ValueError as e:
             print(f"smartops sandbox: {e}", file=sys.stderr)
             return 2
-        except RuntimeError as e:   # the fault could not be injected (e.g. a mount refused)
-            print(f"smartops sandbox: {e}", file=sys.stderr)
-            return 1
+        except (OSError, RuntimeError) as e:   # API down, or the fault refused (e.g. a mount)
+            return _failed(sb, e)
         print(f"fault {args.name} injected: {json.dumps(result.get('result', result), default=str)}")
         return 0
     if cmd == "heal":
-        print(f"healed: {json.dumps(sb.heal(), default=str)}")
+        try:
+            healed = sb.heal()
+        except (OSError, RuntimeError) as e:
+            return _failed(sb, e)
+        print(f"healed: {json.dumps(healed, default=str)}")
         return 0
     if cmd == "down":
         sb.down()

