@@ -313,11 +313,11 @@ def parse_since(text: str, now: dt.datetime | None = None) -> str:
 
 
 def _where(clauses: list[str], args: list[Any], runbook=None, severity=None, environment=None, cause=None,
-           since=None, status=None) -> tuple[str, list[Any]]:
+           since=None, status=None, incident_id=None) -> tuple[str, list[Any]]:
     """A WHERE clause for the list filters (after ``clauses`` already given)."""
     clauses, args = list(clauses), list(args)
     for col, value in (("runbook", runbook), ("severity", severity), ("environment", environment),
-                       ("status", status)):
+                       ("status", status), ("incident_id", incident_id)):
         if value:
             clauses.append(f"r.{col} = ?")
             args.append(value)
@@ -330,8 +330,9 @@ def _where(clauses: list[str], args: list[Any], runbook=None, severity=None, env
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-def _row(r: sqlite3.Row) -> dict[str, Any]:
-    d = dict(zip(r.keys(), tuple(r)))
+def _row(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    """An index row as list/search return it (from the index, or :func:`describe`'s row)."""
+    d = dict(r)
     d["confirmed"] = bool(d["confirmed"])
     d["causes"] = d["causes"].split()
     executed = d["actions_executed"]
@@ -341,7 +342,7 @@ def _row(r: sqlite3.Row) -> dict[str, Any]:
 
 def list_records(folder: Path, *, limit: int = DEFAULT_LIMIT, **filters) -> list[dict[str, Any]]:
     """Index rows, newest first (``limit`` 0: all). Filters: runbook, severity, environment, cause,
-    since, status. Reads the index only, never a notebook."""
+    since, status, incident_id. Reads the index only, never a notebook."""
     where, args = _where([], [], **filters)
     sql = (f"SELECT {', '.join('r.' + c for c in _LIST_COLUMNS)} FROM records r{where} "
            f"ORDER BY r.started_at DESC, r.seq DESC")
@@ -543,16 +544,77 @@ class Reindexed:
     moved_aside: Path | None = None                       # an unreadable index, kept for inspection
 
 
+class IndexUnavailable(RuntimeError):
+    """The index cannot be rebuilt now (locked by another run, unwritable); it was left as it is."""
+
+
 def reindex(folder: Path) -> Reindexed:
     """Rebuild the index from the notebooks' ``metadata["smartops"]``, chained in started_at order.
 
     Trusts the files as they are now: run it when the index is lost, or after ``verify`` found
     drift that you have looked at. One transaction, so a concurrent reader sees old or new.
+    The files are listed and read inside that transaction: a writer holds the same lock while it
+    publishes a record, so every file seen is complete and none appears unindexed meanwhile.
+    An index that is not a database is moved aside; one that is busy (``database is locked``)
+    or unwritable raises :class:`IndexUnavailable` and is left alone.
     """
-    import nbformat
-
     folder = Path(folder)
     out = Reindexed()
+    con, old = _begin_rebuild(folder, out)
+    try:
+        described = _describe_all(folder, out)
+        for table in ("records_fts", "record_causes", "records"):
+            con.execute(f"DELETE FROM {table}")
+        con.execute("DELETE FROM sqlite_sequence WHERE name = 'records'")
+        for _, name, row, words in described:
+            _append(con, row, words)
+            out.indexed.append(name)
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('reindexed_at', ?)", (_now(),))
+        con.execute("COMMIT")
+    except sqlite3.Error as e:
+        _close(con, rollback=True)
+        raise IndexUnavailable(f"cannot rebuild the index {index_path(folder)}: {e}") from None
+    except BaseException:
+        _close(con, rollback=True)
+        raise
+    _close(con, rollback=False)
+    current = {row["name"]: row["sha256"] for _, _, row, _ in described}
+    out.new = sorted(set(current) - set(old)) if out.previous is not None else []
+    out.dropped = sorted(set(old) - set(current))
+    out.changed = sorted(n for n in set(old) & set(current) if old[n] != current[n])
+    return out
+
+
+def _corrupt(e: sqlite3.Error) -> bool:
+    """The index file itself is damaged (as opposed to busy, read-only, or a full disk)."""
+    return any(m in str(e) for m in ("not a database", "malformed"))
+
+
+def _begin_rebuild(folder: Path, out: Reindexed) -> tuple[sqlite3.Connection, dict[str, str]]:
+    """Open the index (a new one if missing or damaged) in ``BEGIN IMMEDIATE``; the previous entries."""
+    existed = index_path(folder).exists()
+    for attempt in (1, 2):
+        con: sqlite3.Connection | None = None
+        try:
+            con = connect(folder)
+            con.execute("BEGIN IMMEDIATE")
+            old = dict(con.execute("SELECT name, sha256 FROM records").fetchall())
+            out.previous = len(old) if existed else None
+            return con, old
+        except sqlite3.Error as e:
+            _close(con, rollback=True)
+            if attempt == 2 or not _corrupt(e):
+                why = " (another smartops command is writing it; try again)" if "locked" in str(e) else ""
+                raise IndexUnavailable(f"cannot rebuild the index {index_path(folder)}: {e}{why}") from None
+            out.moved_aside = _move_aside(folder)
+            existed = False
+    raise AssertionError("unreachable")
+
+
+def _describe_all(folder: Path, out: Reindexed) -> list[tuple[str, str, dict[str, Any], dict[str, str]]]:
+    """Every record file's index row, in chain order (started_at, then name); the others in ``skipped``."""
+    import nbformat
+
     described = []
     for path in record_files(folder):
         try:
@@ -563,34 +625,7 @@ def reindex(folder: Path) -> Reindexed:
             continue
         described.append((row["started_at"], path.name, row, words))
     described.sort(key=lambda x: (x[0], x[1]))
-
-    old: dict[str, str] = {}
-    try:
-        con = connect(folder, create=False)
-        old = dict(con.execute("SELECT name, sha256 FROM records").fetchall())
-        out.previous = len(old)
-        con.close()
-    except IndexMissing:
-        pass
-    except sqlite3.Error:
-        out.moved_aside = _move_aside(folder)
-    con = connect(folder)
-    try:
-        with _immediate(con):
-            for table in ("records_fts", "record_causes", "records"):
-                con.execute(f"DELETE FROM {table}")
-            con.execute("DELETE FROM sqlite_sequence WHERE name = 'records'")
-            for _, name, row, words in described:
-                _append(con, row, words)
-                out.indexed.append(name)
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('reindexed_at', ?)", (_now(),))
-    finally:
-        con.close()
-    current = {row["name"]: row["sha256"] for _, _, row, _ in described}
-    out.new = sorted(set(current) - set(old)) if out.previous is not None else []
-    out.dropped = sorted(set(old) - set(current))
-    out.changed = sorted(n for n in set(old) & set(current) if old[n] != current[n])
-    return out
+    return described
 
 
 def _move_aside(folder: Path) -> Path:

@@ -237,7 +237,10 @@ def cmd_reindex(args) -> int:
     folder = _folder(args)
     if not folder.is_dir():
         return _fail("reindex", f"no archive folder {folder}", EXIT_BAD_INPUT)
-    r = archive.reindex(folder)
+    try:
+        r = archive.reindex(folder)
+    except archive.IndexUnavailable as e:
+        return _fail("reindex", str(e), EXIT_FAILED)
     before = "no index before" if r.previous is None else f"{r.previous} entries before"
     print(f"reindexed {len(r.indexed)} records into {archive.index_path(folder)} ({before}); the hash chain was "
           f"rebuilt from the files as they are now")

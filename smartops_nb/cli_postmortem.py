@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def register(subparsers, parser_class) -> None:
@@ -12,7 +12,8 @@ def register(subparsers, parser_class) -> None:
         "postmortem", help="draft the seed's post-mortem (Markdown) from the records of one incident",
         description="Fill the seed's post-mortem template from the incident records of one incident_id "
                     "(several runs merge into one timeline). Charts are written beside the output as PNG "
-                    "files. Exit 2 when the records are unreadable or of different incidents.")
+                    "files. Exit 2 when the records are unreadable or of different incidents, 1 when the "
+                    "output cannot be written.")
     p.add_argument("records", nargs="+", metavar="RECORD", help="record (.ipynb) paths")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="Markdown file to write (default: postmortem-<incident_id>.md in the current folder)")
@@ -28,9 +29,12 @@ def cmd_postmortem(args) -> int:
     try:
         records = postmortem.one_incident([postmortem.load(p) for p in args.records])
         out = Path(args.output or f"postmortem-{_slug(records[0].summary.get('incident_id') or 'incident')}.md")
-        path = postmortem.write([r.path for r in records], out, args.impact)
+        path = postmortem.write(records, out, args.impact)
     except postmortem.PostmortemError as e:
         print(f"smartops postmortem: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # the output (or its folder, or a chart beside it) cannot be written
+        print(f"smartops postmortem: cannot write {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
     print(path)
     return EXIT_OK

@@ -16,7 +16,7 @@ from typing import Any
 import nbformat
 
 from . import catalog
-from .params import parse_time
+from .params import ParameterError, parse_time
 
 TO_FILL = "_to fill in_"
 
@@ -44,9 +44,43 @@ def load(path: str | Path) -> Evidence:
     summary = nb.metadata.get("smartops")
     if not summary:
         raise PostmortemError(f"{p}: not an incident record (no metadata.smartops)")
-    charts = [base64.b64decode(o["data"]["image/png"]) for c in nb.cells if c.cell_type == "code"
-              for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    try:
+        _check(summary)
+        charts = [base64.b64decode(o["data"]["image/png"]) for c in nb.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    except (ValueError, TypeError) as e:  # binascii.Error is a ValueError
+        raise PostmortemError(f"{p}: not a usable incident record ({e})") from None
     return Evidence(p, hashlib.sha256(data).hexdigest(), dict(summary), charts)
+
+
+def _check(s: Any) -> None:
+    """What :func:`render` reads from a summary is there and its times parse; ValueError names what is not."""
+    def need(d: Any, keys: tuple[str, ...], where: str) -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is not a mapping")
+        missing = [k for k in keys if d.get(k) is None]
+        if missing:
+            raise ValueError(f"{where} has no {', '.join(missing)}")
+
+    def when(d: dict[str, Any], key: str, where: str) -> None:
+        try:
+            parse_time(d[key], name=key)
+        except ParameterError:
+            raise ValueError(f"{where} {key} {d[key]!r} is not an ISO 8601 time") from None
+
+    need(s, ("runbook", "started_at", "detected_at"), "metadata.smartops")
+    for key in ("started_at", "detected_at") + (("finished_at",) if s.get("finished_at") else ()):
+        when(s, key, "metadata.smartops")
+    if not isinstance(s.get("diagnosis") or {}, dict):
+        raise ValueError("metadata.smartops diagnosis is not a mapping")
+    for t in s.get("timeline") or []:
+        need(t, ("at", "event"), "a timeline entry")
+        when(t, "at", "a timeline entry's")
+    for act in s.get("actions") or []:
+        need(act, ("action", "target", "mode", "at"), "an action")
+        when(act, "at", "an action's")
+    for f in s.get("findings") or []:
+        need(f, ("check", "status", "summary"), "a finding")
 
 
 def one_incident(records: list[Evidence]) -> list[Evidence]:
@@ -161,9 +195,9 @@ def render(records: list[Evidence], charts: list[str] = (), impact: str | None =
     out += ["", "## Evidence", "", "| record | runbook | mode | diagnosis | SHA-256 |", "|---|---|---|---|---|"]
     for r in records:
         s = r.summary
-        out.append(f"| `{r.path.name}` | {s['runbook']} | {s.get('mode', '')} | "
-                   f"{'confirmed: ' + ', '.join(s['diagnosis']['causes']) if s['diagnosis'].get('confirmed') else 'nothing confirmed'}"
-                   f" | `{r.sha256}` |")
+        diag = s.get("diagnosis") or {}
+        found = f"confirmed: {', '.join(diag.get('causes', []))}" if diag.get("confirmed") else "nothing confirmed"
+        out.append(f"| `{r.path.name}` | {s['runbook']} | {s.get('mode', '')} | {found} | `{r.sha256}` |")
     return "\n".join(out) + "\n"
 
 
@@ -186,9 +220,12 @@ def checklist(records: list[Evidence], severity: str, end: dt.datetime | None) -
     ]
 
 
-def write(paths: list[str | Path], out: str | Path, impact: str | None = None) -> Path:
-    """Write the post-mortem to ``out`` and the records' charts beside it as PNG files."""
-    records = one_incident([load(p) for p in paths])
+def write(records: list[Evidence | str | Path], out: str | Path, impact: str | None = None) -> Path:
+    """Write the post-mortem to ``out`` and the records' charts beside it as PNG files.
+
+    ``records``: loaded :class:`Evidence` (as the command has it already) or record paths.
+    """
+    records = one_incident([r if isinstance(r, Evidence) else load(r) for r in records])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = []

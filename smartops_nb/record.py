@@ -3,13 +3,13 @@
 Who names a record, scrubs it of secrets and writes it into the archive folder. Writes are
 atomic (fsynced temporary file, then a hard link to the record name) and never overwrite: two runs
 in the same second get distinct names. A record the archive refuses (ENOSPC, read-only) is kept in
-a fallback folder that :class:`RecordWriteError` names. The index beside the records is
-:mod:`smartops_nb.archive`'s.
+a fallback folder that :class:`RecordWriteError` names. The one writer is
+:func:`smartops_nb.archive.write_record`: it calls :func:`stage` and :func:`publish` here and adds
+the record's entry to the index beside the records.
 """
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import tempfile
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import: only the writers need it
     import nbformat
 
 from . import display, redact
-from .params import iso, parse_time
+from .params import parse_time
 
 ARCHIVE_ENV = "SMARTOPS_ARCHIVE"
 DEFAULT_ARCHIVE = "incidents"
@@ -54,10 +54,11 @@ def scrub_notebook(nb: "nbformat.NotebookNode", extra_secrets: list[str] = ()) -
     """Remove every known secret from sources, outputs and metadata (parameters included)."""
     for s in extra_secrets:
         redact.register_secret(s)
-    text = redact.scrub(json.dumps(nb))
     import nbformat
 
-    return nbformat.from_dict(json.loads(text))
+    # on the objects, not on JSON text: json.dumps escapes quotes, backslashes and non-ASCII, and a
+    # secret containing any of them would no longer match in the escaped text
+    return nbformat.from_dict(redact.scrub_obj(nb))
 
 
 def attach_summary(nb: "nbformat.NotebookNode", summary: dict[str, Any], *, add_cell: bool) -> None:
@@ -70,17 +71,6 @@ def attach_summary(nb: "nbformat.NotebookNode", summary: dict[str, Any], *, add_
             "## Incident record summary (written by the runner: the notebook did not reach its last cell)\n\n"
             + display.summary_html(summary))
         nb.cells.append(cell)
-
-
-def write_record(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Path) -> Path:
-    """Atomically write ``nb`` into ``archive`` under a fresh, time-sorted name and return it.
-
-    The file alone, no index entry: :func:`smartops_nb.archive.write_record` adds that.
-    """
-    import nbformat
-
-    data = nbformat.writes(nb).encode()
-    return publish(stage(data, archive, summary), archive, summary)
 
 
 def stage(data: bytes, archive: Path, summary: dict[str, Any]) -> Path:
@@ -191,9 +181,3 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def now_iso() -> str:
-    from .params import utcnow
-
-    return iso(utcnow())

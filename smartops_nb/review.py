@@ -21,7 +21,6 @@ function of a DataFrame of index rows (the columns of :func:`smartops_nb.archive
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,8 +52,7 @@ def load_rows(archive: str | Path) -> pd.DataFrame:
                 row, _ = index.describe(nbformat.reads(data.decode(), as_version=4), data, path.name)
             except Exception:  # not a SmartOps record
                 continue
-            rows.append({**row, "confirmed": bool(row["confirmed"]), "causes": row["causes"].split(),
-                         "actions_executed": json.loads(row["actions_executed"])})
+            rows.append(index._row(row))
     return frame(rows)
 
 

@@ -217,6 +217,64 @@ def test_reindex_says_what_changed_and_skips_notebooks_that_are_not_records(arch
     assert [(p.kind, p.name) for p in report.problems] == [("added", "scratch.ipynb")]
 
 
+def test_a_record_published_during_reindex_keeps_its_index_entry(archive, four, monkeypatch):
+    """The writer blocks on reindex's lock before it publishes, then indexes its record after reindex."""
+    list_files, writer, written = archive_mod.record_files, [], []
+
+    def record_files_while_a_run_publishes(folder):
+        if not writer:  # reindex holds the write lock by now: a run that finishes meanwhile must wait
+            t = threading.Thread(target=lambda: written.append(write(archive, started="2026-11-29T10:00:00Z")))
+            writer.append(t)
+            t.start()
+            t.join(timeout=1.5)
+            assert t.is_alive(), "the writer published while reindex was reading the files"
+        return list_files(folder)
+
+    monkeypatch.setattr(archive_mod, "record_files", record_files_while_a_run_publishes)
+    r = archive_mod.reindex(archive)
+    writer[0].join(timeout=30)
+    assert written and len(r.indexed) == 4 and written[0].name not in r.indexed
+    report = archive_mod.verify(archive)
+    assert report.ok and report.entries == 5, report.problems
+
+
+def test_reindex_leaves_a_locked_index_alone(archive, four, monkeypatch):
+    monkeypatch.setattr(archive_mod, "BUSY_TIMEOUT_S", 1)
+    holder = sqlite3.connect(archive / archive_mod.INDEX_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another run is writing
+    try:
+        with pytest.raises(archive_mod.IndexUnavailable) as e:
+            archive_mod.reindex(archive)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "database is locked" in str(e.value) and "\n" not in str(e.value)
+    assert not list(archive.glob("*.broken-*"))  # a busy index is not a broken one
+    assert archive_mod.verify(archive).ok
+
+
+def test_review_reads_the_same_rows_from_the_records_when_the_index_is_lost(archive, four):
+    from smartops_nb import review
+
+    write(archive, started="2026-11-29T10:00:00Z", causes=["idle-connection-leak"])  # actions, causes, confirmed
+    indexed = review.load_rows(archive)[review.COLUMNS]
+    for f in archive.glob(archive_mod.INDEX_NAME + "*"):
+        f.unlink()
+    from_files = review.load_rows(archive)[review.COLUMNS]
+    assert from_files.to_dict("records") == indexed.to_dict("records") and len(indexed) == 5
+    assert from_files["actions_executed"].iloc[-1] == ["terminate-idle on smartamazon"]
+
+
+def test_reindex_moves_a_damaged_index_aside(archive, four):
+    index = archive / archive_mod.INDEX_NAME
+    for f in archive.glob(archive_mod.INDEX_NAME + "*"):
+        f.unlink()
+    index.write_bytes(b"this is not a database" * 100)
+    r = archive_mod.reindex(archive)
+    assert r.moved_aside and r.moved_aside.read_bytes().startswith(b"this is not") and r.previous is None
+    assert len(r.indexed) == 4 and archive_mod.verify(archive).ok
+
+
 # -- list, search, show ----------------------------------------------------------------------------
 def test_list_is_newest_first_and_filters(archive, cli):
     now = utcnow()

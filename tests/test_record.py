@@ -1,11 +1,11 @@
-"""Record names sort by time, never collide, and writes are atomic."""
+"""Record names sort by time, never collide, and writes are atomic (through the archive's one writer)."""
 from __future__ import annotations
 
 import threading
 
 import nbformat
 
-from smartops_nb import record
+from smartops_nb import archive, record
 
 SUMMARY = {"runbook": "db-pool-exhausted", "environment": "demo", "started_at": "2026-11-26T14:03:12Z"}
 
@@ -17,11 +17,12 @@ def test_name_sorts_by_time_and_says_what_it_is():
 
 def test_concurrent_writes_in_the_same_second_never_share_a_name(tmp_path):
     nb = nbformat.v4.new_notebook()
+    nb.metadata["smartops"] = SUMMARY
     paths, errors = [], []
 
     def write():
         try:
-            paths.append(record.write_record(nb, SUMMARY, tmp_path))
+            paths.append(archive.write_record(nb, SUMMARY, tmp_path))
         except Exception as e:  # pragma: no cover - would fail the assertion below
             errors.append(e)
 
@@ -31,4 +32,7 @@ def test_concurrent_writes_in_the_same_second_never_share_a_name(tmp_path):
     for t in threads:
         t.join()
     assert not errors and len(set(paths)) == 12
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
+    files = [p.name for p in tmp_path.iterdir() if not p.name.startswith(archive.INDEX_NAME)]
+    assert sorted(files) == sorted(p.name for p in paths)  # no temp files left
+    report = archive.verify(tmp_path)
+    assert report.ok and report.entries == 12, report.problems  # each with its index entry

@@ -67,3 +67,17 @@ def test_pod_env_and_crash_log_secrets(kube_rollout, planted_secret, archive):
     assert rec.summary["status"] == "completed" and rec.causes == ["crash-on-start"]
     assert rec.finding("environment")["data"]["variables"]["DB_PASSWORD"] == redact.MASK
     assert not _leaks(rec, [planted_secret, token])
+
+
+def test_secrets_with_quotes_backslashes_and_non_ascii_are_scrubbed_from_the_notebook():
+    import nbformat
+
+    from smartops_nb import record
+
+    secrets = ["pässwörd-1", 'p"ssw0rd-2', "back\\slash-3"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"dsn = {s!r}") for s in secrets])
+    nb.metadata["papermill"] = {"parameters": {"a": secrets[0], "b": secrets[1], "c": secrets[2]}}
+    clean = record.scrub_notebook(nb, secrets)
+    text = nbformat.writes(clean)
+    for s in secrets:
+        assert s not in text and repr(s) not in text
