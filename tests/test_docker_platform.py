@@ -166,6 +166,7 @@ def test_rollback_from_broken_tag_to_previous(platform, make, api_images, podman
     history = platform.image_history(name)
     assert [r.image for r in history[:2]] == [bad, good]
     assert history[0].current and not history[1].current
+    assert platform.rollback_target(name).image == good  # what rollback() goes to, said before it runs
 
     result = platform.rollback(name)
     assert result["image_before"] == bad and result["image_after"] == good
@@ -182,7 +183,8 @@ def test_rollback_from_broken_tag_to_previous(platform, make, api_images, podman
     assert any(m["Destination"] == "/data" for m in attrs["Mounts"])
     # the old container is gone, only the new one holds the name
     assert len(podman_client.containers.list(all=True, filters={"name": f"{name}-rollback"})) == 0
-    # a second rollback does not flip back to the broken version
+    # a second rollback does not flip back to the broken version, and the target says so
+    assert platform.rollback_target(name) is None
     with pytest.raises(PlatformError, match="no previous image"):
         platform.rollback(name)
 
@@ -196,6 +198,7 @@ def test_previous_image_label_names_the_rollback_target(platform, make, api_imag
 
 def test_rollback_without_previous_image_raises(platform, make, base_image):
     name = make("noprev", base_image, ["sh", "-c", "exit 1"], wait=True)
+    assert platform.rollback_target(name) is None
     with pytest.raises(PlatformError, match="no previous image"):
         platform.rollback(name)
     assert platform.state(name).exists  # nothing was touched

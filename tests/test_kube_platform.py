@@ -80,6 +80,8 @@ def test_crash_image_shows_crashloop_then_rollback_heals(server, platform):
     assert st.image == bad and st.detail["revision"] == "2"
     assert any("DATABASE_URL" in line for line in platform.logs(APP, tail=50))
 
+    target = platform.rollback_target(APP)
+    assert (target.revision, target.image) == ("1", GOOD)
     done = platform.rollback(APP)
     assert done["image_before"] == bad and done["image_after"] == GOOD
     assert done["revision_before"] == "2" and done["to_revision"] == "1" and done["revision_after"] == "3"
@@ -88,6 +90,8 @@ def test_crash_image_shows_crashloop_then_rollback_heals(server, platform):
     assert st.replicas_ready == 2
     hist = platform.image_history(APP)
     assert [(h.revision, h.image, h.current) for h in hist] == [("3", GOOD, True), ("2", bad, False)]
+    # kubectl rollout undo toggles: the next undo would go back to revision 2
+    assert (platform.rollback_target(APP).revision, platform.rollback_target(APP).image) == ("2", bad)
     # the reused ReplicaSet keeps no pod-template-hash in the deployment template (kubectl undo)
     dep = server.get_deployment(NS, APP)
     assert "pod-template-hash" not in dep["spec"]["template"]["metadata"]["labels"]
@@ -122,6 +126,7 @@ def test_oom_image(server, platform):
 
 
 def test_rollback_without_history(platform):
+    assert platform.rollback_target(APP) is None
     with pytest.raises(PlatformError, match="no previous revision"):
         platform.rollback(APP)
 

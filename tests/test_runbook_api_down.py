@@ -148,3 +148,33 @@ def test_kube_restart_api_approved_sets_restarted_at(kube_api, kube_set_image, k
     assert action["mode"] == "executed"
     annotations = kube_api.get_deployment(ns, app)["spec"]["template"]["metadata"]["annotations"]
     assert annotations[RESTARTED_AT_ANNOTATION] == action["result"]["result"]["restarted_at"]
+
+
+# -- pure checks -------------------------------------------------------------------------------------
+def test_failed_stats_warn_instead_of_ok():
+    from smartops_nb.checks import api_down
+
+    st = {"name": "api", "memory_usage_bytes": None, "memory_limit_bytes": 64 * 2 ** 20, "exit_code": None,
+          "detail": {"stats_error": "stats: engine said 500"}}
+    f = api_down.check_memory(api_down.memory(st), 90)
+    assert f.status == "warn" and "stats failed" in f.summary
+
+
+def test_one_health_check_for_every_runbook():
+    from smartops_nb.checks import api_down, common, failed_deployment, high_latency
+
+    assert api_down.check_health is common.check_health is failed_deployment.check_health is high_latency.check_health
+    silent = {"url": "http://api/health", "status": None, "latency_ms": None, "error": "refused", "body": ""}
+    assert common.check_health(silent).status == "critical"
+    assert common.check_logs(["panic: boom", "Exception in thread", "Killed", "fine"]).data["error_lines"] == 3
+
+
+def test_not_confirmed_api_down_does_not_claim_health_it_did_not_measure():
+    from smartops_nb.checks import api_down
+    from smartops_nb.findings import Finding
+
+    findings = [Finding("ok", "http://api/health answered 200 in 3 ms", check="health"),
+                Finding("error", "API workload: could not complete (PlatformError: unreachable)",
+                        check="workload-state")]
+    diag = api_down.diagnose(findings, None)
+    assert not diag.causes and "running" not in diag.summary and "answered 200" in diag.summary

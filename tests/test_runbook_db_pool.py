@@ -119,3 +119,14 @@ def test_password_in_dsn_never_reaches_the_record(healthy_sandbox, sandbox_param
     text = rec.path.read_text()
     assert secret not in text and "env-secret-5d2a" not in text
     assert "env:SMARTOPS_TEST_ADMIN_DSN" in json.dumps(rec.summary["parameters"])
+
+
+def test_log_tail_reads_only_the_end(tmp_path):
+    from smartops_nb.probes.logs import tail_file
+
+    path = tmp_path / "api.log"
+    path.write_text("".join(f"line {i}\n" for i in range(10000)))
+    assert tail_file(path, 3) == ["line 9997", "line 9998", "line 9999"]
+    assert tail_file(path, 3, block=5) == ["line 9997", "line 9998", "line 9999"]
+    path.write_text("a\nb")
+    assert tail_file(path, 5) == ["a", "b"]

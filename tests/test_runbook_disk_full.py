@@ -135,3 +135,59 @@ def test_delete_action_rechecks_every_listed_path(tmpfs):
     reasons = {r["path"]: r["reason"] for r in result["refused"]}
     assert "outside" in reasons[str(outside)] and "no longer older" in reasons[str(old[1])]
     assert outside.exists() and old[1].exists() and late.exists()
+
+
+def test_delete_goes_on_after_a_failed_unlink(tmpfs, monkeypatch):
+    """One OSError (permission, vanished) refuses that file on the record; the others are still deleted."""
+    from smartops_nb.actions import carry_out
+    from smartops_nb.mitigations import files as file_actions
+    from smartops_nb.probes import disk
+
+    old = [_write(tmpfs / "log" / f"b-{i}.log", 0.1, OLD) for i in range(3)]
+    listing = disk.old_files([str(tmpfs / "log")], "*.log", 30)
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        if str(path) == str(old[1]):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    mode, result = carry_out(file_actions.delete_old_files("delete-old-logs", listing, [str(tmpfs / "log")],
+                                                           "*.log", 30), "executed")
+
+    assert mode == "executed" and sorted(result["deleted"]) == sorted([str(old[0]), str(old[2])])
+    assert result["refused"] == [{"path": str(old[1]), "reason": "PermissionError: Permission denied"}]
+    assert old[1].exists() and not old[0].exists()
+
+
+def test_no_listing_is_recommended_and_executes_nothing(tmpfs):
+    from smartops_nb.actions import carry_out, decide
+    from smartops_nb.mitigations import files as file_actions
+
+    keep = _write(tmpfs / "log" / "c.log", 0.1, OLD)
+    action = file_actions.delete_old_files("delete-old-logs", None, [str(tmpfs / "log")], "*.log", 30)
+    decision, reason = decide(action, mode="mitigate", approved=["delete-old-logs"])
+    assert decision == "recommended" and "no listing" in reason
+    assert carry_out(action, decision)[0] == "recommended" and keep.exists()
+
+
+def test_unreadable_roots_warn_never_ok(tmp_path):
+    from smartops_nb.checks import disk_full as checks
+    from smartops_nb.probes import disk
+
+    missing = str(tmp_path / "nowhere")
+    listing = disk.old_files([missing], "*.log", 30)
+    old = checks.check_old_files(listing, "logs", "*.log", 30)
+    assert old.status == "warn" and missing in old.summary and not old.data["found"]
+    largest = checks.check_largest(*disk.largest_many([missing]))
+    assert largest.status == "warn" and missing in largest.summary
+
+
+def test_not_confirmed_says_only_what_was_measured():
+    from smartops_nb.checks import disk_full as checks
+    from smartops_nb.findings import Finding
+
+    err = Finding("error", "Filesystem usage of disk_paths: could not complete (OSError: boom)", check="disk-usage")
+    diag = checks.diagnose([err], None)
+    assert not diag.causes and "below" not in diag.summary

@@ -116,3 +116,21 @@ def test_kube_rollback_approved_makes_previous_image_current(kube_rollout, run):
     history = action["result"]["image_history_after"]
     assert history[0] == {**history[0], "image": kube_rollout.good, "current": True}
     assert action["result"]["after"]["running"] and kube_rollout.image() == kube_rollout.good
+
+
+# ----------------------------------------------------------------------------- pure checks
+
+def test_images_check_names_the_platforms_rollback_target():
+    import pandas as pd
+
+    from smartops_nb.checks import failed_deployment as fd
+
+    history = pd.DataFrame([{"revision": "3", "image": "api:1", "created_at": None, "current": True},
+                            {"revision": "2", "image": "api:2", "created_at": None, "current": False}])
+    assert fd.check_images(history, {"revision": "2", "image": "api:2"}).data["previous_image"] == "api:2"
+    none = fd.check_images(history, None)
+    assert none.status == "warn" and none.data["previous_image"] is None
+    assert fd.ran_for_seconds({"detail": {"state": {"StartedAt": "2026-01-01T00:00:00.123456789Z",
+                                                    "FinishedAt": "2026-01-01T00:00:02.5Z"}}}) == pytest.approx(2.38,
+                                                                                                               abs=0.01)
+    assert fd.ran_for_seconds({"detail": {"state": {"StartedAt": "0001-01-01T00:00:00Z"}}}) is None

@@ -71,3 +71,12 @@ def test_healthy_sandbox_confirms_nothing(healthy_sandbox, sandbox_params, archi
     assert not rec.summary["diagnosis"]["confirmed"] and rec.causes == []
     assert rec.actions("executed") == []
     assert not [f for f in rec.summary["findings"] if f["status"] == "error"]
+
+
+def test_a_bad_expected_index_fails_the_action_not_the_notebook():
+    from smartops_nb.actions import carry_out
+    from smartops_nb.mitigations import postgres as pg_actions
+
+    action = pg_actions.create_index(None, "DROP TABLE products")  # constructing it must not raise
+    mode, result = carry_out(action, "executed")
+    assert mode == "failed" and "CREATE INDEX" in result["error"]

@@ -160,3 +160,30 @@ def test_no_maxmemory_is_judged_against_container_or_host(redis_restored):
     host = probe.memory_ceiling(mem, unreachable, "smartamazon-redis")
     assert host["source"].startswith("host") and host["limit_bytes"] == probe.host_memory_bytes()
     assert "unreachable" in host["note"]
+
+
+def test_flush_is_asynchronous_and_says_so(redis_restored, healthy_sandbox):
+    from smartops_nb.actions import carry_out
+    from smartops_nb.mitigations import redis as redis_actions
+
+    redis_restored.set(FILLER + "one", VALUE)
+    mode, result = carry_out(redis_actions.flush_cache(redis_restored, healthy_sandbox.redis.url), "executed")
+    assert mode == "executed" and result["asynchronous"] and result["command"] == "FLUSHDB ASYNC"
+    assert result["after"]["dbsize"] == 0
+
+
+def test_refusal_rule_reads_the_earlier_steps_and_never_claims_health_on_errors():
+    from smartops_nb.checks import redis_memory as checks
+    from smartops_nb.findings import Finding
+
+    mem = Finding("critical", "m", {"used_bytes": 3_000_000, "maxmemory": 2_000_000, "policy": "noeviction",
+                                    "used_pct": 150.0, "at_limit": True, "limit_bytes": 2_000_000}, "memory-usage")
+    pol = Finding("warn", "p", {"policy": "noeviction", "keys_with_ttl": 0, "noeviction": True}, "eviction-policy")
+    ev = Finding("ok", "e", {"oom_errors": 4, "oom_in_window": 0, "window_s": 0.5}, "evictions")
+    w = checks.write_refusals([mem, pol, ev])
+    assert w["writes_refused_now"] and w["oom_errors"] == 4
+    with pytest.raises(RuntimeError, match="evictions"):
+        checks.write_refusals([mem, pol, Finding("error", "x", check="evictions")])
+    diag = checks.diagnose([Finding("error", "Memory: could not complete (boom)", check="memory-usage"),
+                            Finding("error", "Refusals: could not complete (boom)", check="write-refusals")], None)
+    assert not diag.causes and "below the threshold" not in diag.summary and "nothing was measured" in diag.summary

@@ -6,48 +6,15 @@ the Docker driver already infers it from exit 137 + a memory limit (``oom_killed
 """
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import pandas as pd
 
 from ..findings import Diagnosis, Finding, by_check
+from .common import MIB, check_health, check_logs, database_status, measured, mib, state_table  # noqa: F401
 
-MIB = 1024 * 1024
 CRASH_STATUSES = {"exited", "dead", "CrashLoopBackOff", "Error", "OOMKilled", "missing", "NotFound",
                   "RunContainerError", "CreateContainerError", "NoPods"}
-ERROR_LINE = re.compile(r"\b(ERROR|FATAL|CRITICAL|Traceback|panic|Killed|out of memory)\b", re.I)
-
-
-# -- health endpoint ---------------------------------------------------------------------------
-def health_body(h: dict[str, Any]) -> dict[str, Any]:
-    """The /health body as a dict (empty when it is not JSON)."""
-    try:
-        body = json.loads(h.get("body") or "")
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def database_status(h: dict[str, Any]) -> str | None:
-    """What the API's /health body says of its database (``ok``, ``error: ...``), None if silent."""
-    value = health_body(h).get("database")
-    return None if value is None else str(value)
-
-
-def check_health(h: dict[str, Any], latency_warn_ms: float) -> Finding:
-    data = {**h, "answered": h.get("status") is not None, "database": database_status(h)}
-    if h.get("status") is None:
-        return Finding("critical", f"{h['url']} did not answer ({h.get('error') or 'no response'}): "
-                                   "the API is down or unreachable", data)
-    if h["status"] != 200:
-        db = f"; database: {data['database']}" if data["database"] else ""
-        return Finding("critical", f"{h['url']} answered HTTP {h['status']} in {h['latency_ms']:.0f} ms{db}", data)
-    if h["latency_ms"] > latency_warn_ms:
-        return Finding("warn", f"{h['url']} answered 200 but slowly ({h['latency_ms']:.0f} ms > "
-                               f"{latency_warn_ms:g} ms)", data)
-    return Finding("ok", f"{h['url']} answered 200 in {h['latency_ms']:.0f} ms", data)
 
 
 # -- workload state ------------------------------------------------------------------------------
@@ -55,13 +22,6 @@ def is_down(st: dict[str, Any]) -> bool:
     """Not running, exited non-zero, or crash-looping (whatever the platform's word for it)."""
     return (not st.get("exists") or not st.get("running") or st.get("status") in CRASH_STATUSES
             or (st.get("exit_code") not in (None, 0)))
-
-
-def state_table(st: dict[str, Any]) -> pd.DataFrame:
-    """The facts an engineer reads in ``docker ps`` / ``kubectl get pods``, one row."""
-    keys = ("name", "exists", "running", "status", "exit_code", "restarts", "oom_killed", "image",
-            "replicas_desired", "replicas_ready", "started_at")
-    return pd.DataFrame([{k: st.get(k) for k in keys}])
 
 
 def check_workload(st: dict[str, Any]) -> Finding:
@@ -84,26 +44,14 @@ def log_table(lines: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"line": lines})
 
 
-def check_logs(lines: list[str]) -> Finding:
-    errors = [line for line in lines if ERROR_LINE.search(line)]
-    data = {"lines_read": len(lines), "error_lines": len(errors), "examples": errors[-5:]}
-    if errors:
-        return Finding("warn", f"{len(errors)} error lines in the last {len(lines)} log lines; last: {errors[-1][:200]}",
-                       data)
-    return Finding("ok", f"no error line in the last {len(lines)} log lines", data)
-
-
 # -- memory ----------------------------------------------------------------------------------------
 def memory(st: dict[str, Any]) -> dict[str, Any]:
     usage, limit = st.get("memory_usage_bytes"), st.get("memory_limit_bytes")
     pct = round(100.0 * usage / limit, 1) if usage is not None and limit else None
     return {"name": st["name"], "usage_bytes": usage, "limit_bytes": limit, "used_pct": pct,
             "oom_killed": bool(st.get("oom_killed")), "exit_code": st.get("exit_code"),
-            "oom_inferred": bool((st.get("detail") or {}).get("oom_inferred"))}
-
-
-def mib(n: int | None) -> float | None:
-    return None if n is None else round(n / MIB, 1)
+            "oom_inferred": bool((st.get("detail") or {}).get("oom_inferred")),
+            "stats_error": (st.get("detail") or {}).get("stats_error")}
 
 
 def check_memory(m: dict[str, Any], warn_pct: float) -> Finding:
@@ -113,6 +61,9 @@ def check_memory(m: dict[str, Any], warn_pct: float) -> Finding:
         how = ("exit 137 (SIGKILL) with a memory limit: the engine's OOMKilled flag is false, but that is a "
                "memory-cgroup kill" if m["oom_inferred"] else "OOMKilled")
         return Finding("critical", f"{m['name']} was killed for memory ({how}; limit {limit})", data)
+    if m["usage_bytes"] is None and m.get("stats_error"):
+        return Finding("warn", f"{m['name']}: memory use unknown, the platform's stats failed "
+                               f"({m['stats_error']}); limit {limit}", data)
     if m["usage_bytes"] is None:
         return Finding("ok", f"{m['name']}: no live memory figure (not running, or the platform reports none); "
                              f"limit {limit}", data)
@@ -136,7 +87,7 @@ def check_database(h: dict[str, Any], db_state: dict[str, Any] | None) -> Findin
         return Finding("critical", f"the API is up but cannot reach its database: {said}", data)
     if said == "ok":
         return Finding("ok", "the API reports its database reachable", data)
-    why = ("the platform could not be read: " + db_state["error"]) if db_state and "error" in db_state else (
+    why = ("the platform did not answer: " + db_state["error"]) if db_state and "error" in db_state else (
         "no database workload on this platform" if not db_state or not db_state.get("exists") else
         f"database workload {db_state['name']} is {db_state.get('status')}")
     return Finding("warn", f"database reachability unknown: the API did not report it ({why})", data)
@@ -160,13 +111,11 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     if db and db.status == "critical":
         causes.append("database-unreachable")
         why.append(db.summary)
-    errors = [x.check for x in findings if x.status == "error"]
-    tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
     if not causes:
-        lead = ("The API is failing but no cause was confirmed: " + health.summary + "." if api_failing else
-                "API down not confirmed: the health endpoint answers and the workload is running.")
-        return Diagnosis([], lead + tail)
+        return Diagnosis([], ("The API is failing but no cause was confirmed: " + health.summary + "."
+                              if api_failing else "API down not confirmed: "
+                              + measured(f, ("health", "workload-state", "memory", "database"))))
     todo = {"container-crashed": "restart-api", "out-of-memory": "restart-api, then scale-api or raise the limit",
             "database-unreachable": "restart-database"}
     rec = "; ".join(f"{c} → {todo[c]}" for c in causes)
-    return Diagnosis(causes, "API service down. " + " ".join(why) + f". Recommended: {rec}.{tail}")
+    return Diagnosis(causes, "API service down. " + " ".join(why) + f". Recommended: {rec}.")

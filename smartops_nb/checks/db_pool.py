@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..findings import Diagnosis, Finding, by_check
+from .common import measured
 from ..probes.postgres import LoginAttempt
 
 POOL_ERROR = "connection pool exhausted"
@@ -120,11 +121,9 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     if idle_f and idle_f.data.get("leak"):
         causes.append("idle-connection-leak")
         why.append(idle_f.summary)
-    errors = [x.check for x in findings if x.status == "error"]
     if not causes:
-        tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
-        return Diagnosis([], "Connection pool exhaustion not confirmed: connection usage is below the threshold "
-                             f"and no idle-connection leak was found.{tail}")
+        return Diagnosis([], "Connection pool exhaustion not confirmed: " + measured(
+            f, ("connection-usage", "idle-connections")))
     action = (" Recommended: terminate-idle-connections (idle > "
               f"{params.idle_minutes:g} min), then find the code path that leaks them."
               if "idle-connection-leak" in causes else

@@ -8,10 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..findings import Diagnosis, Finding, by_check
-
-
-def mib(n: float) -> float:
-    return round(float(n) / 2 ** 20, 1)
+from .common import measured, mib
 
 
 def check_usage(df: pd.DataFrame, warn_pct: float) -> Finding:
@@ -32,6 +29,8 @@ def check_largest(folders: pd.DataFrame, files: pd.DataFrame, walk: dict) -> Fin
     head = (f"largest under {walk['root']}: " + (f"folder {folders.iloc[0]['folder']} ({folders.iloc[0]['mib']:g} MiB)"
                                                  if len(folders) else "no folder")
             + (f", file {files.iloc[0]['file']} ({files.iloc[0]['mib']:g} MiB)" if len(files) else ""))
+    if walk.get("errors"):
+        return Finding("warn", f"{head}; could not read {'; '.join(walk['errors'])}: sizes are incomplete", data)
     if not walk["complete"]:
         return Finding("warn", f"{head}; walk stopped early ({walk['stopped']}, {walk['visited']} entries): "
                                "sizes are a lower bound", data)
@@ -48,7 +47,11 @@ def check_old_files(listing: pd.DataFrame, kind: str, pattern: str, max_age_days
     text = f"{len(files)} {kind} ({pattern}) older than {max_age_days:g} days, {mib(total)} MiB reclaimable"
     if len(links):
         text += f"; {len(links)} symlinks matching the pattern are not counted and will not be followed"
-    return Finding("warn" if len(files) else "ok", text, data)
+    errors = list(listing.attrs.get("root_errors") or [])
+    data["root_errors"] = errors
+    if errors:
+        text += f"; could not read {'; '.join(errors)}: the listing is incomplete"
+    return Finding("warn" if len(files) or errors else "ok", text, data)
 
 
 def check_docker(df: dict) -> Finding:
@@ -72,13 +75,8 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     """disk-nearly-full from usage; what fills it only counts while a disk is nearly full."""
     f = by_check(findings)
     usage_f = f.get("disk-usage")
-    errors = [x.check for x in findings if x.status == "error"]
     if not (usage_f and usage_f.data.get("full")):
-        tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
-        if usage_f is None or usage_f.status == "error":   # never "below 90%" when nothing was measured
-            why = f" ({usage_f.summary})" if usage_f is not None else ""
-            return Diagnosis([], f"Disk full not confirmed: the usage of disk_paths could not be read{why}.{tail}")
-        return Diagnosis([], f"Disk full not confirmed: every path is below {params.disk_warn_pct:g}%.{tail}")
+        return Diagnosis([], "Disk full not confirmed: " + measured(f, ("disk-usage",)))
     causes, why = ["disk-nearly-full"], [usage_f.summary + "."]
     for cause, check in CONTRIBUTORS.items():
         x = f.get(check)

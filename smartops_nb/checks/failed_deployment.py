@@ -6,13 +6,13 @@ the evidence is read the same way whichever produced it.
 """
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
 import pandas as pd
 
 from ..findings import Diagnosis, Finding, by_check
+from .common import check_health, check_logs, measured, state_table, time_or_none  # noqa: F401
 
 # Kubernetes waiting reasons for an image the node cannot get
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -20,20 +20,20 @@ PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImag
 MISSING_IMAGE = re.compile(r"image not known|no such image|manifest unknown|not found|pull access denied|"
                            r"repository does not exist|ErrImagePull|ImagePullBackOff", re.I)
 CRASH_REASONS = {"CrashLoopBackOff", "Error", "exited", "RunContainerError", "OOMKilled"}
-ERROR_LINE = re.compile(r"\b(FATAL|ERROR|CRITICAL|PANIC)\b|Traceback|Exception|Error:", re.I)
 
 
 # ------------------------------------------------------------------------------ images
 
-def check_images(history: pd.DataFrame) -> Finding:
-    """The running image and the one before it (the rollback target)."""
+def check_images(history: pd.DataFrame, target: dict[str, Any] | None) -> Finding:
+    """The running image and the rollback target (the platform's own rule, see
+    :meth:`~smartops_nb.platforms.base.Platform.rollback_target`; None when there is none)."""
     if not len(history):
         return Finding("error", "the platform returned no image history for the workload", {"revisions": []})
     current = history[history["current"].astype(bool)]
     cur = current.iloc[0] if len(current) else history.iloc[0]
-    older = history[history["image"] != cur["image"]]
     data = {"current_image": cur["image"], "current_revision": str(cur["revision"]),
-            "previous_image": older.iloc[0]["image"] if len(older) else None,
+            "previous_image": (target or {}).get("image") or None,
+            "previous_revision": (target or {}).get("revision"),
             "revisions": history.astype(str).to_dict("records")}
     if data["previous_image"] is None:
         return Finding("warn", f"running {cur['image']}; no earlier image is known, so there is nothing to roll "
@@ -44,20 +44,10 @@ def check_images(history: pd.DataFrame) -> Finding:
 
 # ------------------------------------------------------------------------------ state
 
-def _time(value: Any) -> dt.datetime | None:
-    if not value or str(value).startswith("0001-"):
-        return None
-    text = re.sub(r"(\.\d{6})\d+", r"\1", str(value).replace("Z", "+00:00"))
-    try:
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
 def ran_for_seconds(state: dict[str, Any]) -> float | None:
     """How long the last run lasted, when the platform says when it started and finished."""
     st = (state.get("detail") or {}).get("state") or {}
-    started, finished = _time(st.get("StartedAt")), _time(st.get("FinishedAt"))
+    started, finished = time_or_none(st.get("StartedAt")), time_or_none(st.get("FinishedAt"))
     if started is None or finished is None:
         return None
     return max((finished - started).total_seconds(), 0.0)  # podman may stamp FinishedAt a hair early
@@ -86,13 +76,6 @@ def crash_on_start(state: dict[str, Any], startup_window_s: float) -> str:
     if code not in (None, 0) and status in CRASH_REASONS and ran is not None and ran <= startup_window_s:
         return f"{status} with exit code {code} after {ran:.1f} s (within {startup_window_s:g} s of start)"
     return ""
-
-
-def state_table(state: dict[str, Any]) -> pd.DataFrame:
-    """The state facts worth a look, one row per fact."""
-    keys = ["name", "exists", "running", "status", "image", "exit_code", "restarts", "started_at",
-            "replicas_desired", "replicas_ready", "deploy_error"]
-    return pd.DataFrame({"fact": keys, "value": [str(state.get(k, "")) for k in keys]})
 
 
 def check_state(state: dict[str, Any], startup_window_s: float) -> Finding:
@@ -135,29 +118,8 @@ def check_rollout(state: dict[str, Any]) -> Finding:
 
 # ------------------------------------------------------------------------------ health, logs, env
 
-def check_health(result: dict[str, Any]) -> Finding:
-    """The API's /health after the deploy: 200 or not (an unanswered request is not 200 either)."""
-    data = dict(result)
-    if result.get("status") is None:
-        return Finding("critical", f"/health did not answer ({result.get('url')}): {result.get('error')}", data)
-    if result.get("status") != 200:
-        body = " ".join(str(result.get("body", "")).split())[:120]
-        return Finding("critical", f"/health answered {result['status']} in {result.get('latency_ms')} ms: {body}",
-                       data)
-    return Finding("ok", f"/health answered 200 in {result.get('latency_ms')} ms", data)
-
-
 def log_tail(lines: list[str], n: int = 30) -> pd.DataFrame:
     return pd.DataFrame({"line": lines[-n:]})
-
-
-def check_logs(lines: list[str]) -> Finding:
-    errors = [line for line in lines if ERROR_LINE.search(line)]
-    data = {"lines_read": len(lines), "error_lines": len(errors), "examples": errors[-5:], "tail": lines[-20:]}
-    if errors:
-        return Finding("warn", f"{len(errors)} error lines in the last {len(lines)} log lines; last: {errors[-1][:160]}",
-                       data)
-    return Finding("ok", f"no error line in the last {len(lines)} log lines", data)
 
 
 def env_table(env: dict[str, str]) -> pd.DataFrame:
@@ -191,16 +153,13 @@ def diagnose(findings: list, params) -> Diagnosis:
     if health and health.status == "critical" and state and state.data.get("running"):
         causes.append("health-check-failing")
         why.append(f"the workload runs but {health.summary}")
-    errors = [x.check for x in findings if x.status == "error"]
-    tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
     if not causes:
-        unknown = (" /health is failing but the workload's state could not be read, so the deploy is not "
-                   "confirmed as the cause." if health and health.status == "critical" and
-                   (not state or state.status == "error") else "")
-        return Diagnosis([], "Failed deployment not confirmed: the workload runs and /health answers 200."
-                         if not unknown and not errors else f"Failed deployment not confirmed.{unknown}{tail}")
+        unknown = (" /health is failing but the workload's state is unknown, so the deploy is not confirmed as "
+                   "the cause." if health and health.status == "critical" and (not state or state.status == "error")
+                   else "")
+        return Diagnosis([], "Failed deployment not confirmed: " + measured(f, ("workload-state", "health")) + unknown)
     images = f.get("images")
     target = images.data.get("previous_image") if images else None
     advice = (f" Recommended: rollback to {target}." if target else
               " No previous image is known: redeploy a known-good version by hand.")
-    return Diagnosis(causes, "Failed deployment. " + " ".join(why) + advice + tail)
+    return Diagnosis(causes, "Failed deployment. " + " ".join(why) + advice)

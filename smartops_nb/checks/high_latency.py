@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..findings import Diagnosis, Finding, by_check
+from .common import check_health, measured  # noqa: F401
 
 MONITORING_HANDLERS = ("/metrics",)   # the runbook's own scrapes are not user traffic
 POOL_IN_USE = "smartamazon_db_pool_in_use"
@@ -198,22 +199,10 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     if load and load.status == "critical":
         causes.append("high-load")
         why.append(f"High load: {load.summary}. Recommended: scale-api.")
-    errors = [x.check for x in findings if x.status == "error"]
-    tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
     if not causes:
-        return Diagnosis([], "High latency not confirmed: no endpoint over the p95 threshold with a missing index or "
-                             f"sequential scan, cache hit rate and request rate within limits.{tail}")
-    return Diagnosis(causes, "High API latency. " + " ".join(why) + tail)
-
-
-def check_health(answer: dict[str, Any]) -> Finding:
-    data = {k: answer.get(k) for k in ("url", "status", "latency_ms", "error")}
-    if answer.get("status") is None:
-        return Finding("error", f"the API did not answer /health: {answer.get('error')}", data)
-    text = f"/health answered {answer['status']} in {answer['latency_ms']:.0f} ms"
-    if answer["status"] != 200:
-        return Finding("warn", f"{text}: the API is unhealthy (see the api-down runbook)", data)
-    return Finding("ok", text, data)
+        return Diagnosis([], "High latency not confirmed: " + measured(
+            f, ("endpoint-latency", "query-plan", "cache-hit-rate", "request-rate")))
+    return Diagnosis(causes, "High API latency. " + " ".join(why))
 
 
 def api_cache_deltas(snapshots: list[dict]) -> tuple[float | None, float | None]:

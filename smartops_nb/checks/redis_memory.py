@@ -7,12 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..findings import Diagnosis, Finding, by_check
-
-MIB = 1024 * 1024
-
-
-def mib(n: float) -> float:
-    return round(float(n) / MIB, 1)
+from .common import measured, mib
 
 
 def usage(mem: dict, ceiling: dict) -> dict:
@@ -71,6 +66,35 @@ def check_evictions(c: dict, warn_total: int) -> Finding:
     if c["evicted_keys"]:
         return Finding("warn", text, data)
     return Finding("ok", text, data)
+
+
+REFUSAL_INPUTS = ("memory-usage", "eviction-policy", "evictions")
+
+
+def write_refusals(findings: list[Finding]) -> dict:
+    """Are writes refused with "OOM command not allowed"? Answered from what the memory-usage,
+    eviction-policy and evictions steps already read: no second INFO, no second window, no write.
+
+    Decision: no test write. A ``SET`` of a probe key, even with a TTL and deleted at once, is a
+    write to a production cache that is out of memory: under an LRU policy it evicts a real key
+    to make room, and it adds an OOM error to the very counters we read. Redis itself counts the
+    refusals it sent to clients in ``INFO errorstats`` (``errorstat_OOM``, Redis >= 6.2, read by the
+    evictions step over its window), and the refusal rule is known: a write is refused when
+    ``used_memory`` exceeds ``maxmemory`` and the policy cannot evict (``noeviction``, or a
+    ``volatile-*`` policy with no key carrying a TTL).
+    """
+    f = by_check(findings)
+    missing = [c for c in REFUSAL_INPUTS if c not in f or f[c].status == "error"]
+    if missing:
+        raise RuntimeError(f"the refusal rule needs the {', '.join(missing)} step(s), which did not complete")
+    mem, pol, ev = (f[c].data for c in REFUSAL_INPUTS)
+    policy, maxmemory, used = pol["policy"], int(mem["maxmemory"] or 0), int(mem["used_bytes"])
+    over = maxmemory > 0 and used > maxmemory
+    cannot_evict = policy == "noeviction" or (policy.startswith("volatile-") and pol["keys_with_ttl"] == 0)
+    return {"maxmemory": maxmemory, "used_memory": used, "policy": policy, "keys_with_ttl": pol["keys_with_ttl"],
+            "over_maxmemory": over, "cannot_evict": cannot_evict, "writes_refused_now": bool(over and cannot_evict),
+            "errorstats_available": ev["oom_errors"] is not None, "oom_errors": ev["oom_errors"],
+            "oom_in_window": ev["oom_in_window"], "window_s": ev["window_s"]}
 
 
 def check_write_refusals(w: dict) -> Finding:
@@ -169,11 +193,9 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
         why.append(f"Evictions: {ev.summary}.")
     if "keys-without-ttl" in causes:
         why.append(f"Memory pinned by keys that never expire: {ttl.summary}.")
-    errors = [x.check for x in findings if x.status == "error"]
     if not causes:
-        tail = f" Steps that could not complete: {', '.join(errors)}." if errors else ""
-        return Diagnosis([], "Redis memory full not confirmed: memory is below the threshold, no write is refused "
-                             f"and keys are not being evicted.{tail}")
+        return Diagnosis([], "Redis memory full not confirmed: " + measured(
+            f, ("memory-usage", "write-refusals", "evictions")))
     advice = (" Recommended: raise-maxmemory (if the host has room) or flush-cache (drops every key of this "
               "database); then give cache keys a TTL and prefer allkeys-lru for a cache.")
     return Diagnosis(causes, "Redis memory full. " + " ".join(why) + advice)

@@ -2,8 +2,9 @@
 
 ``kubectl rollout undo`` on Kubernetes, recreating the container on the previous image on Docker
 (the seed's ``docker-compose down; up -d`` of the previous version): both are the platform's
-:meth:`~smartops_nb.platforms.base.Platform.rollback`. The result holds the image and state before
-and after, and whether the workload runs and /health answers 200 afterwards.
+:meth:`~smartops_nb.platforms.base.Platform.rollback`, whose target the preview shows
+(:meth:`~smartops_nb.platforms.base.Platform.rollback_target`, the same rule). The result holds the
+image and state before and after, and whether the workload runs and /health answers 200 afterwards.
 """
 from __future__ import annotations
 
@@ -11,19 +12,8 @@ from typing import Any, Callable
 
 from .. import platforms
 from ..actions import Action
-from ..probes import http
-from ..waiting import until
-
-
-def _target(history) -> str | None:
-    current = next((r.image for r in history if r.current), history[0].image if history else None)
-    return next((r.image for r in history if r.image != current), None)
-
-
-def _snapshot(platform, name: str) -> dict[str, Any]:
-    st = platform.state(name)
-    return {"image": st.image, "status": st.status, "running": st.running, "restarts": st.restarts,
-            "replicas_ready": st.replicas_ready, "revision": st.detail.get("revision")}
+from ..platforms import PlatformError
+from .evidence import evidence, settled
 
 
 def rollback(params, platform_factory: Callable[[], Any], *, wait_s: float = 30.0,
@@ -32,22 +22,24 @@ def rollback(params, platform_factory: Callable[[], Any], *, wait_s: float = 30.
 
     def preview() -> dict:
         platform = platform_factory()
-        history = platform.image_history(name)
-        return {"current_image": next((r.image for r in history if r.current), None),
-                "would_roll_back_to": _target(history), "state": _snapshot(platform, name)}
+        target = platform.rollback_target(name)
+        now = evidence(platform, name, params.api_url, health_timeout_s)
+        return {"current_image": now["state"].get("image"), "would_roll_back_to": target.image if target else None,
+                "state": now["state"], "health": now.get("health")}
 
     def execute() -> dict:
         platform = platform_factory()
-        before = _snapshot(platform, name)
+        before = evidence(platform, name, params.api_url, health_timeout_s)
         done = platform.rollback(name)
-        until(lambda: platform.state(name).running, timeout=wait_s)
-        health = until(lambda: (h := http.health(params.api_url, health_timeout_s))["ok"] and h, timeout=wait_s) \
-            or http.health(params.api_url, health_timeout_s)
-        after = _snapshot(platform, name)
-        return {"rollback": done, "before": before, "after": after,
-                "health_after": {k: health.get(k) for k in ("status", "latency_ms", "error")},
-                "image_history_after": [{"revision": r.revision, "image": r.image, "current": r.current}
-                                        for r in platform.image_history(name)]}
+        after = settled(platform, name, params.api_url, wait_s, health_timeout_s)
+        try:  # the rollback is done: failing to read the history must not record it as failed
+            history = [{"revision": r.revision, "image": r.image, "current": r.current}
+                       for r in platform.image_history(name)]
+        except PlatformError as e:
+            history = [{"error": str(e)}]
+        return {"rollback": done, "before": before["state"], "after": after["state"],
+                "health_before": before.get("health"), "health_after": after.get("health"),
+                "image_history_after": history}
 
     return Action(
         name="rollback",

@@ -38,10 +38,17 @@ def _refusal(path: str, roots: list[str], pattern: str, max_age_days: float) -> 
     return ""
 
 
-def delete_old_files(name: str, listing: pd.DataFrame, roots: Iterable[str], pattern: str,
+def delete_old_files(name: str, listing: pd.DataFrame | None, roots: Iterable[str], pattern: str,
                      max_age_days: float) -> Action:
-    """Delete the files of ``listing`` (from :func:`smartops_nb.probes.disk.old_files`), re-checked one by one."""
+    """Delete the files of ``listing`` (from :func:`smartops_nb.probes.disk.old_files`, the very listing
+    the run's step produced), re-checked one by one. ``None`` (the listing step did not complete):
+    recommended only, nothing is executed."""
     roots = [str(r) for r in roots]
+    if listing is None:
+        return Action(name=name, target=f"{pattern} older than {max_age_days:g} days under {', '.join(roots)}",
+                      description="delete the listed old files", execute=lambda: {"deleted": []},
+                      manual="no listing: the step that lists the old files did not complete in this run, so "
+                             "there is nothing vetted to delete; re-run the runbook")
     paths = [str(p) for p in listing["path"]] if len(listing) else []
 
     def preview() -> dict:
@@ -57,8 +64,12 @@ def delete_old_files(name: str, listing: pd.DataFrame, roots: Iterable[str], pat
             if reason:
                 refused.append({"path": p, "reason": reason})
                 continue
-            size = os.lstat(p).st_size
-            os.unlink(p)
+            try:
+                size = os.lstat(p).st_size
+                os.unlink(p)
+            except OSError as e:  # permission, vanished since the re-check: record it, go on
+                refused.append({"path": p, "reason": f"{type(e).__name__}: {e.strerror or e}"})
+                continue
             deleted.append(p)
             freed += size
         return {"deleted": deleted, "freed_bytes": freed, "refused": refused, "listed": len(paths)}

@@ -10,30 +10,7 @@ from typing import Any, Callable
 from .. import platforms
 from ..actions import Action
 from ..platforms import PlatformError
-from ..probes import http
-from ..waiting import until
-
-SETTLE_S = 30.0  # how long an executed action waits for the workload (and /health) to come back
-
-
-def _evidence(platform, name: str, health_url: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    try:
-        st = platform.state(name)
-        out["state"] = {k: getattr(st, k) for k in ("status", "running", "exit_code", "restarts",
-                                                     "replicas_desired", "replicas_ready")}
-    except PlatformError as e:
-        out["state"] = {"error": str(e)}
-    if health_url:
-        h = http.health(health_url, timeout=3)
-        out["health"] = {k: h[k] for k in ("status", "latency_ms", "error")}
-    return out
-
-
-def _settled(platform, name: str, health_url: str, wait_s: float) -> dict[str, Any]:
-    """Evidence once the workload runs and /health answers 200, or when ``wait_s`` is up."""
-    return until(lambda: _evidence(platform, name, health_url), wait_s,
-                 done=lambda ev: ev["state"].get("running") and (not health_url or ev["health"]["status"] == 200))
+from .evidence import SETTLE_S, evidence as _evidence, settled as _settled
 
 
 def _target(params, component: str) -> tuple[str, str]:

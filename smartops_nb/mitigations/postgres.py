@@ -86,10 +86,15 @@ def create_index(session: Session, ddl: str, timeout_s: float = INDEX_BUILD_TIME
     A failed concurrent build leaves an INVALID index behind; it is dropped so a retry can work."""
     from ..probes.postgres import explain, index_status, parse_index_ddl, slowest_query
 
-    statement = concurrent_ddl(ddl)
-    want = parse_index_ddl(ddl)
+    # parsed when the action is previewed or run (inside carry_out), never here: a bad
+    # expected_index must become the action's recorded error, not an exception outside any step
+    try:
+        want = parse_index_ddl(ddl)
+        target = f"table {want['table']}: index {want['name']} ({', '.join(want['columns'])})"
+    except Exception as e:
+        target = f"expected index {ddl!r} (not a CREATE INDEX the runbook can run: {e})"
 
-    def evidence() -> dict:
+    def evidence(want: dict) -> dict:
         status = index_status(session, ddl)
         query = slowest_query(session, want["table"])
         plan = explain(session, query) if query else None
@@ -98,10 +103,11 @@ def create_index(session: Session, ddl: str, timeout_s: float = INDEX_BUILD_TIME
                 "plan": plan["plan"][:15] if plan else [], "query": query[:300]}
 
     def preview() -> dict:
-        return {"statement": statement, **evidence()}
+        return {"statement": concurrent_ddl(ddl), **evidence(parse_index_ddl(ddl))}
 
     def execute() -> dict:
-        before = evidence()
+        statement, want = concurrent_ddl(ddl), parse_index_ddl(ddl)
+        before = evidence(want)
         if before["index_exists"] and not before["index_valid"]:
             raise RuntimeError(f"index {want['name']} exists but is INVALID: DROP INDEX CONCURRENTLY it first")
         conn = session.writable()
@@ -123,11 +129,11 @@ def create_index(session: Session, ddl: str, timeout_s: float = INDEX_BUILD_TIME
                 raise
         finally:
             conn.close()
-        return {"statement": statement, "before": before, "after": evidence()}
+        return {"statement": statement, "before": before, "after": evidence(want)}
 
     return Action(
         name="create-index",
-        target=f"table {want['table']}: index {want['name']} ({', '.join(want['columns'])})",
-        description=statement,
+        target=target,
+        description=f"CREATE INDEX CONCURRENTLY of the expected index ({ddl})",
         execute=execute, preview=preview,
     )

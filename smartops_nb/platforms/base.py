@@ -72,6 +72,11 @@ class Platform(abc.ABC):
     def scale(self, workload: str, replicas: int) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    def rollback_target(self, workload: str) -> ImageRevision | None:
+        """The revision :meth:`rollback` would go back to now (None: nothing to roll back to).
+        The one rule, read by the check, the action's preview and :meth:`rollback` itself."""
+
+    @abc.abstractmethod
     def rollback(self, workload: str) -> dict[str, Any]: ...
 
     def disk_usage(self) -> dict[str, Any]:

@@ -292,13 +292,22 @@ class DockerPlatform(Platform):
         return {"action": "scale", "workload": workload, "platform": self.name, "replicas": replicas,
                 "created": created, "started": started, "removed": removed}
 
-    def rollback(self, workload: str) -> dict[str, Any]:
+    def _rollback_plan(self, workload: str) -> tuple[Any, str, ImageRevision | None]:
+        """(container, current image, target): the first earlier image that is not the one a previous
+        rollback came from (rolling back twice must not return to the broken version)."""
         ctr = self._require(workload)
         history = self.image_history(workload)
         current = history[0].image
         labels = (ctr.attrs.get("Config") or {}).get("Labels") or {}
         skip = {current, normalize_ref(labels.get(ROLLED_BACK_FROM_LABEL, "") or "")}
-        target = next((r.image for r in history[1:] if r.image not in skip), None)
+        return ctr, current, next((r for r in history[1:] if r.image not in skip), None)
+
+    def rollback_target(self, workload: str) -> ImageRevision | None:
+        return self._rollback_plan(workload)[2]
+
+    def rollback(self, workload: str) -> dict[str, Any]:
+        ctr, current, revision = self._rollback_plan(workload)
+        target = revision.image if revision else None
         if target is None:
             raise PlatformError(f"rollback {workload}: no previous image known for {current} "
                                 f"(no {PREVIOUS_IMAGE_LABEL} label and no other tag of its repository)")

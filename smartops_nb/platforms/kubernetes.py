@@ -412,6 +412,21 @@ class KubernetesPlatform(Platform):
             "replicas_after": after.spec.replicas if after.spec else replicas,
         }
 
+    def _rollback_replicaset(self, dep: Any) -> Any | None:
+        """``kubectl rollout undo``'s target: the newest ReplicaSet of a revision below the current one."""
+        current_rev = self._revision_of(dep)
+        rss = self._replicasets(dep)  # newest first
+        revs = [rs for rs in rss if 0 < self._revision_of(rs) < max(current_rev, 1)] if current_rev else rss[1:]
+        return revs[0] if revs else None
+
+    def rollback_target(self, workload: str) -> ImageRevision | None:
+        rs = self._rollback_replicaset(self._deployment(workload))
+        if rs is None:
+            return None
+        containers = rs.spec.template.spec.containers if rs.spec and rs.spec.template else []
+        return ImageRevision(revision=str(self._revision_of(rs)), image=containers[0].image if containers else "",
+                             created_at=_iso(rs.metadata.creation_timestamp), current=False)
+
     def rollback(self, workload: str) -> dict[str, Any]:
         from kubernetes.client import ApiClient
 
@@ -419,12 +434,10 @@ class KubernetesPlatform(Platform):
         if dep.spec.paused:
             raise PlatformError(f"deployment {workload!r} is paused; resume it before rolling back")
         current_rev = self._revision_of(dep)
-        rss = self._replicasets(dep)
-        revs = [rs for rs in rss if 0 < self._revision_of(rs) < max(current_rev, 1)] if current_rev else rss[1:]
-        if not revs:
+        target = self._rollback_replicaset(dep)
+        if target is None:
             raise PlatformError(f"deployment {workload!r} has no previous revision to roll back to "
                                 f"(current revision {current_rev or '?'})")
-        target = revs[0]  # rss is newest first
         template = ApiClient().sanitize_for_serialization(target.spec.template)
         labels = (template.get("metadata") or {}).get("labels") or {}
         labels.pop(HASH_LABEL, None)

@@ -26,6 +26,12 @@ def image_history(params, platform_factory: Callable[[], Any], component: str = 
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
+def rollback_target(params, platform_factory: Callable[[], Any], component: str = "api") -> dict[str, Any] | None:
+    """What a rollback would go back to now (the platform's own rule), None when nothing."""
+    target = platform_factory().rollback_target(platforms.workload(params, component))
+    return None if target is None else vars(target)
+
+
 def state(params, platform_factory: Callable[[], Any], component: str = "api") -> dict[str, Any]:
     """The workload's state (``docker inspect``/pods) plus ``deploy_error``: the engine's error of
     a deploy that could not create the container, when the platform recorded one."""

@@ -45,6 +45,7 @@ class Budget:
         self.max_entries, self.deadline, self.seconds = int(max_entries), time.monotonic() + seconds, seconds
         self.visited = 0
         self.stopped = ""
+        self.errors: list[str] = []  # roots that could not be read (missing, not a folder, no permission)
 
     def spend(self) -> bool:
         self.visited += 1
@@ -56,10 +57,14 @@ class Budget:
 
 
 def walk(root: str, budget: Budget, one_fs: bool = True) -> Iterator[tuple[str, os.stat_result]]:
-    """(path, lstat) of every entry under ``root``: no symlink followed, no other filesystem entered."""
+    """(path, lstat) of every entry under ``root``: no symlink followed, no other filesystem entered.
+
+    A ``root`` that cannot be read is recorded in ``budget.errors`` (an unreadable folder below it
+    is skipped)."""
     try:
         dev = os.lstat(root).st_dev
-    except OSError:
+    except OSError as e:
+        budget.errors.append(f"{root}: {e.strerror or type(e).__name__}")
         return
     stack = [root]
     while stack and not budget.stopped:
@@ -67,7 +72,9 @@ def walk(root: str, budget: Budget, one_fs: bool = True) -> Iterator[tuple[str, 
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
-        except OSError:
+        except OSError as e:
+            if folder == root:
+                budget.errors.append(f"{root}: {e.strerror or type(e).__name__}")
             continue  # unreadable or vanished: skip, the walk goes on
         for e in entries:
             if not budget.spend():
@@ -102,7 +109,7 @@ def largest(root: str, n: int = 20, max_entries: int = MAX_ENTRIES,
     top_files = pd.DataFrame(sorted(files, key=lambda kv: -kv[1])[:n], columns=["file", "size_bytes"])
     top_files["mib"] = (top_files["size_bytes"] / 2 ** 20).round(2)
     return folders, top_files, {"root": root, "visited": budget.visited, "complete": not budget.stopped,
-                                "stopped": budget.stopped}
+                                "stopped": budget.stopped, "errors": budget.errors}
 
 
 def old_files(roots: Iterable[str], pattern: str, max_age_days: float, max_entries: int = MAX_ENTRIES,
@@ -110,8 +117,8 @@ def old_files(roots: Iterable[str], pattern: str, max_age_days: float, max_entri
     """Entries named like ``pattern`` under ``roots`` whose mtime is older than ``max_age_days``.
 
     Symlinks matching the pattern are listed with ``is_symlink`` true (their own lstat age), so
-    that a deletion refuses them on the record instead of silently skipping them. Missing roots
-    are skipped; ``~`` is expanded.
+    that a deletion refuses them on the record instead of silently skipping them. Roots that
+    cannot be read (missing, unreadable) are listed in ``.attrs["root_errors"]``; ``~`` is expanded.
     """
     now = time.time() if now is None else now
     budget = Budget(max_entries, seconds)
@@ -126,7 +133,9 @@ def old_files(roots: Iterable[str], pattern: str, max_age_days: float, max_entri
             if age > max_age_days:
                 rows.append({"path": path, "root": root, "size_bytes": 0 if link else st.st_size,
                              "age_days": round(age, 1), "is_symlink": link})
-    return pd.DataFrame(rows, columns=OLD_COLUMNS).sort_values("size_bytes", ascending=False, ignore_index=True)
+    out = pd.DataFrame(rows, columns=OLD_COLUMNS).sort_values("size_bytes", ascending=False, ignore_index=True)
+    out.attrs["root_errors"] = list(budget.errors)
+    return out
 
 
 def file_age_days(path: str, now: float | None = None) -> float:
@@ -160,6 +169,7 @@ def largest_many(roots: Iterable[str], n: int = 20, max_entries: int = MAX_ENTRI
 
     return cat(folders, "folder"), cat(files, "file"), {"walks": walks, "complete": all(w["complete"] for w in walks),
                                       "visited": sum(w["visited"] for w in walks),
+                                      "errors": [e for w in walks for e in w["errors"]],
                                       "stopped": "; ".join(f"{w['root']}: {w['stopped']}" for w in walks
                                                            if w["stopped"]),
                                       "root": ", ".join(w["root"] for w in walks)}

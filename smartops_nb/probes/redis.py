@@ -3,7 +3,8 @@
 Probes take a client they did not open and never close it. Every call goes through a client made
 by :func:`connect`, whose socket timeouts bound every network call. Nothing here writes: keys are
 sampled with ``SCAN`` (never ``KEYS *``), and whether writes are refused for lack of memory is
-read from ``INFO errorstats`` rather than tested with a write (see :func:`write_refusals`).
+read from ``INFO errorstats`` rather than tested with a write (see
+:func:`smartops_nb.checks.redis_memory.write_refusals`).
 """
 from __future__ import annotations
 
@@ -84,33 +85,6 @@ def counters_over(r, window_s: float) -> dict[str, Any]:
             "oom_errors": last["oom_errors"], "oom_in_window": oom_delta,
             "expired_keys": last["expired_keys"], "total_error_replies": last["total_error_replies"],
             "uptime_s": last["uptime_s"], "window_s": round(span, 2)}
-
-
-def write_refusals(r, window_s: float) -> dict[str, Any]:
-    """Are writes refused with "OOM command not allowed"? Answered without writing.
-
-    Decision: no test write. A ``SET`` of a probe key, even with a TTL and deleted at once, is a
-    write to a production cache that is out of memory: under an LRU policy it evicts a real key
-    to make room, and it adds an OOM error to the very counters we read. Redis itself counts the
-    refusals it sent to clients in ``INFO errorstats`` (``errorstat_OOM``, Redis >= 6.2), and the
-    refusal rule is known: a write is refused when ``used_memory`` exceeds ``maxmemory`` and the
-    policy cannot evict (``noeviction``, or a ``volatile-*`` policy with no key carrying a TTL).
-    So we report the clients' real refusals (total and over a short window) plus that rule applied
-    to the current state; neither changes data.
-    """
-    mem = memory_info(r)
-    counts = counters_over(r, window_s)
-    ks = keyspace(r)
-    volatile = sum(db["expires"] for db in ks.values())
-    policy = mem["maxmemory_policy"]
-    limited = mem["maxmemory"] > 0
-    over = limited and mem["used_memory"] > mem["maxmemory"]
-    cannot_evict = policy == "noeviction" or (policy.startswith("volatile-") and volatile == 0)
-    return {"maxmemory": mem["maxmemory"], "used_memory": mem["used_memory"], "policy": policy,
-            "keys_with_ttl": volatile, "over_maxmemory": over, "cannot_evict": cannot_evict,
-            "writes_refused_now": bool(over and cannot_evict), "errorstats_available": counts["oom_errors"] is not None,
-            "oom_errors": counts["oom_errors"], "oom_in_window": counts["oom_in_window"],
-            "window_s": counts["window_s"]}
 
 
 def prefix_of(key: str) -> str:

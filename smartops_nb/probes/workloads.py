@@ -16,6 +16,15 @@ def state(params, platform_factory: Callable[[], Any], component: str = "api") -
     return platform_factory().state(platforms.workload(params, component)).to_dict()
 
 
+def name(params, component: str) -> str:
+    """The component's workload name, or "" when the platform names no such workload (no
+    ``<component>_deployment`` parameter on kubernetes, say)."""
+    try:
+        return platforms.workload(params, component)
+    except PlatformError:
+        return ""
+
+
 def optional_state(params, platform_factory: Callable[[], Any], component: str) -> dict[str, Any] | None:
     """Like :func:`state`, for a component the platform may not run (the database on kubernetes):
     ``None`` when the platform names no such workload, ``{"name", "error"}`` when it cannot be read."""
