@@ -47,29 +47,40 @@ def cmd_lab(args) -> int:
         return 2
     server = lab.Lab(root, archive.resolve(), parameters, port=args.port,
                      token=args.token or os.environ.get("SMARTOPS_LAB_TOKEN", ""))
+    # before start(): `kill PID` (or Ctrl-C) during start-up stops JupyterLab too, as later
+    old = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        server.start(timeout=args.timeout)
-    except (RuntimeError, TimeoutError) as e:
-        print(f"smartops lab: {e}", file=sys.stderr)
-        return 1
-    inside = archive.resolve().is_relative_to(root)
-    print(f"root:       {root}", file=sys.stderr)
-    print(f"archive:    {archive.resolve()}" + ("" if inside else "  (outside the root: not in the file browser)"),
-          file=sys.stderr)
-    print(f"parameters: {parameters.resolve() if parameters else '(none: the notebooks’ parameters cells)'}",
-          file=sys.stderr)
-    print(f"kernel:     runbooks use python3 = {sys.executable}; new notebooks get "
-          f"'{lab.KERNEL_DISPLAY_NAME}'", file=sys.stderr)
-    print("Ctrl-C stops JupyterLab and its kernels.", file=sys.stderr)
-    print(server.url("notebooks" if (root / "notebooks").is_dir() else ""), flush=True)
-    try:
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as Ctrl-C does
-        server.proc.wait()
-    except KeyboardInterrupt:
-        pass
+        try:
+            server.start(timeout=args.timeout)
+        except (RuntimeError, TimeoutError) as e:
+            print(f"smartops lab: {e}", file=sys.stderr)
+            return 1
+        inside = archive.resolve().is_relative_to(root)
+        print(f"root:       {root}", file=sys.stderr)
+        print(f"archive:    {archive.resolve()}" + ("" if inside else "  (outside the root: not in the file browser)"),
+              file=sys.stderr)
+        print(f"parameters: {parameters.resolve() if parameters else '(none: the notebooks’ parameters cells)'}",
+              file=sys.stderr)
+        print(f"kernel:     runbooks use python3 = {sys.executable}; new notebooks get "
+              f"'{lab.KERNEL_DISPLAY_NAME}'", file=sys.stderr)
+        print("Ctrl-C stops JupyterLab and its kernels.", file=sys.stderr)
+        print(server.url("notebooks" if (root / "notebooks").is_dir() else ""), flush=True)
+        code = server.proc.wait()
+        if code != 0:  # it stopped by itself, not by us
+            print(f"smartops lab: jupyter lab exited with {code}", file=sys.stderr)
+            return 1
+        return 0
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM by _interrupt: a stop asked for
+        return 0
     finally:
-        server.stop()
-    return 0
+        # a second kill must not cut the stop short (and leave JupyterLab running)
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            server.stop()  # by pid, its process group: a no-op if start() already stopped it
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int)
 
 
 def _interrupt(*_) -> None:

@@ -1,6 +1,7 @@
 """``smartops serve``: the Alertmanager webhook receiver (see :mod:`smartops_nb.serve`)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -22,7 +23,7 @@ def register(subparsers, parser_class) -> None:
                    help="base YAML parameters file(s) for every run, as for `smartops run` (notify: too)")
     s.add_argument("--archive", metavar="DIR", help="archive folder ($SMARTOPS_ARCHIVE or ./incidents)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; others need a token)")
-    s.add_argument("--port", type=int, default=9095, help="port (9095)")
+    s.add_argument("--port", type=_port, default=9095, help="port (9095; 0: any free one)")
     s.add_argument("--token", help="bearer token POSTs must carry (default $SMARTOPS_SERVE_TOKEN)")
     s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
     s.add_argument("--queue", type=int, default=10, help="runs waiting at most; more get 503 (10)")
@@ -34,6 +35,17 @@ def register(subparsers, parser_class) -> None:
     s.set_defaults(func=cmd_serve)
 
 
+def _port(text: str) -> int:
+    """A TCP port number (argparse: anything else is a usage error, exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
 def cmd_serve(args) -> int:
     from . import record, serve
 
@@ -41,10 +53,7 @@ def cmd_serve(args) -> int:
     try:
         if args.workers < 1 or args.queue < 1:
             raise ParameterError("--workers and --queue must be at least 1")
-        routes = serve.load_routes(args.routes, args.parameters_file)
-        from . import notify, params
-
-        notify.targets(params.load_yaml_files(args.parameters_file))  # a malformed notify: is bad input now
+        routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
         return serve.serve(routes, record.archive_dir(args.archive), host=args.host, port=args.port, token=token,
                            workers=args.workers, queue_size=args.queue, warm=args.warm,
                            drain_timeout=args.drain_timeout, cell_timeout=args.cell_timeout)

@@ -62,6 +62,7 @@ class WarmKernel:
     started_s: float = 0.0       # seconds it took to start and warm up
     interrupted: str | None = None
     _closed: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def state_file(self) -> Path:
@@ -74,15 +75,34 @@ class WarmKernel:
         _silent(self.km, code, timeout)
 
     def interrupt(self, reason: str) -> None:
-        """End the run on this kernel now (shutdown): papermill raises, the runner records why."""
-        self.interrupted = reason
-        _shutdown(self.km)
+        """End the run on this kernel now (shutdown): papermill raises, the runner records why.
+
+        Final: no kernel starts on this manager again (nbclient would start a fresh one on a manager
+        whose kernel is gone, and the run would go on), so an interrupt before the run began holds too.
+        """
+        with self._lock:
+            self.interrupted = reason
+            self.km.refused = f"interrupted: {reason}"
+            shutdown_kernel(self.km)
+
+    def restart(self, timeout: float = 60) -> None:
+        """A fresh kernel (no warm-up) in place of one that stopped answering: same folder, state file,
+        environment and working directory, still interruptible. Raises once interrupted, or if the new
+        kernel does not start."""
+        from jupyter_core.utils import run_sync
+
+        with self._lock:
+            if self.interrupted:
+                raise RuntimeError(f"interrupted: {self.interrupted}")
+            # a restart, not shutdown + start: a full shutdown also ends the manager's ZMQ context
+            run_sync(self.km.restart_kernel)(now=True)
+        _silent(self.km, "", timeout)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        _shutdown(self.km)
+        shutdown_kernel(self.km)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -101,7 +121,8 @@ def _silent(km, code: str, timeout: float) -> None:
         raise RuntimeError(f"kernel refused a silent cell: {c.get('ename')}: {c.get('evalue')}")
 
 
-def _shutdown(km) -> None:
+def shutdown_kernel(km) -> None:
+    """Stop the kernel a manager owns, if any (nbclient leaves a kernel manager it was given running)."""
     from jupyter_core.utils import run_sync
 
     try:
@@ -113,7 +134,11 @@ def _shutdown(km) -> None:
 
 def start_warm_kernel(kernel_name: str = "python3", *, cwd: str | os.PathLike | None = None,
                       timeout: float = 60, warmup: str = WARMUP_CODE) -> WarmKernel:
-    """Start one kernel in a private folder, with the run's state file in its environment, and warm it."""
+    """Start one kernel in a private folder, with the run's state file in its environment, and warm it.
+
+    ``warmup=""``: no warm-up, only wait until the kernel answers (a run's own kernel, started when no
+    warm one is ready: it is a :class:`WarmKernel` all the same, so it can be interrupted).
+    """
     from jupyter_core.utils import run_sync
 
     from . import catalog

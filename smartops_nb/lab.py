@@ -28,6 +28,7 @@ from pathlib import Path
 from . import catalog, record
 
 KERNEL_NAME = "smartops"
+TOKEN_ENV = "JUPYTER_TOKEN"  # jupyter_server's IdentityProvider takes its token from here (not argv: /proc)
 KERNEL_DISPLAY_NAME = "SmartOps (runbooks)"
 PARAMETERS_ENV = "SMARTOPS_PARAMETERS"
 DEMO_PARAMETERS = Path("parameters") / "demo.yaml"
@@ -90,8 +91,10 @@ class Lab:
         return f"{self.base_url}/lab/tree/{path.lstrip('/')}?token={self.token}"
 
     def command(self) -> list[str]:
+        """The server's command line: no secret in it (the token is in :meth:`environment`)."""
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-               "--port-retries=0", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+               # the token goes in by the environment (JUPYTER_TOKEN), not here: any local user reads argv
+               "--port-retries=0", f"--ServerApp.root_dir={self.root}",
                # lets a kernel ask the page to save its notebook (smartops_nb.save_record)
                "--LabApp.expose_app_in_browser=True",
                f"--LabApp.app_settings_dir={self.settings_dir()}",
@@ -120,6 +123,8 @@ class Lab:
         data = str(Path(sys.prefix) / "share" / "jupyter")
         env["JUPYTER_PATH"] = os.pathsep.join([data, *[p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p]])
         env[record.ARCHIVE_ENV] = str(self.archive)
+        env[TOKEN_ENV] = self.token
+        env.pop("JUPYTER_TOKEN_FILE", None)
         if self.parameters:
             env[PARAMETERS_ENV] = str(self.parameters)
         else:

@@ -10,12 +10,14 @@ Configured under ``notify:`` in a parameters file (see ``parameters/notify.examp
         routing_key: env:PAGERDUTY_ROUTING_KEY
         severities: [P1]
 
-Secrets are *references* (``env:NAME``), resolved at use. Every call has a timeout; a target
-that fails is logged and its outcome kept, never raised: a notification must not cost the run.
+Secrets are *references* (``env:NAME``), resolved at use. A webhook URL and a routing key are
+secrets whatever their form: registered with :mod:`smartops_nb.redact` before use, and every error
+text is scrubbed before it is logged or kept. Every call has a timeout; a target that fails is
+logged and its outcome kept, never raised: a notification must not cost the run.
 
 When: a run that confirms a diagnosis sends ``trigger``; a completed run that confirms nothing,
 for an ``incident_id`` whose previous record was confirmed, sends ``resolve``. "Previous" is
-found in the archive folder (the archive index if there is one, else the records' metadata).
+found in the archive folder's index (by ``incident_id``); only without an index are the records read.
 
 Outcomes: the message names the record, and a record is written once, so notifications go out
 *after* the record is written; their outcomes are appended to ``notifications.jsonl`` in the
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import sqlite3
 import threading
 import urllib.error
 import urllib.request
@@ -34,7 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from .params import ParameterError, iso, utcnow
+from . import redact
+from .params import ParameterError, iso, resolve_env, utcnow
 
 log = logging.getLogger("smartops.notify")
 
@@ -74,13 +77,14 @@ def targets(config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
-def resolve_ref(value: str) -> str:
-    """``env:NAME`` → the variable's value (KeyError naming it if unset); anything else as is."""
-    if value.startswith("env:"):
-        name = value[4:]
-        if not os.environ.get(name):
-            raise KeyError(f"environment variable {name} is not set")
-        return os.environ[name]
+def _secret(target: Mapping[str, Any], key: str) -> str:
+    """A target's ``env:NAME`` reference resolved (ParameterError if unset or empty), registered as a
+    secret so that no log line or outcome shows it."""
+    value = resolve_env(target[key], name=f"notify {target['kind']} {key}")
+    if not value:
+        raise ParameterError(f"notify {target['kind']} {key} is empty ({target[key]})")
+    if value != PAGERDUTY_URL:  # the public endpoint is no secret (a record may well name it)
+        redact.register_secret(value)
     return value
 
 
@@ -88,14 +92,36 @@ def resolve_ref(value: str) -> str:
 def previous_record(archive: Path, incident_id: str, exclude: Path | None = None) -> dict[str, Any] | None:
     """The latest earlier record summary of ``incident_id`` in the archive (by started_at), or None.
 
-    Scans the records' metadata. (No archive index module existed when this was written; when
-    one does, this is the one place to ask it instead.)
+    Asks the archive index (one indexed query); reads the records themselves only when there is no
+    index. From the index the summary has what :func:`event_for` needs: ``status``, ``started_at``
+    and ``diagnosis`` (``confirmed``, ``causes``, ``summary``).
     """
+    from . import archive as record_archive
+
     if not incident_id or not archive.is_dir():
         return None
+    skip = Path(exclude).name if exclude is not None else None
+    try:
+        # two: the record just written (``exclude``) is normally the latest
+        rows = record_archive.list_records(archive, limit=2, incident_id=incident_id)
+    except record_archive.IndexMissing:
+        return _scan_previous(archive, incident_id, skip)
+    except sqlite3.Error as e:
+        log.warning("archive index unreadable (%s): reading the records", e)
+        return _scan_previous(archive, incident_id, skip)
+    row = next((r for r in rows if r["name"] != skip), None)
+    if row is None:
+        return None
+    return {"incident_id": row["incident_id"], "runbook": row["runbook"], "status": row["status"],
+            "started_at": row["started_at"], "severity": row["severity"], "environment": row["environment"],
+            "diagnosis": {"confirmed": row["confirmed"], "causes": row["causes"], "summary": row["diagnosis"]},
+            "record": row["name"]}
+
+
+def _scan_previous(archive: Path, incident_id: str, skip: str | None) -> dict[str, Any] | None:
     latest: dict[str, Any] | None = None
     for path in archive.glob("*.ipynb"):
-        if exclude is not None and path.name == Path(exclude).name:
+        if path.name == skip:
             continue
         try:
             summary = json.loads(path.read_text()).get("metadata", {}).get("smartops") or {}
@@ -172,8 +198,14 @@ def _post(url: str, body: Mapping[str, Any], timeout: float) -> int:
 
 def _where(url: str) -> str:
     """A target's URL without its secret parts (a Slack webhook's path is the secret)."""
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname}{f':{u.port}' if u.port else ''}"
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return "(not a URL)"
+    if not u.scheme or not u.hostname:
+        return "(not a URL)"
+    return f"{u.scheme}://{u.hostname}{f':{port}' if port else ''}"
 
 
 def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, event: str) -> dict[str, Any]:
@@ -182,19 +214,19 @@ def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, ev
                                "incident_id": summary.get("incident_id"), "record": Path(record).name}
     try:
         if target["kind"] == "slack":
-            url = resolve_ref(target["webhook_url"])
+            url = _secret(target, "webhook_url")
             body = slack_payload(summary, record, event)
         else:
-            url = resolve_ref(target["url"])
-            body = pagerduty_payload(summary, record, event, resolve_ref(target["routing_key"]))
+            url = _secret(target, "url")
+            body = pagerduty_payload(summary, record, event, _secret(target, "routing_key"))
         outcome["where"] = _where(url)
         outcome["status"] = _post(url, body, target["timeout_s"])
         outcome["ok"] = True
     except urllib.error.HTTPError as e:
-        outcome.update(ok=False, status=e.code, error=f"HTTP {e.code} {e.reason}")
-    except Exception as e:  # timeouts, refused connections, unset env references...
+        outcome.update(ok=False, status=e.code, error=redact.scrub(f"HTTP {e.code} {e.reason}"))
+    except Exception as e:  # timeouts, refused connections, unset env references, a URL without scheme...
         reason = getattr(e, "reason", None) or e
-        outcome.update(ok=False, error=f"{type(e).__name__}: {reason}")
+        outcome.update(ok=False, error=redact.scrub(f"{type(e).__name__}: {reason}"))
     if outcome["ok"]:
         log.info("notified %s (%s) of %s: incident %s", target["kind"], outcome.get("where"), event,
                  summary.get("incident_id"))
@@ -218,8 +250,9 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         _append_log(archive, outcomes)
         return outcomes
     except Exception as e:  # a notification problem must never cost the run its record or exit code
-        log.error("notifications skipped: %s", e)
-        return [{"ok": False, "error": f"{type(e).__name__}: {e}", "record": Path(record).name}]
+        error = redact.scrub(f"{type(e).__name__}: {e}")
+        log.error("notifications skipped: %s", error)
+        return [{"ok": False, "error": error, "record": Path(record).name}]
 
 
 def _append_log(archive: Path, outcomes: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ nothing executed). :func:`execute` runs the notebook in a fresh kernel, lifts th
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from . import approvals, catalog, record, redact, response
 from .params import (ParameterError, check_types, check_values, iso, load_yaml_files,
                      utcnow)
 from . import notify
+from .kernels import shutdown_kernel as _shutdown
 from .run import STATE_ENV
 from . import archive as record_archive  # `archive` is the folder argument below
 
@@ -62,6 +64,13 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     return out
 
 
+def notebook_kernel_name(nb: nbformat.NotebookNode | Path) -> str:
+    """The kernel a runbook notebook asks for (its kernelspec name; python3 if it names none)."""
+    if not isinstance(nb, nbformat.NotebookNode):
+        nb = nbformat.read(nb, as_version=4)
+    return nb.metadata.get("kernelspec", {}).get("name", "python3")
+
+
 def all_known_parameters() -> set[str]:
     names: set[str] = set()
     for rb in catalog.available():
@@ -69,8 +78,12 @@ def all_known_parameters() -> set[str]:
     return names
 
 
-def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] | None = None) -> Prepared:
-    """Resolve the runbook and merge ``-f`` files then ``-p`` values; raise ParameterError if bad."""
+def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] | None = None, *,
+            base: Mapping[str, Any] | None = None) -> Prepared:
+    """Resolve the runbook and merge ``-f`` files then ``-p`` values; raise ParameterError if bad.
+
+    ``base``: the ``-f`` files already read and merged (``load_yaml_files``), used instead of ``files``
+    (``smartops serve`` reads them once at start-up, not per alert)."""
     try:
         rb = catalog.get(runbook_id)
     except KeyError as e:
@@ -78,7 +91,7 @@ def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] |
     if not rb.path.exists():
         raise ParameterError(f"runbook {runbook_id!r} has no notebook at {rb.path}")
     defaults = notebook_parameters(rb.path)
-    from_files = load_yaml_files(files)
+    from_files = copy.deepcopy(dict(base)) if base is not None else load_yaml_files(files)
     config = {k: from_files.pop(k) for k in CONFIG_SECTIONS if k in from_files}
     notify.targets(config)  # a malformed notify: section is bad input, found before anything runs
     # A shared parameters file may hold keys for other runbooks; a key no runbook knows is an error.
@@ -120,7 +133,11 @@ def _kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
     from jupyter_client.manager import AsyncKernelManager
 
     class _EnvKernelManager(AsyncKernelManager):
+        refused: str | None = None  # set when the run is interrupted: no kernel starts on it again
+
         async def start_kernel(self, **kw):  # nbclient calls this when it starts the kernel
+            if self.refused:
+                raise RuntimeError(self.refused)
             kw["env"] = {**kw.get("env", {}), **env}
             return await super().start_kernel(**kw)
 
@@ -137,6 +154,9 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
     ``kernel`` is a leased :class:`~smartops_nb.kernels.WarmKernel` (started and warmed ahead, its
     state file chosen when it started); without one, or if its kernel name does not fit, a fresh
     kernel is started. Either way the record has the same form. The kernel is shut down after.
+    A leased kernel that stopped answering is restarted in place (it stays the caller's to
+    interrupt); once interrupted (:meth:`~smartops_nb.kernels.WarmKernel.interrupt`), at any time,
+    no kernel starts on it again and the record says so.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -144,7 +164,7 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
     rb = prep.runbook
     started = utcnow()
     nb_in = nbformat.read(rb.path, as_version=4)
-    kernel_name = nb_in.metadata.get("kernelspec", {}).get("name", "python3")
+    kernel_name = notebook_kernel_name(nb_in)
     error: str | None = None
     with tempfile.TemporaryDirectory(prefix="smartops-run-") as tmp:
         state_file = Path(tmp) / "state.json"
@@ -156,21 +176,26 @@ def execute(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeou
             try:
                 kernel.set_env(kernel_env(prep, kernel.state_file))
             except Exception as e:
-                log.warning("warm kernel unusable (%s): running cold", e)
-                kernel.close()
-                kernel = None
+                # not a cold kernel of our own instead: the caller could not interrupt that one
+                log.warning("leased kernel unusable (%s): restarting it", e)
+                try:
+                    kernel.restart(start_timeout)
+                    kernel.set_env(kernel_env(prep, kernel.state_file))
+                except Exception as e2:
+                    error = f"the kernel did not start: {type(e2).__name__}: {e2}"
         if kernel is not None:  # nbclient uses a started km's kernel as it is
             km, state_file = kernel.km, kernel.state_file
         else:
             env = {**os.environ, **kernel_env(prep, state_file)}
             km = _kernel_manager(kernel_name, env, tmp)
         try:
-            log.info("running %s (%s)", rb.id, rb.notebook)
-            papermill.execute_notebook(
-                str(rb.path), str(out_path), parameters=prep.parameters, km=km, kernel_name=kernel_name,
-                progress_bar=progress, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
-                start_timeout=start_timeout, cwd=str(rb.path.parent),
-            )
+            if error is None:
+                log.info("running %s (%s)", rb.id, rb.notebook)
+                papermill.execute_notebook(
+                    str(rb.path), str(out_path), parameters=prep.parameters, km=km, kernel_name=kernel_name,
+                    progress_bar=progress, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
+                    start_timeout=start_timeout, cwd=str(rb.path.parent),
+                )
         except PapermillExecutionError as e:
             error = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
         except Exception as e:  # DeadKernelError, CellTimeoutError, kernel start failures...
@@ -216,17 +241,6 @@ def store(nb: nbformat.NotebookNode, summary: dict[str, Any], archive: Path, *, 
     nb = record.scrub_notebook(nb, list(secrets))
     path = record_archive.write_record(nb, summary, archive)  # the record and its index entry
     return path, nb.metadata["smartops"]
-
-
-def _shutdown(km) -> None:
-    """Stop the kernel we own (nbclient leaves a kernel manager it was given running)."""
-    from jupyter_core.utils import run_sync
-
-    try:
-        if km.has_kernel:
-            run_sync(km.shutdown_kernel)(now=True)
-    except Exception as e:  # already dead
-        log.debug("kernel shutdown: %s", e)
 
 
 def _load_state(path: Path) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@
 Each alert is matched against the routes file (``parameters/routes.yaml``); a firing alert gets a
 runbook run, a resolved one a confirming run when its route asks for it. The answer comes at once
 (202, the accepted runs); the runs go through a bounded queue to a fixed number of workers, each
-run on a warm kernel from :class:`~smartops_nb.kernels.KernelPool` (cold if none is ready).
+run on a warm kernel from :class:`~smartops_nb.kernels.KernelPool` (if none is ready, on a kernel
+started for it without warm-up: every run has a kernel that a shutdown can interrupt).
 
 - ``incident_id`` = ``ALERTNAME-FINGERPRINT``, ``detected_at`` = the alert's ``startsAt``.
 - A repeat of an alert whose run is queued or running is not run again (dedup on incident id
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import threading
 import time
@@ -35,13 +37,14 @@ from typing import Any, Mapping
 
 import yaml
 
-from . import runner
-from .params import ParameterError
+from . import kernels, runner
+from .params import ParameterError, load_yaml_files
 
 log = logging.getLogger("smartops.serve")
 
 TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"
 MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large
+SHUTDOWN_REASON = "smartops serve shut down before the run finished"
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -50,18 +53,16 @@ class Route:
     alertname: str
     runbook: str
     match: dict[str, str] = field(default_factory=dict)          # label == value
-    match_re: dict[str, str] = field(default_factory=dict)       # label fully matches regex
+    match_re: dict[str, re.Pattern] = field(default_factory=dict)  # label fully matches regex (compiled)
     parameters: dict[str, Any] = field(default_factory=dict)     # fixed values for this route
     from_labels: dict[str, str] = field(default_factory=dict)    # parameter <- label
     from_annotations: dict[str, str] = field(default_factory=dict)  # parameter <- annotation
     confirm_on_resolved: bool = False
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        import re
-
         return (labels.get("alertname") == self.alertname
                 and all(labels.get(k) == v for k, v in self.match.items())
-                and all(re.fullmatch(v, labels.get(k, "")) for k, v in self.match_re.items()))
+                and all(p.fullmatch(labels.get(k, "")) for k, p in self.match_re.items()))
 
     def params_for(self, alert: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(self.parameters)
@@ -78,13 +79,19 @@ class Route:
 class Routes:
     routes: list[Route]
     files: list[str]                  # base parameters files (-f), as for `smartops run`
+    base: dict[str, Any] = field(default_factory=dict)  # those files, read and merged once at start-up
 
     def find(self, labels: Mapping[str, str]) -> Route | None:
         return next((r for r in self.routes if r.matches(labels)), None)
 
 
 def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
-    """Read and check a routes file: every runbook, parameter and value is checked now, not per alert."""
+    """Read and check a routes file: every runbook, parameter, value and regex is checked now, not per alert.
+
+    The ``-f`` parameters files are read once, here: an edit to them later does not reach a running
+    server (restart it), so a file broken after start-up cannot turn every alert away.
+    """
+    base = load_yaml_files(files)
     try:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
@@ -103,17 +110,30 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
             raise ParameterError(f"{where}: needs alertname and runbook")
         if set(r) - keys:
             raise ParameterError(f"{where}: unknown key {sorted(set(r) - keys)[0]!r}")
-        route = Route(str(r["alertname"]), str(r["runbook"]), dict(r.get("match") or {}),
-                      dict(r.get("match_re") or {}), dict(r.get("parameters") or {}),
-                      dict(r.get("from_labels") or {}), dict(r.get("from_annotations") or {}),
-                      bool(r.get("confirm_on_resolved", default_confirm)))
+        for k in ("match", "match_re", "parameters", "from_labels", "from_annotations"):
+            if not isinstance(r.get(k) or {}, dict):
+                raise ParameterError(f"{where}: {k} must be a mapping")
+        match = {str(k): str(v) for k, v in (r.get("match") or {}).items()}
+        route = Route(str(r["alertname"]), str(r["runbook"]), match, _compile(r.get("match_re") or {}, where),
+                      dict(r.get("parameters") or {}), dict(r.get("from_labels") or {}),
+                      dict(r.get("from_annotations") or {}), bool(r.get("confirm_on_resolved", default_confirm)))
         known = set(runner.notebook_parameters(_runbook_path(route.runbook, where)))
         for name in [*route.from_labels, *route.from_annotations]:
             if name not in known:
                 raise ParameterError(f"{where}: runbook {route.runbook} has no parameter {name!r}")
-        runner.prepare(route.runbook, files, route.parameters)  # raises ParameterError if anything is off
+        runner.prepare(route.runbook, cli=route.parameters, base=base)  # ParameterError if anything is off
         routes.append(route)
-    return Routes(routes, list(files))
+    return Routes(routes, list(files), base)
+
+
+def _compile(match_re: Mapping[str, Any], where: str) -> dict[str, re.Pattern]:
+    out = {}
+    for label, pattern in match_re.items():
+        try:
+            out[str(label)] = re.compile(str(pattern))
+        except re.error as e:
+            raise ParameterError(f"{where}: match_re {label}: {str(pattern)!r} is not a valid regex: {e}") from None
+    return out
 
 
 def _runbook_path(runbook_id: str, where: str) -> Path:
@@ -170,7 +190,7 @@ def _incident_id(alert: Mapping[str, Any]) -> str:
 class Job:
     key: tuple[str, str]          # (incident_id, "firing" | "resolved")
     prep: runner.Prepared
-    kernel: Any = None            # the WarmKernel while running, for interruption on shutdown
+    kernel: Any = None            # its WarmKernel (warm or started for it) while running: drain interrupts it
 
     @property
     def incident_id(self) -> str:
@@ -191,6 +211,7 @@ class Service:
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], Job] = {}     # queued or running
         self._running: dict[tuple[str, str], Job] = {}
+        self._interrupting = False   # drain's timeout passed: a run that gets its kernel now is interrupted
         self.accepting = True
         self.finished = 0
         self._threads = [threading.Thread(target=self._work, name=f"smartops-worker-{i}", daemon=True)
@@ -226,7 +247,7 @@ class Service:
             try:
                 params = {**route.params_for(alert), "incident_id": iid,
                           "detected_at": str(alert["startsAt"]).replace("Z", "+00:00")}
-                prep = runner.prepare(route.runbook, self.routes.files, params)
+                prep = runner.prepare(route.runbook, cli=params, base=self.routes.base)
             except ParameterError as e:
                 log.error("alert %s: bad parameters for %s: %s", iid, route.runbook, e)
                 out["rejected"].append({**entry, "reason": str(e)})
@@ -260,21 +281,42 @@ class Service:
                  self.queue.qsize())
         return "accepted"
 
+    def _kernel_for(self, job: Job) -> tuple[Any, str]:
+        """A warm kernel from the pool, else one started for this run (no warm-up): always a WarmKernel,
+        so that drain can interrupt the run. (None only if no kernel starts at all: the run then tries
+        cold and records why it failed.)"""
+        rb = job.prep.runbook
+        name = runner.notebook_kernel_name(rb.path)
+        if self.pool.size and self.pool.kernel_name == name:
+            kernel = self.pool.get(self.lease_wait)
+            if kernel is not None:
+                return kernel, "warm"
+        try:
+            return kernels.start_warm_kernel(name, cwd=rb.path.parent, warmup=""), "cold"
+        except Exception as e:
+            log.error("no kernel for %s (incident %s): %s", rb.id, job.incident_id, e)
+            return None, "cold"
+
     def _work(self) -> None:
         while True:
             job = self.queue.get()
             if job is None:
                 return
-            with self._lock:
-                self._running[job.key] = job
             t0 = time.monotonic()
+            kernel = None
             try:
-                with self.pool.lease(self.lease_wait) as kernel:
+                kernel, how = self._kernel_for(job)
+                with self._lock:  # one step: drain sees the job with its kernel, or the job sees drain's flag
+                    self._running[job.key] = job
                     job.kernel = kernel
-                    log.info("run started: %s for incident %s (%s kernel)", job.prep.runbook.id, job.incident_id,
-                             "warm" if kernel else "cold")
-                    result = runner.execute(job.prep, self.archive, progress=False, cell_timeout=self.cell_timeout,
-                                            kernel=kernel)
+                    interrupting = self._interrupting
+                if interrupting and kernel is not None:
+                    log.warning("shutdown: interrupting run of %s for incident %s before it began",
+                                job.prep.runbook.id, job.incident_id)
+                    kernel.interrupt(SHUTDOWN_REASON)
+                log.info("run started: %s for incident %s (%s kernel)", job.prep.runbook.id, job.incident_id, how)
+                result = runner.execute(job.prep, self.archive, progress=False, cell_timeout=self.cell_timeout,
+                                        kernel=kernel)
                 diag = result.summary["diagnosis"]
                 log.info("run finished: %s for incident %s in %.1f s: %s, %s; record %s", job.prep.runbook.id,
                          job.incident_id, time.monotonic() - t0, result.summary["status"],
@@ -284,6 +326,8 @@ class Service:
                 log.exception("run of %s for incident %s failed without a record: %s", job.prep.runbook.id,
                               job.incident_id, e)
             finally:
+                if kernel is not None:
+                    kernel.close()
                 with self._lock:
                     self._running.pop(job.key, None)
                     self._active.pop(job.key, None)
@@ -313,12 +357,13 @@ class Service:
             log.warning("shutdown: run of %s for incident %s was queued and never started (not recorded)",
                         job.prep.runbook.id, job.incident_id)
         with self._lock:
+            self._interrupting = True
             running = list(self._running.values())
         for job in running:
             log.warning("shutdown: interrupting run of %s for incident %s (drain timeout %.0f s)",
                         job.prep.runbook.id, job.incident_id, timeout)
             if job.kernel is not None:
-                job.kernel.interrupt("smartops serve shut down before the run finished")
+                job.kernel.interrupt(SHUTDOWN_REASON)
         for _ in self._threads:
             self.queue.put(None)
         for t in self._threads:

@@ -1,11 +1,14 @@
 """`smartops lab`: JupyterLab on loopback with a token, this environment's kernels, the parameters file."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -26,9 +29,11 @@ def test_server_command_is_loopback_with_token_and_this_environment(tmp_path):
     server = lab.Lab(tmp_path, tmp_path / "incidents", REPO / "parameters" / "demo.yaml", port=8999, token="t0k")
     cmd = server.command()
     assert cmd[:4] == [sys.executable, "-m", "jupyter", "lab"]
-    assert {"--ip=127.0.0.1", "--no-browser", "--port=8999", "--IdentityProvider.token=t0k"} <= set(cmd)
+    assert {"--ip=127.0.0.1", "--no-browser", "--port=8999"} <= set(cmd)
+    assert not any("t0k" in arg for arg in cmd)  # any local user can read a command line (/proc/PID/cmdline)
     assert ("--allow-root" in cmd) == (os.geteuid() == 0)
     env = server.environment()
+    assert env["JUPYTER_TOKEN"] == "t0k"
     assert env["JUPYTER_PATH"].split(os.pathsep)[0] == os.path.join(sys.prefix, "share", "jupyter")
     assert env["SMARTOPS_PARAMETERS"] == str((REPO / "parameters" / "demo.yaml").resolve())
     assert env["SMARTOPS_ARCHIVE"] == str((tmp_path / "incidents").resolve())
@@ -76,7 +81,11 @@ def test_smartops_lab_prints_a_working_url_and_stops_on_sigterm(tmp_path):
         assert {"python3", lab.KERNEL_NAME} <= set(specs["kernelspecs"]) and specs["default"] == lab.KERNEL_NAME
         with pytest.raises(urllib.error.HTTPError):  # the token is required
             urllib.request.urlopen(f"{base}/api/contents", timeout=10)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{base}/api/contents?token=not-{token}", timeout=10)
         assert (tmp_path / "incidents").is_dir()
+        (server,) = _lab_processes(tmp_path)
+        assert token not in server  # the token is not on its command line
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -85,3 +94,59 @@ def test_smartops_lab_prints_a_working_url_and_stops_on_sigterm(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert proc.returncode == 0
+
+
+def _lab_processes(root) -> list[str]:
+    """Command lines of the JupyterLab servers serving ``root`` (found in /proc)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"--ServerApp.root_dir={root}" in cmdline:
+            out.append(cmdline)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_start_up_stops_jupyterlab(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "smartops_nb.cli", "lab", "--root", str(tmp_path), "-f", ""],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _lab_processes(tmp_path) and time.monotonic() < deadline:  # started, not yet answering
+            time.sleep(0.05)
+        assert _lab_processes(tmp_path) and proc.poll() is None
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0 and "http://" not in out, err
+    deadline = time.monotonic() + 10
+    while _lab_processes(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _lab_processes(tmp_path) == []
+
+
+def test_jupyterlab_exiting_by_itself_is_exit_1(tmp_path, monkeypatch, capsys):
+    from smartops_nb import cli_lab
+
+    class FakeProc:
+        def wait(self, timeout=None):
+            return 3
+
+    stopped = []
+    monkeypatch.setattr(lab.Lab, "start", lambda self, timeout=60: setattr(self, "proc", FakeProc()) or self)
+    monkeypatch.setattr(lab.Lab, "stop", lambda self, timeout=15: stopped.append(True))
+    (tmp_path / "notebooks").mkdir()
+    args = argparse.Namespace(root=str(tmp_path), archive=None, parameters_file="", port=0, token="t",
+                              timeout=5)
+    assert cli_lab.cmd_lab(args) == 1 and stopped
+    assert "jupyter lab exited with 3" in capsys.readouterr().err

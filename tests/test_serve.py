@@ -223,3 +223,72 @@ def test_sigterm_with_a_run_in_flight_records_it_and_exits(tmp_path, base_params
     assert rec["error"].startswith("interrupted: smartops serve shut down")
     log = s.log.read_text()
     assert "SIGTERM received" in log and "interrupting run of high-latency" in log and "stopped" in log
+
+
+def _serve_exit(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smartops_nb.cli", "serve", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "SMARTOPS_SERVE_TOKEN": ""})
+
+
+def test_a_bad_match_re_regex_is_refused_at_start_up(tmp_path):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(yaml.safe_dump({"routes": [{"alertname": "SlowProbe", "runbook": "high-latency",
+                                                  "match_re": {"env": "prod[("}}]}))
+    out = _serve_exit(tmp_path, "--routes", str(routes), "--port", str(free_port()))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "route 1: match_re env: 'prod[(' is not a valid regex" in out.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error(tmp_path, port):
+    out = _serve_exit(tmp_path, "--port", port)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--port" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.timeout(240)
+def test_a_cold_run_is_interrupted_and_recorded_on_sigterm(tmp_path, base_params, healthy_sandbox):
+    s = Server(tmp_path, base_params, "--warm", "0", "--drain-timeout", "1")
+    (tmp_path / "base.yaml").write_text("environment: [unclosed\n")  # read once, at start-up: no effect now
+    status, body = s.post(payload(alert("SlowProbe", "cold1")))
+    assert status == 202 and body["accepted"][0]["incident_id"] == "SlowProbe-cold1"
+    deadline = time.monotonic() + 30
+    while s.health()["running"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert s.stop(timeout=60) == 0
+    (rec,) = s.records()
+    assert rec["incident_id"] == "SlowProbe-cold1" and rec["status"] == "failed"
+    assert rec["error"].startswith("interrupted: smartops serve shut down")
+    log = s.log.read_text()
+    assert "(cold kernel)" in log and "interrupting run of high-latency" in log
+
+
+@pytest.mark.timeout(120)
+def test_a_run_getting_its_kernel_during_the_drain_is_interrupted_and_recorded(tmp_path, base_params):
+    import threading
+
+    from smartops_nb import runner, serve
+
+    svc = serve.Service(serve.Routes([], [], base_params), tmp_path / "incidents", workers=1, warm=0)
+    gate, real = threading.Event(), svc._kernel_for
+    svc._kernel_for = lambda job: (gate.wait(60), real(job))[1]  # taken off the queue, no kernel yet
+    svc.start()
+    prep = runner.prepare("high-latency", cli={"incident_id": "SlowProbe-race"}, base=base_params)
+    assert svc._submit(serve.Job(("SlowProbe-race", "firing"), prep)) == "accepted"
+    deadline = time.monotonic() + 10
+    while svc.queue.qsize() and time.monotonic() < deadline:  # the worker has it (not dropped as queued)
+        time.sleep(0.05)
+    drain = threading.Thread(target=svc.drain, args=(0.5,))
+    drain.start()
+    deadline = time.monotonic() + 10
+    while not svc._interrupting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert svc._interrupting
+    gate.set()
+    drain.join(60)
+    assert not drain.is_alive()
+    (path,) = (tmp_path / "incidents").glob("*.ipynb")
+    rec = nbformat.read(path, as_version=4).metadata["smartops"]
+    assert rec["incident_id"] == "SlowProbe-race" and rec["status"] == "failed"
+    assert rec["error"].startswith("interrupted: smartops serve shut down")
