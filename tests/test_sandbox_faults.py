@@ -61,7 +61,9 @@ def test_disk_full_then_heal(healthy_sandbox, archive, tmp_path):
     rec = run_runbook("disk-full", archive, params)   # the folder is gone: a clear error finding, no cause
     assert rec.exit_code == 0 and not _confirmed(rec) and rec.causes == []
     assert rec.finding("disk-usage")["status"] == "error" and "does not exist" in rec.finding("disk-usage")["summary"]
-    assert "could not be read" in rec.summary["diagnosis"]["summary"]
+    diagnosis = rec.summary["diagnosis"]  # not "healthy": the disk could not be looked at
+    assert diagnosis["inconclusive"] is True and "disk-usage" in diagnosis["incomplete_steps"]
+    assert "not evidence that the system is healthy" in diagnosis["summary"]
 
 
 def test_process_database_down_and_api_crash_heal(healthy_sandbox):
