@@ -102,17 +102,33 @@ def connect(folder: Path, *, create: bool = True) -> sqlite3.Connection:
         if not create:
             con = _readable(con, path)
         else:
-            con.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
-            con.execute("PRAGMA synchronous = FULL")  # WAL's default (NORMAL) may lose a commit on power loss
-            if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'records_fts'").fetchone():
-                with _immediate(con):
-                    for statement in _SCHEMA:
-                        con.execute(statement)
-                    con.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now(),))
+            # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database
+            # is locked" at once (no busy wait) to writers racing that switch: serialise set-up.
+            with _setup_lock(path):
+                con.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
+                con.execute("PRAGMA synchronous = FULL")  # WAL's default (NORMAL) may lose a commit on power loss
+                if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'records_fts'").fetchone():
+                    with _immediate(con):
+                        for statement in _SCHEMA:
+                            con.execute(statement)
+                        con.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now(),))
     except BaseException:
         con.close()
         raise
     return con
+
+
+@contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (``<index>.lock``) around opening the index for writing."""
+    import fcntl
+
+    with open(f"{path}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _readable(con: sqlite3.Connection, path: Path) -> sqlite3.Connection:

@@ -18,6 +18,7 @@ from smartops_nb.cli import main as smartops_main
 from smartops_nb.sandbox import Sandbox
 from smartops_nb.sandbox.postgres_server import PostgresServer, _pid_alive, _pid_is
 from smartops_nb.sandbox.redis_server import RedisServer
+from smartops_nb.waiting import until
 
 MAX_CONNECTIONS = 60   # 60 - 3 superuser - 3 reserved = 54 ordinary slots = 90% of max_connections
 
@@ -172,6 +173,7 @@ def test_stale_postmaster_pid_is_never_signalled_and_start_works(sandbox):
                         max_connections=MAX_CONNECTIONS, log_path=sandbox.postgres.log_path)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        assert until(lambda: _pid_is(other.pid, b"time.sleep"), 10, 0.05)  # exec done: not our cmdline
         (pg.data_dir / "postmaster.pid").write_text(f"{other.pid}\n{pg.data_dir}\n")
         assert _pid_alive(other.pid) and not pg.is_running()
         pg.stop()
@@ -192,7 +194,9 @@ def test_stale_postmaster_pid_is_never_signalled_and_start_works(sandbox):
 def test_recycled_pids_are_never_signalled(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert _pid_is(other.pid, b"time.sleep") and not _pid_is(other.pid, b"redis-server")
+        # right after fork, /proc/PID/cmdline is still the parent's until exec has happened
+        assert until(lambda: _pid_is(other.pid, b"time.sleep"), 10, 0.05)
+        assert not _pid_is(other.pid, b"redis-server")
         assert not _pid_is(None, b"python") and not _pid_is(0, b"python")
 
         r = RedisServer(tmp_path / "redis", _free_port(), pid=other.pid)   # e.g. adopted from state.json
