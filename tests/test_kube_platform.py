@@ -9,6 +9,7 @@ import pytest
 from smartops_nb.platforms.base import PlatformError
 from smartops_nb.platforms.kubernetes import RESTARTED_AT_ANNOTATION, KubernetesPlatform
 from smartops_nb.sandbox.kube_api import KubeAPIServer
+from tests.fixtures.kube import set_image
 
 NS = "shop"
 APP = "smartamazon-backend"
@@ -33,19 +34,7 @@ def platform(server, tmp_path):
 
 
 def _set_image(server, image):
-    """What `kubectl set image` does: a strategic-merge patch of the container image."""
-    from kubernetes import client
-
-    dep = server.get_deployment(NS, APP)
-    name = dep["spec"]["template"]["spec"]["containers"][0]["name"]
-    cfg = client.Configuration()
-    cfg.host = server.url
-    cfg.api_key = {"BearerToken": server.token}
-    cfg.api_key_prefix = {"BearerToken": "Bearer"}
-    apps = client.AppsV1Api(client.ApiClient(cfg))
-    apps.patch_namespaced_deployment(
-        APP, NS, {"spec": {"template": {"spec": {"containers": [{"name": name, "image": image}]}}}},
-        _request_timeout=5)
+    set_image(server, image, NS, APP)  # what `kubectl set image` does
 
 
 def test_healthy_state(platform):
