@@ -48,7 +48,7 @@ def test_cache_bypass_is_cache_misses(healthy_sandbox, sandbox_params, archive):
     assert rec.finding("cache-hit-rate")["data"]["api_bypasses_cache"]
 
 
-def test_warm_cache_approved_raises_hit_rate(healthy_sandbox, sandbox_params, archive):
+def test_warm_cache_approved_serves_warmed_urls_from_cache(healthy_sandbox, sandbox_params, archive):
     healthy_sandbox.fault("cold-cache")
     r = redis.Redis.from_url(sandbox_params["redis_url"], socket_timeout=3)
     rec = run_runbook("high-latency", archive, {**sandbox_params, **FAST})
@@ -58,10 +58,13 @@ def test_warm_cache_approved_raises_hit_rate(healthy_sandbox, sandbox_params, ar
                                                 "approved_actions": ["warm-cache"]})
     (act,) = [a for a in rec.actions() if a["action"] == "warm-cache"]
     assert act["mode"] == "executed", act
-    # the run measured misses over its window (that is why it acted); warming leaves every lookup a hit.
-    # The action's own first pass may already hit: the fault's simulated users browse the same pages.
+    # the run measured misses over its window (that is why it acted); after warming, the API answers
+    # every warmed URL from the cache. Redis's counters are server-wide: the fault's simulated users
+    # (2 s TTL) may miss during the verification pass, so its hit rate is evidence, not an exact figure;
+    # the warmed lookups' own hits are in it all the same.
     assert "cache-misses" in rec.causes
-    assert act["result"]["hit_rate_after"] == 1.0 >= act["result"]["hit_rate_before"]
+    assert set(act["result"]["from_cache_after"].values()) == {True}, act["result"]
+    assert act["result"]["verification_pass"]["hits"] >= len(act["result"]["from_cache_after"]) == 2
     assert r.exists("search:protein")
 
 
@@ -80,3 +83,11 @@ def test_a_bad_expected_index_fails_the_action_not_the_notebook():
     action = pg_actions.create_index(None, "DROP TABLE products")  # constructing it must not raise
     mode, result = carry_out(action, "executed")
     assert mode == "failed" and "CREATE INDEX" in result["error"]
+
+
+def test_warm_cache_reads_the_apis_own_cached_flag():
+    from smartops_nb.mitigations.cache import _from_cache
+
+    assert _from_cache('{"query": "protein", "cached": true, "count": 20, "results": [{"id": 1') is True
+    assert _from_cache('{"cached":false,"categories": []}') is False
+    assert _from_cache("<html>ok</html>") is None and _from_cache("") is None

@@ -1,15 +1,30 @@
 """Cache mitigations: warm the API's cache by requesting its hot URLs (the seed's curl warm-up).
 
 Before/after evidence is Redis's own hit rate (keyspace_hits/misses deltas): over the warm-up pass
-(cold keys miss) and over a second, verification pass (warmed keys should hit). An API that does
-not read the cache shows no Redis lookups at all, and the action says so instead of claiming success.
+(cold keys miss) and over a second, verification pass (warmed keys should hit). Those counters are
+the whole server's, so users browsing during the pass count too; where the API says in its answer
+whether it was served from the cache (a JSON ``"cached": true|false`` field, as SmartAmazon's does),
+each URL's own answer is kept as ``from_cache`` - the evidence that does not depend on other traffic.
+An API that does not read the cache shows no Redis lookups at all, and the action says so instead of
+claiming success.
 """
 from __future__ import annotations
+
+import re
 
 from ..actions import Action
 from .. import redact
 from ..probes import http
 from ..probes import redis as redis_probe
+
+
+_CACHED_FIELD = re.compile(r'"cached"\s*:\s*(true|false)')
+
+
+def _from_cache(body: str) -> bool | None:
+    """The API's own word on whether this answer came from the cache; None when it does not say."""
+    m = _CACHED_FIELD.search(body or "")
+    return None if m is None else m.group(1) == "true"
 
 
 def _pass(api_url: str, paths: list[str], r, timeout: float) -> dict:
@@ -20,7 +35,8 @@ def _pass(api_url: str, paths: list[str], r, timeout: float) -> dict:
     misses = after["keyspace_misses"] - before["keyspace_misses"]
     n = hits + misses
     return {"hits": hits, "misses": misses, "hit_rate": round(hits / n, 3) if n else None,
-            "responses": [{"url": a["url"], "status": a["status"], "latency_ms": a["latency_ms"]} for a in answers]}
+            "responses": [{"url": a["url"], "status": a["status"], "latency_ms": a["latency_ms"],
+                           "from_cache": _from_cache(a["body"])} for a in answers]}
 
 
 def warm_cache(api_url: str, redis_url: str, paths: list[str], timeout: float = 10.0) -> Action:
@@ -39,6 +55,7 @@ def warm_cache(api_url: str, redis_url: str, paths: list[str], timeout: float = 
             raise RuntimeError("Redis saw no lookup for the warm-up URLs: the API is not reading the cache, "
                                "warming cannot help")
         return {"hit_rate_before": warm["hit_rate"], "hit_rate_after": check["hit_rate"],
+                "from_cache_after": {x["url"]: x["from_cache"] for x in check["responses"]},
                 "warm_pass": warm, "verification_pass": check, "keyspace_after": redis_probe.keyspace(r)}
 
     return Action(name="warm-cache", target=f"API {redact.mask_url(api_url)}: {len(paths)} URLs",
