@@ -23,6 +23,11 @@ from smartops_nb.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Fixtures for real engines, registered here once (so pytest rewrites their asserts); each starts
+# its engine only when a test asks for it.
+pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.deployments",
+                  "tests.fixtures.kube"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -18,7 +18,6 @@ from smartops_nb.platforms.docker import DockerPlatform, PREVIOUS_IMAGE_LABEL
 from smartops_nb.sandbox.podman import derive_image, host_python_volumes
 from smartops_nb.waiting import until
 
-pytest_plugins = ["tests.fixtures.podman"]
 
 RUN = uuid.uuid4().hex[:6]
 

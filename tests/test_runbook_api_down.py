@@ -13,7 +13,6 @@ import sys
 from smartops_nb.sandbox.kube_api import RESTARTED_AT_ANNOTATION
 from tests.conftest import free_port, http_status, run_runbook
 
-pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.kube"]
 
 RUNBOOK = "api-down"
 SECRET = "S3cr3t-pw-4f1d"

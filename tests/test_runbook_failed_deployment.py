@@ -6,7 +6,6 @@ import pytest
 
 from tests.conftest import run_runbook
 
-pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.deployments"]
 
 CAUSES = {"crash-on-start", "image-unavailable", "health-check-failing"}
 

@@ -16,7 +16,6 @@ from smartops_nb.sandbox import Sandbox
 from smartops_nb.sandbox.host_faults import BAD_IMAGE, REDIS_FILLER, disk_dir
 from tests.conftest import http_status, require, run_runbook
 
-pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers"]
 
 
 def _confirmed(rec) -> bool:

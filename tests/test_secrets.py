@@ -9,7 +9,6 @@ from nbconvert import HTMLExporter
 from smartops_nb import redact
 from tests.conftest import run_runbook
 
-pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.deployments"]
 
 
 def _leaks(rec, secrets: list[str]) -> dict[str, list[str]]:
