@@ -3,9 +3,12 @@
 Filled past 90% with logs and backups aged by ``os.utime`` plus fresh files; a file outside the
 log folder is reachable through a symlink planted inside it. No container engine is given (the
 ``docker_host`` socket does not exist), so the engine step is an ``error`` finding and the run goes on.
+One scenario gives a real engine whose storage lives on the full tmpfs: its leftovers are
+``docker-reclaimable`` and an approved ``prune-docker`` frees the disk while keeping volumes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,17 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from smartops_nb.checks import disk_full as checks
+from smartops_nb.findings import Finding
+from smartops_nb.sandbox.podman import BASE_IMAGE, PodmanService, build_base_image
 from tests.conftest import require, run_runbook
 
 MIB = 2 ** 20
 OLD = 60 * 86400  # seconds: twice the 30-day limit
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    mnt = tmp_path / "disk"
+@contextlib.contextmanager
+def _mounted_tmpfs(mnt: Path, size: str):
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     require("tmpfs mount", proc.returncode == 0,
             f"mount -t tmpfs needs root/CAP_SYS_ADMIN: {proc.stderr.strip() or proc.returncode}")
@@ -32,6 +37,29 @@ def tmpfs(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    with _mounted_tmpfs(tmp_path / "disk", "20m") as mnt:
+        yield mnt
+
+
+@pytest.fixture
+def engine_on_tmpfs(tmp_path, podman_engine):
+    """(mount, docker URL, client): a 48 MiB tmpfs holding a podman engine's own storage, so that
+    what the engine keeps fills that disk (``podman_engine`` only stands for "podman is installed")."""
+    import docker
+
+    with _mounted_tmpfs(tmp_path / "disk", "48m") as mnt:
+        service = PodmanService(mnt / "engine")
+        url = service.start(timeout=30)
+        client = docker.DockerClient(base_url=url, timeout=30)
+        try:
+            yield mnt, url, client
+        finally:
+            client.close()
+            service.stop()
 
 
 def _write(path: Path, mib: float, age_s: float = 0) -> Path:
@@ -191,3 +219,75 @@ def test_not_confirmed_says_only_what_was_measured():
     err = Finding("error", "Filesystem usage of disk_paths: could not complete (OSError: boom)", check="disk-usage")
     diag = checks.diagnose([err], None)
     assert not diag.causes and "below" not in diag.summary
+
+
+def _engine_leftovers(client) -> dict:
+    """What a busy engine leaves behind: an old release's image (a 4 MiB layer) nobody runs, exited
+    containers with data in their writable layers, and a volume holding data (kept unless approved)."""
+    build_base_image(client, BASE_IMAGE)
+    build = client.containers.run(BASE_IMAGE, ["sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=4"], detach=True)
+    build.wait(timeout=30)
+    build.commit(repository="smartamazon-api", tag="1.3.0")
+    job = client.containers.run("smartamazon-api:1.3.0", ["sh", "-c", "dd if=/dev/zero of=/scratch bs=1M count=3"],
+                                detach=True)
+    job.wait(timeout=30)
+    volume = client.volumes.create("smartamazon-pgdata")
+    writer = client.containers.run(BASE_IMAGE, ["sh", "-c", "dd if=/dev/zero of=/data/base bs=1M count=1"],
+                                   volumes={volume.name: {"bind": "/data", "mode": "rw"}}, detach=True)
+    writer.wait(timeout=30)
+    return {"image": "smartamazon-api:1.3.0", "containers": [build.id, job.id, writer.id], "volume": volume.name}
+
+
+def _fill_to(mnt: Path, pct: float) -> None:
+    """Fresh data (nothing old, nothing the engine owns) until ``pct`` % of the disk is used."""
+    u = shutil.disk_usage(mnt)
+    want = int(pct / 100 * (u.used + u.free)) - u.used
+    _write(mnt / "data" / "orders.db", max(want, 0) / MIB)
+
+
+def test_engine_leftovers_on_the_full_disk_are_docker_reclaimable_and_prune_frees_it(engine_on_tmpfs, archive):
+    mnt, url, client = engine_on_tmpfs
+    left = _engine_leftovers(client)
+    _fill_to(mnt, 94)
+    (mnt / "log").mkdir()
+    (mnt / "backups").mkdir()
+    params = {"environment": "test", "platform": "docker", "docker_host": url, "disk_paths": [str(mnt)],
+              "log_dirs": [str(mnt / "log")], "backup_dirs": [str(mnt / "backups")]}
+    before_pct = _used_pct(mnt)
+    assert before_pct >= 90
+
+    rec = run_runbook("disk-full", archive, params)
+    assert rec.causes == ["disk-nearly-full", "docker-reclaimable"], rec.summary["diagnosis"]
+    engine = rec.finding("docker-disk-usage")["data"]
+    assert engine["on_disk_paths"] == [str(mnt)] and engine["prunable_without_volumes_bytes"] > 4 * MIB
+    assert [(a["action"], a["mode"]) for a in rec.actions()] == [("prune-docker", "recommended")]
+    assert client.images.get(left["image"]) and len(client.containers.list(all=True)) == 3  # nothing pruned
+
+    rec = run_runbook("disk-full", archive, {**params, "mode": "mitigate", "approved_actions": ["prune-docker"]})
+    (prune,) = rec.actions("executed")
+    assert prune["action"] == "prune-docker" and prune["result"]["reclaimed_bytes"] > 4 * MIB, prune["result"]
+    assert prune["result"]["volumes"] is False
+    assert client.containers.list(all=True) == [] and not client.images.list(name="smartamazon-api")
+    assert client.volumes.get(left["volume"])  # volumes hold data: kept unless prune-docker-volumes is approved
+    assert _used_pct(mnt) < 90 <= before_pct
+
+
+def _engine_finding(df: dict, on_paths: list[str] | None) -> Finding:
+    f = checks.check_docker(df, on_paths)
+    f.check = "docker-disk-usage"  # the step's name, set by run.finding in a notebook
+    return f
+
+
+def test_reclaimable_engine_space_on_another_disk_is_not_a_cause():
+    usage = Finding("critical", "/data 95% used", {"full": ["/data"]}, "disk-usage")
+    df = {"images": {"count": 3, "size_bytes": 9 * MIB, "reclaimable_bytes": 6 * MIB},
+          "volumes": {"count": 1, "size_bytes": MIB, "reclaimable_bytes": MIB},
+          "total_bytes": 10 * MIB, "reclaimable_bytes": 7 * MIB, "root_dir": "/var/lib/docker"}
+    elsewhere = _engine_finding(df, [])               # the engine's storage shares no checked disk
+    assert "on none of the checked paths" in elsewhere.summary and "prune-docker-volumes" in elsewhere.summary
+    assert checks.diagnose([usage, elsewhere], None).causes == ["disk-nearly-full"]
+    here = _engine_finding(df, ["/data"])
+    assert checks.diagnose([usage, here], None).causes == ["disk-nearly-full", "docker-reclaimable"]
+    remote = _engine_finding({**df, "root_dir": None}, None)  # cannot tell: counted, and said so
+    assert "cannot be seen from here" in remote.summary
+    assert checks.diagnose([usage, remote], None).causes == ["disk-nearly-full", "docker-reclaimable"]

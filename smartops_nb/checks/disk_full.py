@@ -54,12 +54,35 @@ def check_old_files(listing: pd.DataFrame, kind: str, pattern: str, max_age_days
     return Finding("warn" if len(files) or errors else "ok", text, data)
 
 
-def check_docker(df: dict) -> Finding:
+def check_docker(df: dict, on_paths: list[str] | None = None) -> Finding:
+    """The engine's reclaimable space, and whether its storage (``root_dir``) shares a filesystem with
+    any of ``disk_paths`` (``on_paths``; None = not known from here): space reclaimed on another
+    disk frees nothing on the full one. Volumes are counted apart: prune-docker keeps them."""
     parts = {k: v for k, v in df.items() if isinstance(v, dict)}
-    data = {**df, "reclaimable": bool(df.get("reclaimable_bytes"))}
+    volumes = int((parts.get("volumes") or {}).get("reclaimable_bytes", 0))
+    prunable = int(df.get("reclaimable_bytes", 0)) - volumes
+    data = {**df, "reclaimable": bool(df.get("reclaimable_bytes")), "prunable_without_volumes_bytes": prunable,
+            "volumes_reclaimable_bytes": volumes, "on_disk_paths": on_paths}
     text = (f"container engine uses {mib(df.get('total_bytes', 0))} MiB, {mib(df.get('reclaimable_bytes', 0))} MiB "
             "reclaimable (" + ", ".join(f"{k} {mib(v.get('reclaimable_bytes', 0))}" for k, v in parts.items()) + ")")
+    if volumes:
+        text += f"; {mib(volumes)} MiB of it in volumes, freed only if prune-docker-volumes is approved too"
+    root = df.get("root_dir")
+    if on_paths is None:
+        text += f"; its storage ({root or 'location not reported'}) cannot be seen from here"
+    elif on_paths:
+        text += f"; its storage {root} is on the filesystem of {', '.join(on_paths)}"
+    else:
+        text += f"; its storage {root} is on none of the checked paths' filesystems"
     return Finding("warn" if data["reclaimable"] else "ok", text, data)
+
+
+def _fills(finding: Finding, full: list[str]) -> bool:
+    """Does what this finding found take space on one of the ``full`` paths' filesystems?"""
+    if finding.check != CONTRIBUTORS["docker-reclaimable"]:
+        return bool(finding.data.get("found"))
+    on = finding.data.get("on_disk_paths")
+    return bool(finding.data.get("reclaimable")) and (on is None or bool(set(on) & set(full)))
 
 
 def docker_table(df: dict) -> pd.DataFrame:
@@ -80,7 +103,7 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     causes, why = ["disk-nearly-full"], [usage_f.summary + "."]
     for cause, check in CONTRIBUTORS.items():
         x = f.get(check)
-        if x and (x.data.get("found") or x.data.get("reclaimable")):
+        if x and _fills(x, usage_f.data["full"]):
             causes.append(cause)
             why.append(x.summary + ".")
     actions = {"old-logs": "delete-old-logs", "old-backups": "delete-old-backups", "docker-reclaimable": "prune-docker"}

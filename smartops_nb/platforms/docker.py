@@ -379,7 +379,17 @@ class DockerPlatform(Platform):
         }
         out["total_bytes"] = sum(v["size_bytes"] for v in out.values() if isinstance(v, dict))
         out["reclaimable_bytes"] = sum(v["reclaimable_bytes"] for v in out.values() if isinstance(v, dict))
+        out["root_dir"] = self._root_dir()
         return out
+
+    def _root_dir(self) -> str | None:
+        """Where the engine keeps images and containers (``docker info``'s DockerRootDir; podman
+        answers with its graphroot); None when the engine does not say."""
+        try:
+            with self._call("docker info"):
+                return self.client.info().get("DockerRootDir") or None
+        except PlatformError:
+            return None
 
     def prune(self, volumes: bool = False) -> dict[str, Any]:
         """``docker system prune -a`` (``--volumes`` only when asked): stopped containers, then

@@ -138,6 +138,25 @@ def old_files(roots: Iterable[str], pattern: str, max_age_days: float, max_entri
     return out
 
 
+def sharing_filesystem(folder: str | None, paths: Iterable[str]) -> list[str] | None:
+    """Those of ``paths`` on the same filesystem as ``folder``; None when ``folder`` is unknown or
+    not visible from here (a remote engine's storage, another mount namespace)."""
+    if not folder:
+        return None
+    try:
+        dev = os.stat(folder).st_dev
+    except OSError:
+        return None
+    out = []
+    for p in paths:
+        try:
+            if os.stat(os.path.expanduser(str(p))).st_dev == dev:
+                out.append(str(p))
+        except OSError:
+            continue
+    return out
+
+
 def file_age_days(path: str, now: float | None = None) -> float:
     """Age of ``path`` itself (lstat: a symlink's own mtime), in days."""
     return ((time.time() if now is None else now) - os.lstat(path).st_mtime) / 86400

@@ -32,6 +32,7 @@ cgroup v1/v2 layout) and ``default_ulimits`` nofile/nproc 1024 (no CAP_SYS_RESOU
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -105,11 +106,21 @@ def ensure_podman_config(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
+def short_runroot(run_dir: Path) -> Path:
+    """podman's runroot for a service whose files live in ``run_dir``: conmon makes each container's
+    sockets under it and a unix socket path must fit in 108 bytes, so it stays short whatever
+    ``run_dir`` is (with a run_dir of 44 characters or more, every container start waited 20 s).
+    Derived from ``run_dir``, so another process (``smartops sandbox down``) finds the same one."""
+    digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"smartops-podman-{digest}"
+
+
 class PodmanService:
     """``podman system service`` on a unix socket inside ``run_dir``, started and stopped by pid.
 
     ``private_storage=True`` (the default) keeps images, containers and podman's state under
-    ``run_dir/storage`` so that tests can prune without touching anyone else's images; with
+    ``run_dir/storage`` (the runtime folder under a short ``/tmp/smartops-podman-*``, see
+    :func:`short_runroot`) so that tests can prune without touching anyone else's images; with
     ``False`` the system storage (``/var/lib/containers``) is shared with the ``podman`` CLI.
     """
 
@@ -123,6 +134,7 @@ class PodmanService:
         self.storage_conf_path = self.run_dir / "storage.conf"
         self.log_path = self.run_dir / "podman-service.log"
         self.pid_path = self.run_dir / "podman-service.pid"
+        self.runroot = short_runroot(self.run_dir)
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -149,7 +161,7 @@ class PodmanService:
                 "[storage]\n"
                 'driver = "overlay"\n'
                 f'graphroot = "{st}"\n'
-                f'runroot = "{self.run_dir / "runroot"}"\n'
+                f'runroot = "{self.runroot}"\n'
             )
         self.conf_path.write_text(_conf_text(extra))
 
@@ -234,9 +246,11 @@ class PodmanService:
             mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
         except OSError:
             return
-        root = str(self.run_dir) + "/"
-        for mp in sorted((m for m in mounts if m.startswith(root)), key=len, reverse=True):
+        roots = (str(self.run_dir) + "/", str(self.runroot) + "/")
+        for mp in sorted((m for m in mounts if m.startswith(roots)), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True, timeout=10)
+        if self.private_storage:
+            shutil.rmtree(self.runroot, ignore_errors=True)
 
     def __enter__(self) -> str:
         return self.start()
