@@ -238,11 +238,11 @@ def _engine_leftovers(client) -> dict:
     return {"image": "smartamazon-api:1.3.0", "containers": [build.id, job.id, writer.id], "volume": volume.name}
 
 
-def _fill_to(mnt: Path, pct: float) -> None:
-    """Fresh data (nothing old, nothing the engine owns) until ``pct`` % of the disk is used."""
+def _fill_to(mnt: Path, pct: float, name: str = "orders.db") -> None:
+    """A fresh file (nothing old, nothing the engine owns) making ``pct`` % of the disk used."""
     u = shutil.disk_usage(mnt)
     want = int(pct / 100 * (u.used + u.free)) - u.used
-    _write(mnt / "data" / "orders.db", max(want, 0) / MIB)
+    _write(mnt / "data" / name, max(want, 0) / MIB)
 
 
 def test_engine_leftovers_on_the_full_disk_are_docker_reclaimable_and_prune_frees_it(engine_on_tmpfs, archive):
@@ -270,6 +270,13 @@ def test_engine_leftovers_on_the_full_disk_are_docker_reclaimable_and_prune_free
     assert client.containers.list(all=True) == [] and not client.images.list(name="smartamazon-api")
     assert client.volumes.get(left["volume"])  # volumes hold data: kept unless prune-docker-volumes is approved
     assert _used_pct(mnt) < 90 <= before_pct
+
+    _fill_to(mnt, 94, "orders-2.db")  # full again; now only the unused volume is left to reclaim
+    rec = run_runbook("disk-full", archive, {**params, "mode": "mitigate",
+                                             "approved_actions": ["prune-docker", "prune-docker-volumes"]})
+    (prune,) = rec.actions("executed")
+    assert prune["result"]["volumes"] is True and prune["result"]["reclaimed"]["volumes"] > 0, prune["result"]
+    assert left["volume"] not in [v.name for v in client.volumes.list()]
 
 
 def _engine_finding(df: dict, on_paths: list[str] | None) -> Finding:
