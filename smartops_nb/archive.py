@@ -26,7 +26,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 log = logging.getLogger("smartops.archive")
 
@@ -428,19 +428,25 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def indexed_hash(folder: Path, name: str) -> str | None:
-    """The SHA-256 the index holds for a record (None: not indexed, or no index)."""
+def indexed_entry(folder: Path, name: str) -> dict[str, str] | None:
+    """The index's ``sha256`` and ``entry_hash`` for a record (None: not indexed, or no index)."""
     try:
         con = connect(folder, create=False)
     except IndexMissing:
         return None
     try:
-        row = con.execute("SELECT sha256 FROM records WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
+        row = con.execute("SELECT sha256, entry_hash FROM records WHERE name = ?", (name,)).fetchone()
+        return {"sha256": row[0], "entry_hash": row[1]} if row else None
     except sqlite3.Error:
         return None
     finally:
         con.close()
+
+
+def indexed_hash(folder: Path, name: str) -> str | None:
+    """The SHA-256 the index holds for a record (None: not indexed, or no index)."""
+    entry = indexed_entry(folder, name)
+    return entry["sha256"] if entry else None
 
 
 _EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>', re.I)
@@ -503,8 +509,17 @@ def record_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if p.is_file() and not p.name.startswith("."))
 
 
-def verify(folder: Path) -> Verification:
-    """Recompute every record's SHA-256 and the chain; name what changed outside the tool."""
+ANCHOR_MIN_HEX = 12
+
+
+def verify(folder: Path, anchors: Iterable[str] = ()) -> Verification:
+    """Recompute every record's SHA-256 and the chain; name what changed outside the tool.
+
+    ``anchors``: chain entries published outside the archive (each notification carries its
+    record's ``entry_hash``; a prefix of at least :data:`ANCHOR_MIN_HEX` hex digits will do). The
+    chain alone cannot tell that its newest entries were deleted together with their records, or
+    that it was recomputed from scratch; an anchor that is no longer in it can.
+    """
     folder = Path(folder)
     report = Verification()
     unindexed = {p.name for p in record_files(folder)}
@@ -543,6 +558,13 @@ def verify(folder: Path) -> Verification:
             report.problems.append(Problem("modified", name, f"SHA-256 {actual[:12]}… differs from the index's "
                                            f"{r['sha256'][:12]}… (size {path.stat().st_size}, was {r['size']})"))
     report.entries, report.tip = len(rows), prev
+    chain = [r["entry_hash"] for r in rows]
+    for anchor in anchors:
+        a = anchor.strip().lower()
+        if not any(h.startswith(a) for h in chain):
+            report.problems.append(Problem("anchor-missing", a[:16], "a chain entry published earlier is not in "
+                                           "the chain: records were removed from its end, or the chain was "
+                                           "rebuilt (reindex) since"))
     for name in sorted(unindexed):
         report.problems.append(Problem("added", name, "in the folder, not in the index (added outside the tool, "
                                        "or written while the index was unavailable)"))

@@ -7,6 +7,7 @@ syntax). Heavy imports wait until a command runs, so ``smartops --help`` stays f
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import sys
 from pathlib import Path
@@ -58,6 +59,9 @@ def register(subparsers, parser_class) -> None:
                        description="Recompute every record's SHA-256 and the index's hash chain; name each record "
                                    "modified, removed, or added outside the tool. Exit 1 if anything is wrong.")
     x.add_argument("--json", action="store_true", help="machine-readable output")
+    x.add_argument("--anchor", action="append", default=[], metavar="HASH",
+                   help="a chain entry published outside the archive (each notification carries its record's; "
+                        "12+ hex digits), which must still be in the chain; repeatable")
     x.set_defaults(func=cmd_verify)
     x = sub.add_parser("reindex", parents=[common], help="rebuild the index from the notebooks",
                        description="Rebuild the index (and a fresh hash chain, in started_at order) from the "
@@ -217,7 +221,11 @@ def cmd_verify(args) -> int:
     from . import archive
 
     folder = _folder(args)
-    report = archive.verify(folder)
+    bad = [a for a in args.anchor if not re.fullmatch(rf"[0-9a-fA-F]{{{archive.ANCHOR_MIN_HEX},64}}", a.strip())]
+    if bad:
+        return _fail("verify", f"--anchor {bad[0]!r} is not a chain entry ({archive.ANCHOR_MIN_HEX} to 64 hex digits)",
+                     EXIT_BAD_INPUT)
+    report = archive.verify(folder, args.anchor)
     if args.json:
         print(json.dumps({"ok": report.ok, "entries": report.entries, "files": report.files, "tip": report.tip,
                           "problems": [vars(p) for p in report.problems], "warnings": report.warnings}, indent=2))

@@ -157,22 +157,32 @@ def headline(summary: Mapping[str, Any], event: str) -> str:
             f"({summary.get('environment')}, incident {summary.get('incident_id')})")
 
 
-def slack_payload(summary: Mapping[str, Any], record: Path, event: str) -> dict[str, Any]:
+def _evidence_text(evidence: Mapping[str, str] | None) -> str:
+    if not evidence:
+        return ""
+    return f" · sha256 {evidence['sha256']} · chain entry {evidence['entry_hash']}"
+
+
+def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
+                  evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
     diag = summary.get("diagnosis", {})
     causes = ", ".join(diag.get("causes") or []) or "none"
     lines = [headline(summary, event), f"Runbook: {summary.get('runbook')} · causes: {causes}",
-             f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}", f"Record: {record}"]
+             f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}",
+             f"Record: {record}{_evidence_text(evidence)}"]
     return {
         "text": "\n".join(lines),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Record: `{record}`"}]},
+            {"type": "context", "elements": [{"type": "mrkdwn",
+                                              "text": f"Record: `{record}`{_evidence_text(evidence)}"}]},
         ],
     }
 
 
-def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, routing_key: str) -> dict[str, Any]:
+def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, routing_key: str,
+                      evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"routing_key": routing_key, "event_action": event,
                             "dedup_key": f"smartops:{summary.get('incident_id')}"}
     if event == "trigger":
@@ -183,7 +193,9 @@ def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, rout
             "severity": PD_SEVERITY.get(str(summary.get("severity")), "error"),
             "custom_details": {"runbook": summary.get("runbook"), "causes": diag.get("causes", []),
                                "actions": _actions_text(summary), "record": str(record),
-                               "detected_at": summary.get("detected_at")},
+                               "detected_at": summary.get("detected_at"),
+                               "record_sha256": (evidence or {}).get("sha256"),
+                               "chain_entry": (evidence or {}).get("entry_hash")},
         }
     return body
 
@@ -208,17 +220,22 @@ def _where(url: str) -> str:
     return f"{u.scheme}://{u.hostname}{f':{port}' if port else ''}"
 
 
-def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, event: str) -> dict[str, Any]:
-    """Send one notification; the outcome as a dict (``ok``, ``status`` or ``error``). Never raises."""
+def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, event: str,
+         evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Send one notification; the outcome as a dict (``ok``, ``status`` or ``error``). Never raises.
+
+    ``evidence``: the record's ``sha256`` and archive ``entry_hash``; sent with the message, they
+    anchor the archive's hash chain outside it (``smartops archive verify --anchor``)."""
     outcome: dict[str, Any] = {"at": iso(utcnow()), "target": target["kind"], "event": event,
-                               "incident_id": summary.get("incident_id"), "record": Path(record).name}
+                               "incident_id": summary.get("incident_id"), "record": Path(record).name,
+                               "chain_entry": (evidence or {}).get("entry_hash")}
     try:
         if target["kind"] == "slack":
             url = _secret(target, "webhook_url")
-            body = slack_payload(summary, record, event)
+            body = slack_payload(summary, record, event, evidence)
         else:
             url = _secret(target, "url")
-            body = pagerduty_payload(summary, record, event, _secret(target, "routing_key"))
+            body = pagerduty_payload(summary, record, event, _secret(target, "routing_key"), evidence)
         outcome["where"] = _where(url)
         outcome["status"] = _post(url, body, target["timeout_s"])
         outcome["ok"] = True
@@ -245,7 +262,9 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         event = event_for(summary, previous_record(archive, str(summary.get("incident_id", "")), exclude=record))
         if event is None:
             return []
-        outcomes = [send(t, summary, record, event) for t in configured
+        from . import archive as record_archive
+        evidence = record_archive.indexed_entry(archive, Path(record).name)
+        outcomes = [send(t, summary, record, event, evidence) for t in configured
                     if t["kind"] != "pagerduty" or summary.get("severity") in t["severities"]]
         _append_log(archive, outcomes)
         return outcomes

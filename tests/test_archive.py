@@ -181,6 +181,24 @@ def test_verify_names_each_record_modified_removed_or_added(archive, four, cli):
     assert four[0].name not in "\n".join(lines[:-1]) and four[3].name not in out.stdout
 
 
+def test_an_anchor_catches_the_newest_record_deleted_with_its_index_entry(archive, four, cli):
+    """The chain alone cannot see its end cut off; an entry published elsewhere (a notification) can."""
+    newest = four[-1]
+    published = archive_mod.indexed_entry(archive, newest.name)["entry_hash"]
+    assert cli("archive", "verify", "--archive", str(archive), "--anchor", published[:12]).returncode == 0
+    con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
+    with con:
+        con.execute("DELETE FROM records WHERE name = ?", (newest.name,))
+    con.close()
+    newest.unlink()
+
+    assert archive_mod.verify(archive).ok  # a consistent, shorter chain: nothing to see without the anchor
+    out = cli("archive", "verify", "--archive", str(archive), "--anchor", published)
+    assert out.returncode == 1 and out.stdout.startswith("ANCHOR-MISSING") and published[:16] in out.stdout
+    bad = cli("archive", "verify", "--archive", str(archive), "--anchor", "not-a-hash")
+    assert bad.returncode == 2 and "--anchor 'not-a-hash'" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
 def test_verify_names_an_index_entry_altered_or_removed_by_hand(archive, four):
     con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
     with con:

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from smartops_nb import archive as record_archive
 from smartops_nb import notify
 from tests.conftest import run_runbook
 
@@ -90,6 +91,11 @@ def test_slack_and_pagerduty_trigger_then_resolve(tmp_path, receivers, healthy_s
     assert t["dedup_key"] == "smartops:INC-notify-1"
     assert t["payload"]["severity"] == "critical" and t["payload"]["source"] == "smartops/sandbox"
     assert t["payload"]["summary"] and t["payload"]["custom_details"]["record"] == str(rec.path)
+    # the record's hash and its chain entry leave the archive with the message: an outside anchor
+    entry = record_archive.indexed_entry(archive, rec.path.name)
+    assert t["payload"]["custom_details"]["chain_entry"] == entry["entry_hash"]
+    assert t["payload"]["custom_details"]["record_sha256"] == entry["sha256"] and entry["entry_hash"] in text
+    assert record_archive.verify(archive, [entry["entry_hash"]]).ok
 
     healthy_sandbox.heal()
     later = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)

@@ -7,6 +7,8 @@ deletes the filler keys and resets the counters, before and after every test.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -56,7 +58,11 @@ def _fill(r: redis.Redis, policy: str, keys: int = 6000) -> dict:
                 written += 1
         if refused:
             break
-    # a pipeline's own query buffer counts as used memory: top up one key at a time until refused
+    # a pipeline's own query buffer counts as used memory, and Redis shrinks idle clients' buffers a
+    # little later (clientsCron, 10 times a second): let that happen, then top up one key at a time
+    # until refused, so the runbook finds used_memory over maxmemory, not just under it (CI saw 99.3%)
+    if refused:
+        time.sleep(0.5)
     for i in range(keys, keys + 2000 if refused else keys):
         try:
             r.set(f"{FILLER}{i}", VALUE)
@@ -187,3 +193,22 @@ def test_refusal_rule_reads_the_earlier_steps_and_never_claims_health_on_errors(
     diag = checks.diagnose([Finding("error", "Memory: could not complete (boom)", check="memory-usage"),
                             Finding("error", "Refusals: could not complete (boom)", check="write-refusals")], None)
     assert not diag.causes and "below the threshold" not in diag.summary and "nothing was measured" in diag.summary
+
+
+def test_just_under_maxmemory_after_refusals_still_names_them():
+    """CI saw it: filled until refused, then used_memory back at 99.3% when the runbook read it (client
+    buffers freed) and no refusal inside the short window; the refusals since start are the evidence."""
+    from smartops_nb.checks import redis_memory as checks
+    from smartops_nb.findings import Finding
+
+    mem = Finding("critical", "m", {"used_bytes": 2_082_000, "maxmemory": 2_097_152, "policy": "noeviction",
+                                    "used_pct": 99.3, "at_limit": True, "limit_bytes": 2_097_152}, "memory-usage")
+    pol = Finding("warn", "p", {"policy": "noeviction", "keys_with_ttl": 0, "noeviction": True}, "eviction-policy")
+    ev = Finding("ok", "e", {"oom_errors": 7, "oom_in_window": 0, "window_s": 0.5, "high": False}, "evictions")
+    w = checks.write_refusals([mem, pol, ev])
+    assert not w["writes_refused_now"]
+    wr = checks.check_write_refusals(w)
+    wr.check = "write-refusals"
+    diag = checks.diagnose([mem, pol, ev, wr], None)
+    assert diag.causes == ["maxmemory-reached", "noeviction-policy"]
+    assert "already refused 7 writes with 'OOM command not allowed'" in diag.summary

@@ -184,6 +184,9 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
         if d["maxmemory"]:
             how = ("writes will be refused as soon as a command needs more memory"
                    if d["policy"] == "noeviction" else "Redis makes room by evicting keys")
+            earlier = (wr.data.get("oom_errors") or 0) if wr else 0
+            if earlier and d["policy"] == "noeviction":  # just under the limit now, refusing moments ago
+                how += f"; it has already refused {earlier} writes with 'OOM command not allowed' since start"
             why.append(f"Memory at {d['used_pct']:g}% of maxmemory ({mib(d['limit_bytes'])} MiB) under "
                        f"{d['policy']}: {how}.")
         else:
