@@ -139,6 +139,17 @@ def test_slow_queries_and_cache_bypass(sandbox):
     assert json.loads(_get(sandbox.api_url + "/api/search?q=toys")[1])["cached"] is True
 
 
+def test_a_fault_left_in_the_database_does_not_outlive_down(sandbox):
+    """API faults end with the API process; what slow-queries changed in PostgreSQL must not greet
+    the next `sandbox up` unannounced (status would list no fault while the index is missing)."""
+    sandbox.fault("slow-queries")
+    sandbox.down()
+    sandbox.up(timeout=60)
+    with _connect(sandbox, "postgres") as c:
+        assert c.execute("SELECT 1 FROM pg_indexes WHERE indexname='idx_products_category_rating'").fetchone()
+        assert c.execute("SELECT rolconfig FROM pg_roles WHERE rolname='smartamazon'").fetchone()[0] is None
+
+
 def test_load_from_state_and_down(sandbox):
     other = Sandbox.load(sandbox.state_dir)   # what the CLI does in another process
     assert other.params() == sandbox.params()

@@ -182,11 +182,16 @@ class Sandbox:
         return self.status()
 
     def _start_postgres(self) -> None:
+        was_running = self.postgres.is_running()
         self.postgres.start()
         marker = self.state_dir / ".bootstrapped"
         if not marker.exists():
             self.postgres.bootstrap()
             marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        elif not was_running:
+            # API faults live in the API process and end with `down`; what one left in the database
+            # (slow-queries drops the index and sets a role option) must not outlive it unseen
+            self.postgres.bootstrap()
 
     def _start_redis(self) -> None:
         self.redis.start()

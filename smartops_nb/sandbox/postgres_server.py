@@ -219,7 +219,9 @@ class PostgresServer:
 
     # -- schema ---------------------------------------------------------------------------------
     def bootstrap(self, rows: int = PRODUCT_ROWS) -> None:
-        """Create the smartamazon database, the application and monitoring roles, and products."""
+        """Create the smartamazon database, the application and monitoring roles, and products; on a
+        database that has them, restore the baseline (the index, the role's settings, a clean
+        pg_stat_statements history). Idempotent."""
         import psycopg
         with psycopg.connect(self.dsn(db="postgres"), autocommit=True, connect_timeout=5) as c:
             roles = {r[0] for r in c.execute("SELECT rolname FROM pg_roles")}
@@ -251,6 +253,7 @@ class PostgresServer:
                        FROM generate_series(1, %s) AS g""",
                     (CATEGORIES, len(CATEGORIES), rows))
             c.execute(INDEX_DDL)
+            c.execute("ALTER ROLE smartamazon RESET max_parallel_workers_per_gather")  # slow-queries sets it
             c.execute("GRANT SELECT ON products TO smartops")
             c.execute("RESET ROLE")
             c.execute("ANALYZE products")
