@@ -7,8 +7,8 @@ syntax). Heavy imports wait until a command runs, so ``smartops --help`` stays f
 from __future__ import annotations
 
 import argparse
-import re
 import json
+import re
 import sys
 from pathlib import Path
 

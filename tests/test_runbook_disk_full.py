@@ -298,3 +298,9 @@ def test_reclaimable_engine_space_on_another_disk_is_not_a_cause():
     remote = _engine_finding({**df, "root_dir": None}, None)  # cannot tell: counted, and said so
     assert "cannot be seen from here" in remote.summary
     assert checks.diagnose([usage, remote], None).causes == ["disk-nearly-full", "docker-reclaimable"]
+
+
+def test_a_remote_engines_storage_is_not_looked_for_on_this_host():
+    from smartops_nb.platforms.docker import DockerPlatform
+
+    assert DockerPlatform(base_url="tcp://10.0.0.7:2376")._root_dir() is None  # no call is made either

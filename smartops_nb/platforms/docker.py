@@ -384,7 +384,11 @@ class DockerPlatform(Platform):
 
     def _root_dir(self) -> str | None:
         """Where the engine keeps images and containers (``docker info``'s DockerRootDir; podman
-        answers with its graphroot); None when the engine does not say."""
+        answers with its graphroot); None when the engine does not say, or is not on this host (a
+        ``tcp://``/``ssh://`` engine's path names a folder of another machine)."""
+        url = self.base_url or os.environ.get("DOCKER_HOST", "")
+        if url and not url.startswith(("unix://", "npipe://")):
+            return None
         try:
             with self._call("docker info"):
                 return self.client.info().get("DockerRootDir") or None
