@@ -29,11 +29,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, bytes]:
+def _get(url: str, headers: dict | None = None, method: str = "GET", timeout: float = 10) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {}, method=method,
                                  data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -128,8 +128,8 @@ def test_slow_queries_and_cache_bypass(sandbox):
     try:
         with _connect(sandbox, "smartops") as c:
             assert not c.execute("SELECT 1 FROM pg_indexes WHERE indexname='idx_products_category_rating'").fetchone()
-        for _ in range(2):
-            status, body = _get(sandbox.api_url + "/api/search?q=toys")
+        for _ in range(2):  # an uncached ranked search without its index: ~5 s alone, more beside the users
+            status, body = _get(sandbox.api_url + "/api/search?q=toys", timeout=60)
             assert status == 200 and json.loads(body)["cached"] is False
     finally:
         sandbox.heal()
