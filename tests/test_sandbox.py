@@ -229,10 +229,11 @@ def test_recycled_pids_are_never_signalled(tmp_path):
         assert other.poll() is None
 
         from smartops_nb.sandbox import cli as sandbox_cli
+        from smartops_nb.sandbox.podman import PodmanService
 
         (tmp_path / "sb" / "podman").mkdir(parents=True)
         (tmp_path / "sb" / "podman" / "podman-service.pid").write_text(f"{other.pid}\n")
-        assert sandbox_cli._engine_pid(tmp_path / "sb") is None
+        assert sandbox_cli._engine_pid(PodmanService(tmp_path / "sb" / "podman")) is None
         sandbox_cli._stop_engine(tmp_path / "sb")
         assert other.poll() is None and not (tmp_path / "sb" / "podman" / "podman-service.pid").exists()
     finally:

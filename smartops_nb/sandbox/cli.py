@@ -62,19 +62,19 @@ def _engine(d: Path) -> str:
     from .podman import PodmanService
 
     service = PodmanService(d / "podman")
-    if _engine_pid(d) and service.socket_path.exists():
+    if _engine_pid(service) and service.socket_path.exists():
         return service.url
     url = service.start(timeout=60)
     service._proc = None  # detached: it outlives this command, and `down` stops it by pid
     return url
 
 
-def _engine_pid(d: Path) -> int | None:
-    """The pid in ``podman/podman-service.pid`` if that process still is a podman (not a reused pid)."""
+def _engine_pid(service) -> int | None:
+    """The pid in the service's pid file if that process still is a podman (not a reused pid)."""
     from .postgres_server import _pid_is
 
     try:
-        pid = int((d / "podman" / "podman-service.pid").read_text())
+        pid = int(service.pid_path.read_text())
     except (OSError, ValueError):
         return None
     return pid if _pid_is(pid, ENGINE_MARKER) else None
@@ -87,17 +87,17 @@ def _stop_engine(d: Path) -> None:
     from .podman import PodmanService
     from .postgres_server import _wait_gone
 
-    pid_file = d / "podman" / "podman-service.pid"
-    if pid_file.exists():
-        pid = _engine_pid(d)
+    service = PodmanService(d / "podman")
+    if service.pid_path.exists():
+        pid = _engine_pid(service)
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)
                 _wait_gone(pid, 10)
             except ProcessLookupError:
                 pass
-        pid_file.unlink()
-        PodmanService(d / "podman")._unmount_leftovers()   # the storage's overlay bind mount
+        service.pid_path.unlink()
+        service._unmount_leftovers()   # the storage's overlay bind mount, the runtime folder
 
 
 def _print_status(status: dict) -> None:
