@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from smartops_nb import archive
+from smartops_nb.records import archive
 
 RUNBOOKS = {"db-pool-exhausted": ["idle-connection-leak", "pool-too-small"],
             "redis-memory-full": ["no-eviction-policy", "big-keys"],

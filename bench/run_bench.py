@@ -8,8 +8,8 @@ Starts its own SmartAmazon sandbox (PostgreSQL, Redis, API on free loopback port
 folder; stopped at the end) and measures, medians of ``-n`` runs each:
 
 * **cold**: ``smartops run RUNBOOK`` as a new process (what a person or cron does);
-* **warm**: the same run on a warm kernel as :class:`smartops_nb.kernels.KernelPool` makes them
-  (started, ``smartops_nb`` imported, before the clock starts), through ``runner.execute``;
+* **warm**: the same run on a warm kernel as :class:`smartops_nb.execution.kernels.KernelPool` makes them
+  (started, ``smartops_nb`` imported, before the clock starts), through ``flow.investigate``;
 * **floors**, measured in the same run: ``papermill`` (a new process) on a one-cell empty notebook
   (the cold floor), and a warm kernel running that notebook through papermill in this process
   (the warm floor); the ratios are against these;
@@ -108,7 +108,7 @@ class Warm:
     serve measurement below includes that, as it happens in production)."""
 
     def timed(self, fn: Callable[[Any], Any], n: int) -> tuple[float, list[float]]:
-        from smartops_nb.kernels import start_warm_kernel
+        from smartops_nb.execution.kernels import start_warm_kernel
 
         times = []
         for _ in range(n):
@@ -130,10 +130,11 @@ def warm_floor(kernel, nb: Path, out: Path) -> None:
 
 
 def warm_run(kernel, runbook: str, params: Path, archive: Path) -> dict:
-    from smartops_nb import runner
+    from smartops_nb.execution.flow import investigate
+    from smartops_nb.execution.prepare import prepare
 
-    prep = runner.prepare(runbook, [str(params)], {})
-    result = runner.execute(prep, archive, progress=False, cell_timeout=120, kernel=kernel)
+    prep = prepare(runbook, [str(params)], {})
+    result = investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel)
     return result.summary
 
 
@@ -239,9 +240,9 @@ def runbook_params(sb, folder: Path) -> Path:
             "eviction_window_s": 1.0, "settle_seconds": 5.0, "health_timeout_s": 3.0,
             "disk_paths": [str(sb.state_dir)], "log_dirs": [str(sb.state_dir)], "backup_dirs": [str(sb.state_dir)],
             "walk_time_budget_s": 5.0}
-    from smartops_nb import runner
+    from smartops_nb.execution.prepare import all_known_parameters
 
-    known = runner.all_known_parameters()
+    known = all_known_parameters()
     path = folder / "bench.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in data.items() if k in known}))
     return path
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from smartops_nb import catalog
-    from smartops_nb.sandbox import Sandbox
+    from smartops_sandbox import Sandbox
 
     runbooks = [r for r in (args.runbooks.split(",") if args.runbooks else list(catalog.RUNBOOKS)) if r]
     t_start = time.monotonic()

@@ -16,8 +16,8 @@ from importlib import import_module
 # The notebook-facing API, imported on first use: the CLI imports this package too, and
 # nbformat (via interactive) alone costs about a second of start-up.
 _EXPORTS = {
-    "begin": "run", "Run": "run", "Finding": "findings", "Diagnosis": "findings",
-    "show_table": "display", "show_message": "display", "save_record": "interactive",
+    "begin": "kernel.run", "Run": "kernel.run", "Finding": "findings", "Diagnosis": "findings",
+    "show_table": "kernel.display", "show_message": "kernel.display", "save_record": "kernel.interactive",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -15,34 +15,87 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .contract import ParameterError
+from .redact import ENV_PREFIX, register_secret, resolve_env
 
-class ParameterError(ValueError):
-    """Bad input: the message is one line naming the parameter and the problem."""
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
 
-#: Parameters every runbook understands, with the seed's defaults.
-COMMON_DEFAULTS: dict[str, Any] = {
-    "environment": "unspecified",
-    "platform": "docker",
-    "api_url": "http://localhost:8000",
-    "postgres_dsn": "postgresql://postgres@localhost:5432/smartamazon",
-    "redis_url": "redis://localhost:6379/0",
-    "docker_host": "",
-    "api_container": "smartamazon-api-prod",
-    "db_container": "smartamazon-db",
-    "redis_container": "smartamazon-redis",
-    "api_log_path": "",
-    "kube_context": "",
-    "kube_namespace": "default",
-    "api_deployment": "smartamazon-backend",
-    "mode": "investigate",
-    "approved_actions": [],
-    "dry_run": False,
-    "severity": "",
-    "incident_id": "",
-    "detected_at": "",
-    "operator": "",
-}
+@dataclass(frozen=True)
+class Param:
+    """One runbook parameter: declared once, written into the notebooks' ``parameters`` cells in
+    papermill's annotated form (``tools/notebook_parameters.py``) and checked by :func:`check_types`."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPE_NAMES or not isinstance(self.default, self.type):
+            raise TypeError(f"parameter {self.name}: default {self.default!r} is not a {self.type.__name__}")
+        if "=" in self.help or "\n" in self.help:  # papermill's annotation parser drops such a line
+            raise ValueError(f"parameter {self.name}: its help must be one line without '='")
+
+    def with_default(self, default: Any, help: str | None = None) -> "Param":
+        return Param(self.name, self.type, default, help or self.help)
+
+    def line(self) -> str:
+        """``idle_minutes: float = 5.0  # idle age that counts as a leak`` (what papermill reads)."""
+        # papermill's parser stops a value at '=', so inside a literal's strings it is written as \\x3d
+        value = repr(self.default).replace("=", "\\x3d")
+        return f"{self.name}: {self.type.__name__} = {value}  # {self.help}"
+
+
+def _p(name: str, typ: type, default: Any, help: str) -> Param:
+    return Param(name, typ, default, help)
+
+
+#: Parameters every runbook understands, with the seed's defaults (a runbook may change a default).
+COMMON: tuple[Param, ...] = (
+    _p("environment", str, "unspecified", "names the record: <time>_<runbook>_<environment>.ipynb"),
+    _p("platform", str, "docker", "docker | kubernetes: where the API, database and cache run"),
+    _p("api_url", str, "http://localhost:8000", "base URL of the API (/health, /metrics)"),
+    _p("postgres_dsn", str, "postgresql://postgres@localhost:5432/smartamazon",
+       "read-only monitoring role; env:NAME reads it from the environment inside the kernel"),
+    _p("postgres_admin_dsn", str, "", "a role that still logs in when every ordinary slot is taken"),
+    _p("redis_url", str, "redis://localhost:6379/0", "Redis URL (env:NAME for one with a password)"),
+    _p("docker_host", str, "", "Docker API URL (unix:///..., tcp://...), empty: DOCKER_HOST"),
+    _p("api_container", str, "smartamazon-api-prod", "the API's container"),
+    _p("db_container", str, "smartamazon-db", "PostgreSQL's container"),
+    _p("redis_container", str, "smartamazon-redis", "Redis's container"),
+    _p("api_log_path", str, "", "read the API's log from this file instead of the platform's logs"),
+    _p("kube_context", str, "", "kubeconfig context (empty: the current one)"),
+    _p("kube_namespace", str, "default", "Kubernetes namespace of the API"),
+    _p("api_deployment", str, "smartamazon-backend", "the API's Kubernetes deployment"),
+    _p("mode", str, "investigate", "investigate (changes nothing) | mitigate"),
+    _p("approved_actions", list, [], "actions allowed to run in mitigate mode"),
+    _p("dry_run", bool, False, "mitigate mode: show what approved actions would do, change nothing"),
+    _p("severity", str, "", "P1..P4, empty: the runbook's own"),
+    _p("incident_id", str, "", "runs of one incident share it (empty: <runbook>-<UTC time>)"),
+    _p("detected_at", str, "", "ISO 8601 time the incident was detected (empty: when the run started)"),
+    _p("operator", str, "", "who runs it (default: the OS user); recorded with every action"),
+)
+COMMON_DEFAULTS: dict[str, Any] = {p.name: p.default for p in COMMON}
+
+#: Parameters several runbooks share (each runbook lists the ones it reads in the catalog).
+SHARED: dict[str, Param] = {p.name: p for p in (
+    _p("prometheus_url", str, "", "Prometheus HTTP API for history (empty: sample /metrics instead)"),
+    _p("lookback", str, "30m", "history window before now (widened to show detected_at)"),
+    _p("health_timeout_s", float, 5.0, "timeout of the /health request, seconds"),
+    _p("log_lines", int, 100, "API log lines read"),
+    _p("memory_warn_pct", float, 90.0, "memory use against its limit that is a warning, %"),
+    _p("scale_replicas", int, 3, "scale-api target replicas"),
+)}
+
+
+def shared(name: str, default: Any = None, help: str | None = None) -> Param:
+    p = SHARED[name]
+    return p if default is None else p.with_default(default, help)
+
+
+#: Top-level sections of a parameters file that configure SmartOps itself, not a runbook.
+CONFIG_SECTIONS = ("contacts", "notify")
 
 PLATFORMS = ("docker", "kubernetes")
 MODES = ("investigate", "mitigate")
@@ -84,9 +137,6 @@ def parse_cli_value(raw: str) -> Any:
     if isinstance(value, (dt.date, dt.datetime)):
         return raw  # keep timestamps as the ISO text the user typed
     return raw if value is None and raw not in ("null", "None", "~") else value
-
-
-_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
 
 def check_types(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
@@ -158,19 +208,6 @@ def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-ENV_PREFIX = "env:"
-
-
-def resolve_env(value: Any, *, name: str = "") -> Any:
-    """Resolve ``env:NAME`` to the environment variable NAME (inside the kernel, never earlier)."""
-    if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        var = value[len(ENV_PREFIX):]
-        if var not in os.environ:
-            raise ParameterError(f"parameter {name or '?'!r} refers to environment variable {var} which is not set")
-        return os.environ[var]
-    return value
-
-
 class Params:
     """Read-only view of a runbook's parameters, with ``env:`` references resolved on access.
 
@@ -188,9 +225,7 @@ class Params:
             raise AttributeError(f"runbook has no parameter {name!r}") from None
         resolved = resolve_env(value, name=name)
         if resolved is not value:
-            from . import redact
-
-            redact.register_secret(resolved)
+            register_secret(resolved)
         if name == "approved_actions":
             return as_list(resolved)
         return resolved
@@ -207,10 +242,3 @@ class Params:
     def __contains__(self, name: str) -> bool:
         return name in self._values
 
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    name: str
-    type: str
-    default: Any
-    help: str = ""

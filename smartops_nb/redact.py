@@ -6,10 +6,13 @@ any registered secret from text before it is written anywhere.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 from typing import Any, Mapping
 from urllib.parse import urlsplit
+
+from .contract import ParameterError
 
 MASK = "******"
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE", re.I)
@@ -25,8 +28,21 @@ _LOG_SECRET = re.compile(
     r"\s*[=:]\s*)(?P<v>'[^'\\\n]*'|[^\s\"'\\,;&]+)", re.I)
 _AUTH_HEADER = re.compile(r"(?P<k>\b(?:Bearer|Basic|Token)\s+)(?P<v>[A-Za-z0-9._~+/=-]{8,})")
 
+#: Configuration holds *references* to secrets: ``env:NAME`` is resolved at use, inside the kernel.
+ENV_PREFIX = "env:"
+
 _secrets: set[str] = set()
 _lock = threading.Lock()
+
+
+def resolve_env(value: Any, *, name: str = "") -> Any:
+    """Resolve ``env:NAME`` to the environment variable NAME (inside the kernel, never earlier)."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        var = value[len(ENV_PREFIX):]
+        if var not in os.environ:
+            raise ParameterError(f"parameter {name or '?'!r} refers to environment variable {var} which is not set")
+        return os.environ[var]
+    return value
 
 
 def register_secret(value: Any) -> None:
@@ -107,10 +123,6 @@ def safe_dsn(dsn: str) -> str:
 def secrets_in(values: Mapping[str, Any]) -> list[str]:
     """The secrets a set of parameters carries: passwords inside URLs, and whatever an ``env:NAME``
     reference resolves to (and the password inside that). Found again wherever needed, never stored."""
-    import os
-
-    from .params import ENV_PREFIX
-
     out: list[str | None] = []
     for v in values.values():
         if not isinstance(v, str):

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from .params import iso, parse_time
 
-CONTACTS_ENV = "SMARTOPS_CONTACTS"
+from .contract import CONTACTS_ENV
 
 TARGETS: dict[str, dt.timedelta] = {
     "P1": dt.timedelta(minutes=15), "P2": dt.timedelta(hours=1),

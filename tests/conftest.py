@@ -18,8 +18,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from smartops_nb import runner
-from smartops_nb.sandbox import Sandbox
+from smartops_nb import catalog
+from smartops_nb.execution.flow import Result, investigate
+from smartops_nb.execution.prepare import prepare
+from smartops_sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,7 +90,7 @@ def sandbox_params(sandbox) -> dict[str, Any]:
 class Record:
     """An executed runbook: exit code, summary (``metadata["smartops"]``), path and notebook."""
 
-    def __init__(self, result: runner.Result):
+    def __init__(self, result: Result):
         self.path = result.record
         self.summary = result.summary
         self.exit_code = result.exit_code
@@ -108,9 +110,9 @@ class Record:
 def run_runbook(runbook: str, archive: Path, params: dict[str, Any], files: tuple[str, ...] = (),
                 cell_timeout: int = 120) -> Record:
     """Run a runbook headless exactly as `smartops run` does and return its record."""
-    known = runner.notebook_parameters(runner.catalog.get(runbook).path)
-    prep = runner.prepare(runbook, files, {k: v for k, v in params.items() if k in known})
-    return Record(runner.execute(prep, archive, progress=False, cell_timeout=cell_timeout))
+    known = catalog.get(runbook).parameters
+    prep = prepare(runbook, files, {k: v for k, v in params.items() if k in known})
+    return Record(investigate(prep, archive, progress=False, cell_timeout=cell_timeout))
 
 
 @pytest.fixture

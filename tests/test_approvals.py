@@ -6,10 +6,12 @@ import types
 
 import pytest
 
-from smartops_nb import approvals, catalog
+from smartops_nb.kernel import approvals
+from smartops_nb import catalog
 from smartops_nb.actions import Action
 from smartops_nb.findings import Diagnosis
-from smartops_nb.run import STATE_ENV, Run
+from smartops_nb.contract import APPROVALS_ENV, HEADLESS_ENV, SESSION_ENV, STATE_ENV
+from smartops_nb.kernel.run import Run
 from tests.conftest import run_runbook
 
 
@@ -38,17 +40,17 @@ ZMQShell = type("ZMQInteractiveShell", (_Shell,), {})
 
 
 def test_detection_defaults_to_headless(monkeypatch):
-    for var in (approvals.HEADLESS_ENV, STATE_ENV, approvals.APPROVALS_ENV, approvals.SESSION_ENV):
+    for var in (HEADLESS_ENV, STATE_ENV, APPROVALS_ENV, SESSION_ENV):
         monkeypatch.delenv(var, raising=False)
     assert not approvals.interactive(_Shell([]))  # not a kernel with a front end
     assert not approvals.interactive(ZMQShell(["import x"]))  # a kernel, but no Jupyter server session
-    monkeypatch.setenv(approvals.SESSION_ENV, "incident.ipynb")
+    monkeypatch.setenv(SESSION_ENV, "incident.ipynb")
     assert approvals.interactive(ZMQShell(["", "import smartops_nb as so"]))  # JupyterLab
     assert not approvals.interactive(ZMQShell(["", "# Parameters\nmode = 'mitigate'\n"]))  # papermill's cell
-    monkeypatch.setenv(approvals.HEADLESS_ENV, "1")
+    monkeypatch.setenv(HEADLESS_ENV, "1")
     assert not approvals.interactive(ZMQShell([""]))  # started by the runner
-    monkeypatch.delenv(approvals.HEADLESS_ENV)
-    monkeypatch.setenv(approvals.APPROVALS_ENV, "off")
+    monkeypatch.delenv(HEADLESS_ENV)
+    monkeypatch.setenv(APPROVALS_ENV, "off")
     assert not approvals.interactive(ZMQShell([""]))
 
 

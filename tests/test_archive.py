@@ -16,8 +16,8 @@ import nbformat
 import pytest
 import yaml
 
-from smartops_nb import archive as archive_mod  # `archive` is the conftest fixture (a folder)
-from smartops_nb import record
+from smartops_nb.records import archive as archive_mod  # `archive` is the conftest fixture (a folder)
+from smartops_nb.records import record
 from smartops_nb.params import iso, utcnow
 from tests.conftest import REPO, require, run_runbook
 
@@ -33,7 +33,7 @@ def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subpr
 @pytest.fixture
 def cli(capsys):
     """``smartops ...`` in-process (the same code as the command; a subprocess costs seconds here)."""
-    from smartops_nb.cli import main
+    from smartops_nb.cli.main import main
 
     def run(*args: str) -> subprocess.CompletedProcess:
         capsys.readouterr()
@@ -272,7 +272,7 @@ def test_reindex_leaves_a_locked_index_alone(archive, four, monkeypatch):
 
 
 def test_review_reads_the_same_rows_from_the_records_when_the_index_is_lost(archive, four):
-    from smartops_nb import review
+    from smartops_nb.reports import review
 
     write(archive, started="2026-11-29T10:00:00Z", causes=["idle-connection-leak"])  # actions, causes, confirmed
     indexed = review.load_rows(archive)[review.COLUMNS]

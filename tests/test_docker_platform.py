@@ -1,7 +1,7 @@
 """DockerPlatform against a real Docker-API engine (podman), with real containers.
 
 Containers run the busybox base image; the HTTP server runs the host's Python, mounted
-read-only (see smartops_nb.sandbox.podman).
+read-only (see smartops_sandbox.podman).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from smartops_nb.platforms import PlatformError
 from smartops_nb.platforms.docker import DockerPlatform, PREVIOUS_IMAGE_LABEL
-from smartops_nb.sandbox.podman import derive_image, host_python_volumes
+from smartops_sandbox.podman import derive_image, host_python_volumes
 from smartops_nb.waiting import until
 
 

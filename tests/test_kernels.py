@@ -4,7 +4,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from smartops_nb import kernels, runner
+from smartops_nb.execution import kernels
+from smartops_nb.execution.flow import investigate
+from smartops_nb.execution.prepare import prepare
 from tests.conftest import Record
 
 
@@ -17,11 +19,11 @@ def _form(rec: Record) -> tuple:
 @pytest.mark.timeout(240)
 def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandbox_params, archive):
     healthy_sandbox.fault("connection-leak")
-    prep = runner.prepare("db-pool-exhausted", (), {**sandbox_params, "idle_minutes": 0.01})
+    prep = prepare("db-pool-exhausted", (), {**sandbox_params, "idle_minutes": 0.01})
     with kernels.KernelPool(1) as pool, pool.lease(timeout=60) as kernel:
         assert kernel is not None
-        warm = Record(runner.execute(prep, archive, progress=False, cell_timeout=120, kernel=kernel))
-    cold = Record(runner.execute(prep, archive, progress=False, cell_timeout=120))
+        warm = Record(investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel))
+    cold = Record(investigate(prep, archive, progress=False, cell_timeout=120))
     assert warm.summary["status"] == cold.summary["status"] == "completed"
     assert warm.summary["diagnosis"]["causes"] == cold.summary["diagnosis"]["causes"] == [
         "connections-near-limit", "idle-connection-leak"]

@@ -8,7 +8,7 @@ import pytest
 
 from smartops_nb.platforms.base import PlatformError
 from smartops_nb.platforms.kubernetes import RESTARTED_AT_ANNOTATION, KubernetesPlatform
-from smartops_nb.sandbox.kube_api import KubeAPIServer
+from tests.fixtures.kube_api import KubeAPIServer
 from tests.fixtures.kube import set_image
 
 NS = "shop"

@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from smartops_nb import interactive, lab
+from smartops_nb.kernel import interactive
+from smartops_nb.execution import lab
 from tests.conftest import REPO
 
 
@@ -136,7 +137,7 @@ def test_sigterm_during_start_up_stops_jupyterlab(tmp_path):
 
 
 def test_jupyterlab_exiting_by_itself_is_exit_1(tmp_path, monkeypatch, capsys):
-    from smartops_nb import cli_lab
+    from smartops_nb.cli import lab as cli_lab
 
     class FakeProc:
         def wait(self, timeout=None):

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from smartops_nb import archive as record_archive
-from smartops_nb import notify
+from smartops_nb.records import archive as record_archive
+from smartops_nb.alerts import notify
 from tests.conftest import run_runbook
 
 
@@ -182,7 +182,7 @@ def test_a_webhook_url_without_scheme_stays_out_of_logs_and_outcomes(tmp_path, m
 def test_previous_record_comes_from_the_index(tmp_path, monkeypatch):
     import nbformat
 
-    from smartops_nb import archive as record_archive
+    from smartops_nb.records import archive as record_archive
 
     folder = tmp_path / "incidents"
     paths = {}

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from smartops_nb import catalog, cli
+from smartops_nb import catalog
+from smartops_nb.cli.main import main as cli
 from smartops_nb.params import iso, utcnow
 from tests.conftest import run_runbook
 

@@ -5,7 +5,7 @@ import threading
 
 import nbformat
 
-from smartops_nb import archive, record
+from smartops_nb.records import archive, record
 
 SUMMARY = {"runbook": "db-pool-exhausted", "environment": "demo", "started_at": "2026-11-26T14:03:12Z"}
 

@@ -6,9 +6,10 @@ import datetime as dt
 import pytest
 import yaml
 
-from smartops_nb import display, response
+from smartops_nb.kernel import display
+from smartops_nb import response
 from smartops_nb.params import ParameterError, iso, utcnow
-from smartops_nb.runner import prepare
+from smartops_nb.execution.prepare import prepare
 from tests.conftest import free_port, run_runbook
 
 T0 = "2026-01-18T10:00:00Z"

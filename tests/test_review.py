@@ -9,8 +9,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from smartops_nb import archive as index
-from smartops_nb import postmortem, review
+from smartops_nb.records import archive as index
+from smartops_nb.reports import postmortem, review
 from smartops_nb.params import iso, utcnow
 from tests.conftest import REPO, run_runbook
 

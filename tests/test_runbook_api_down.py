@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 
-from smartops_nb.sandbox.kube_api import RESTARTED_AT_ANNOTATION
+from tests.fixtures.kube_api import RESTARTED_AT_ANNOTATION
 from tests.conftest import free_port, http_status, run_runbook
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from smartops_nb.checks import disk_full as checks
 from smartops_nb.findings import Finding
-from smartops_nb.sandbox.podman import BASE_IMAGE, PodmanService, build_base_image
+from smartops_sandbox.podman import BASE_IMAGE, PodmanService, build_base_image
 from tests.conftest import require, run_runbook
 
 MIB = 2 ** 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 import psycopg
 import redis
 
-from .conftest import run_runbook
+from tests.conftest import run_runbook
 
 # the cache faults' simulated user makes ~5 lookups/s: 5 s give ~25, well above cache_min_lookups (10)
 # even when a loaded machine halves the rate

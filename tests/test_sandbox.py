@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from smartops_nb.cli import main as smartops_main
-from smartops_nb.sandbox import Sandbox
-from smartops_nb.sandbox.postgres_server import PostgresServer, _pid_alive, _pid_is
-from smartops_nb.sandbox.redis_server import RedisServer
+from smartops_nb.cli.main import main as smartops_main
+from smartops_sandbox import Sandbox
+from smartops_sandbox.postgres_server import PostgresServer, _pid_alive, _pid_is
+from smartops_sandbox.redis_server import RedisServer
 from smartops_nb.waiting import until
 
 MAX_CONNECTIONS = 60   # 60 - 3 superuser - 3 reserved = 54 ordinary slots = 90% of max_connections
@@ -228,8 +228,8 @@ def test_recycled_pids_are_never_signalled(tmp_path):
         sb._stop_api()
         assert other.poll() is None
 
-        from smartops_nb.sandbox import cli as sandbox_cli
-        from smartops_nb.sandbox.podman import PodmanService
+        from smartops_sandbox import cli as sandbox_cli
+        from smartops_sandbox.podman import PodmanService
 
         (tmp_path / "sb" / "podman").mkdir(parents=True)
         (tmp_path / "sb" / "podman" / "podman-service.pid").write_text(f"{other.pid}\n")

@@ -1,4 +1,4 @@
-"""The sandbox's host faults (``smartops_nb.sandbox.host_faults``), each injected for real through
+"""The sandbox's host faults (``smartops_sandbox.host_faults``), each injected for real through
 ``Sandbox.fault()``: the runbook the README pairs it with confirms the expected causes; after
 ``Sandbox.heal()`` the same runbook confirms nothing.
 
@@ -12,8 +12,8 @@ import os
 import pytest
 import redis
 
-from smartops_nb.sandbox import Sandbox
-from smartops_nb.sandbox.host_faults import BAD_IMAGE, REDIS_FILLER, disk_dir
+from smartops_sandbox import Sandbox
+from smartops_sandbox.host_faults import BAD_IMAGE, REDIS_FILLER, disk_dir
 from tests.conftest import http_status, require, run_runbook
 
 

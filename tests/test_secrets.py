@@ -28,7 +28,7 @@ def test_scrub_masks_log_line_secrets():
 
 
 def test_runner_finds_env_secrets_again_without_the_kernel(monkeypatch):
-    from smartops_nb.runner import secrets_of
+    from smartops_nb.redact import secrets_in as secrets_of
 
     monkeypatch.setenv("SMARTOPS_T_DSN", "postgresql://u:pw-from-env@h/db")
     found = secrets_of({"postgres_admin_dsn": "env:SMARTOPS_T_DSN", "redis_url": "redis://:inline-pw@h:6379/0",
@@ -71,7 +71,7 @@ def test_pod_env_and_crash_log_secrets(kube_rollout, planted_secret, archive):
 def test_secrets_with_quotes_backslashes_and_non_ascii_are_scrubbed_from_the_notebook():
     import nbformat
 
-    from smartops_nb import record
+    from smartops_nb.records import record
 
     secrets = ["pässwörd-1", 'p"ssw0rd-2', "back\\slash-3"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"dsn = {s!r}") for s in secrets])

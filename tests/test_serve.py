@@ -268,13 +268,15 @@ def test_a_cold_run_is_interrupted_and_recorded_on_sigterm(tmp_path, base_params
 def test_a_run_getting_its_kernel_during_the_drain_is_interrupted_and_recorded(tmp_path, base_params):
     import threading
 
-    from smartops_nb import runner, serve
+    from smartops_nb.alerts.routes import Routes
+    from smartops_nb.execution.prepare import prepare
+    from smartops_nb.server import serve
 
-    svc = serve.Service(serve.Routes([], [], base_params), tmp_path / "incidents", workers=1, warm=0)
+    svc = serve.Service(Routes([], [], base_params), tmp_path / "incidents", workers=1, warm=0)
     gate, real = threading.Event(), svc._kernel_for
     svc._kernel_for = lambda job: (gate.wait(60), real(job))[1]  # taken off the queue, no kernel yet
     svc.start()
-    prep = runner.prepare("high-latency", cli={"incident_id": "SlowProbe-race"}, base=base_params)
+    prep = prepare("high-latency", cli={"incident_id": "SlowProbe-race"}, base=base_params)
     assert svc._submit(serve.Job(("SlowProbe-race", "firing"), prep)) == "accepted"
     deadline = time.monotonic() + 10
     while svc.queue.qsize() and time.monotonic() < deadline:  # the worker has it (not dropped as queued)

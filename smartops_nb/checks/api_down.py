@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check
 from .common import MIB, check_health, check_logs, database_status, measured, mib, state_table  # noqa: F401
 
 CRASH_STATUSES = {"exited", "dead", "CrashLoopBackOff", "Error", "OOMKilled", "missing", "NotFound",

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..findings import Finding
-from ..params import ParameterError, parse_time
+from smartops_nb.findings import Finding
+from smartops_nb.params import ParameterError, parse_time
 
 MIB = 1024 * 1024
 #: an error line in any runbook's logs (Python, Go, the kernel's OOM killer, the API's own levels)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check
 from .common import measured
-from ..probes.postgres import LoginAttempt
+from smartops_nb.probes.postgres import LoginAttempt
 
 POOL_ERROR = "connection pool exhausted"
 #: Idle connections are a leak only when the server is this busy (share of max_connections in use).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check
 from .common import measured, mib
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check
 from .common import check_health, check_logs, measured, state_table, time_or_none  # noqa: F401
 
 # Kubernetes waiting reasons for an image the node cannot get

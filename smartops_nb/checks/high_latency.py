@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check
 from .common import check_health, measured  # noqa: F401
 
 MONITORING_HANDLERS = ("/metrics",)   # the runbook's own scrapes are not user traffic
@@ -207,7 +207,7 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
 
 def api_cache_deltas(snapshots: list[dict]) -> tuple[float | None, float | None]:
     """The API's own cache hit/miss counter increases over two /metrics snapshots (None if absent)."""
-    from ..probes.metrics import counter_delta
+    from smartops_nb.probes.metrics import counter_delta
 
     return counter_delta(snapshots, API_CACHE_HITS), counter_delta(snapshots, API_CACHE_MISSES)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..findings import Finding
+from smartops_nb.findings import Finding
 
 NO_PROMETHEUS = "no prometheus_url: sampled /metrics instead"
 

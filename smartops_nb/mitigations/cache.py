@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-from ..actions import Action
-from .. import redact
-from ..probes import http
-from ..probes import redis as redis_probe
+from smartops_nb.actions import Action
+from smartops_nb import redact
+from smartops_nb.probes import http
+from smartops_nb.probes import redis as redis_probe
 
 
 _CACHED_FIELD = re.compile(r'"cached"\s*:\s*(true|false)')

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..platforms import PlatformError
-from ..probes import http
-from ..waiting import until
+from smartops_nb.platforms import PlatformError
+from smartops_nb.probes import http
+from smartops_nb.waiting import until
 
 SETTLE_S = 30.0  # how long an executed action waits for the workload (and /health) to come back
 STATE_KEYS = ("image", "status", "running", "exit_code", "restarts", "replicas_desired", "replicas_ready")

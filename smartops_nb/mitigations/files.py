@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from ..actions import Action
-from ..probes import disk
+from smartops_nb.actions import Action
+from smartops_nb.probes import disk
 
 
 def _refusal(path: str, roots: list[str], pattern: str, max_age_days: float) -> str:

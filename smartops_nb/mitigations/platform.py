@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .. import platforms
-from ..actions import Action
-from ..platforms import PlatformError
+from smartops_nb import platforms
+from smartops_nb.actions import Action
+from smartops_nb.platforms import PlatformError
 from .evidence import SETTLE_S, evidence as _evidence, settled as _settled
 
 

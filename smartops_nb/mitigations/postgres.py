@@ -6,9 +6,9 @@ the statement runs (the WHERE clause is re-evaluated at execution, not trusted f
 """
 from __future__ import annotations
 
-from ..actions import Action
-from ..probes.postgres import Session, database_name
-from ..waiting import until
+from smartops_nb.actions import Action
+from smartops_nb.probes.postgres import Session, database_name
+from smartops_nb.waiting import until
 
 _SELECT_IDLE = """
 SELECT pid, application_name, usename AS role, client_addr::text AS client,
@@ -72,7 +72,7 @@ INDEX_BUILD_TIMEOUT_S = 600
 
 def concurrent_ddl(ddl: str) -> str:
     """The expected index's DDL as ``CREATE INDEX CONCURRENTLY IF NOT EXISTS name ON table (...)``."""
-    from ..probes.postgres import parse_index_ddl
+    from smartops_nb.probes.postgres import parse_index_ddl
 
     want = parse_index_ddl(ddl)  # refuses anything but one CREATE INDEX on plain columns
     unique = "UNIQUE " if want["unique"] else ""
@@ -84,7 +84,7 @@ def create_index(session: Session, ddl: str, timeout_s: float = INDEX_BUILD_TIME
     """Build the expected index without blocking writes (CONCURRENTLY: outside a transaction,
     on an autocommit connection). Before/after: index presence and the slowest query's plan.
     A failed concurrent build leaves an INVALID index behind; it is dropped so a retry can work."""
-    from ..probes.postgres import explain, index_status, parse_index_ddl, slowest_query
+    from smartops_nb.probes.postgres import explain, index_status, parse_index_ddl, slowest_query
 
     # parsed when the action is previewed or run (inside carry_out), never here: a bad
     # expected_index must become the action's recorded error, not an exception outside any step

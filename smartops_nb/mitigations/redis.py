@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from ..actions import Action
-from ..probes import redis as redis_probe
+from smartops_nb.actions import Action
+from smartops_nb.probes import redis as redis_probe
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
 

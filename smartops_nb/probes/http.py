@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .. import redact
+from smartops_nb import redact
 
 HEALTH_PATH = "/health"
 BODY_LIMIT = 2000  # characters of the body kept as evidence

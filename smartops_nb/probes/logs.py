@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import redact
+from smartops_nb import redact
 
 
 def tail_file(path: str | Path, lines: int = 100, block: int = 64 * 1024,
@@ -35,7 +35,7 @@ def api_logs(params, platform_factory, lines: int = 100) -> tuple[str, list[str]
     if params.get("api_log_path"):
         path = Path(params.api_log_path).expanduser()
         return f"file {path}", tail_file(path, lines)
-    from .. import platforms
+    from smartops_nb import platforms
     from . import workloads
 
     return (f"{params.platform} {platforms.workload(params, 'api')}",

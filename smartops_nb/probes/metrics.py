@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import redact
+from smartops_nb import redact
 
 METRICS_PATH = "/metrics"
 QUANTILES = (0.5, 0.95, 0.99)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import redact
+from smartops_nb import redact
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 5000

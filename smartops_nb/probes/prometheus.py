@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import redact
+from smartops_nb import redact
 
 MAX_POINTS = 300          # per series; the step grows with the window
 HISTOGRAM = "http_request_duration_seconds"
@@ -150,7 +150,7 @@ def window(detected_at: str | dt.datetime, lookback: str | float,
            now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
     """``(start, end)``: the last ``lookback`` up to now, widened to show ``detected_at`` with
     the lookback's tenth before it when the alert is older than that."""
-    from ..params import parse_time, utcnow
+    from smartops_nb.params import parse_time, utcnow
 
     end = now or utcnow()
     span = dt.timedelta(seconds=parse_duration(lookback))

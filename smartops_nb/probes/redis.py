@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import redact
+from smartops_nb import redact
 
 SOCKET_TIMEOUT_S = 3.0
 NO_PREFIX = "(no prefix)"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .. import platforms, redact
-from ..platforms import PlatformError
+from smartops_nb import platforms, redact
+from smartops_nb.platforms import PlatformError
 
 
 def state(params, platform_factory: Callable[[], Any], component: str = "api") -> dict[str, Any]:

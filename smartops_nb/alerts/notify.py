@@ -1,0 +1,291 @@
+"""Communicate: tell people when a run confirms an incident, and when a later run finds it resolved.
+
+Configured under ``notify:`` in a parameters file (see ``parameters/notify.example.yaml``)::
+
+    notify:
+      timeout_s: 5
+      slack:                       # a Slack-compatible incoming webhook (one mapping or a list)
+        webhook_url: env:SLACK_WEBHOOK_URL
+      pagerduty:                   # PagerDuty Events API v2, for the listed severities only
+        routing_key: env:PAGERDUTY_ROUTING_KEY
+        severities: [P1]
+
+Secrets are *references* (``env:NAME``), resolved at use. A webhook URL and a routing key are
+secrets whatever their form: registered with :mod:`smartops_nb.redact` before use, and every error
+text is scrubbed before it is logged or kept. Every call has a timeout; a target that fails is
+logged and its outcome kept, never raised: a notification must not cost the run.
+
+When: a run that confirms a diagnosis sends ``trigger``; a completed run that confirms nothing,
+for an ``incident_id`` whose previous record was confirmed, sends ``resolve``. "Previous" is
+found in the archive folder's index (by ``incident_id``); only without an index are the records read.
+
+Outcomes: the message names the record, and a record is written once, so notifications go out
+*after* the record is written; their outcomes are appended to ``notifications.jsonl`` in the
+archive folder (one JSON line per target and event, with the record's file name), returned to
+the caller (``Result.notifications``) and logged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from smartops_nb import redact
+from smartops_nb.params import ParameterError, iso, resolve_env, utcnow
+
+log = logging.getLogger("smartops.notify")
+
+LOG_NAME = "notifications.jsonl"
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+PD_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
+DEFAULT_TIMEOUT_S = 5.0
+_log_lock = threading.Lock()
+
+
+# -- configuration ---------------------------------------------------------------------------
+def targets(config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The configured targets as ``{"kind", ...}`` dicts; ParameterError if the section is malformed."""
+    section = (config or {}).get("notify")
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        raise ParameterError("'notify' must be a mapping (slack:, pagerduty:, timeout_s:)")
+    unknown = set(section) - {"slack", "pagerduty", "timeout_s"}
+    if unknown:
+        raise ParameterError(f"unknown notify setting {sorted(unknown)[0]!r} (slack, pagerduty, timeout_s)")
+    timeout = section.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 60:
+        raise ParameterError("notify timeout_s must be a number of seconds in (0, 60]")
+    out = []
+    for kind, required in (("slack", "webhook_url"), ("pagerduty", "routing_key")):
+        entries = section.get(kind)
+        if entries is None:
+            continue
+        for entry in [entries] if isinstance(entries, Mapping) else entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get(required), str) or not entry[required]:
+                raise ParameterError(f"notify {kind} needs {required}: (a value or env:NAME)")
+            t = {"kind": kind, "timeout_s": float(entry.get("timeout_s", timeout)), **entry}
+            if kind == "pagerduty":
+                t.setdefault("url", PAGERDUTY_URL)
+                t["severities"] = list(entry.get("severities", ["P1"]))
+            out.append(t)
+    return out
+
+
+def _secret(target: Mapping[str, Any], key: str) -> str:
+    """A target's ``env:NAME`` reference resolved (ParameterError if unset or empty), registered as a
+    secret so that no log line or outcome shows it."""
+    value = resolve_env(target[key], name=f"notify {target['kind']} {key}")
+    if not value:
+        raise ParameterError(f"notify {target['kind']} {key} is empty ({target[key]})")
+    if value != PAGERDUTY_URL:  # the public endpoint is no secret (a record may well name it)
+        redact.register_secret(value)
+    return value
+
+
+# -- when --------------------------------------------------------------------------------------
+def previous_record(archive: Path, incident_id: str, exclude: Path | None = None) -> dict[str, Any] | None:
+    """The latest earlier record summary of ``incident_id`` in the archive (by started_at), or None.
+
+    Asks the archive index (one indexed query); reads the records themselves only when there is no
+    index. From the index the summary has what :func:`event_for` needs: ``status``, ``started_at``
+    and ``diagnosis`` (``confirmed``, ``causes``, ``summary``).
+    """
+    from smartops_nb.records import archive as record_archive
+
+    if not incident_id or not archive.is_dir():
+        return None
+    skip = Path(exclude).name if exclude is not None else None
+    try:
+        # two: the record just written (``exclude``) is normally the latest
+        rows = record_archive.list_records(archive, limit=2, incident_id=incident_id)
+    except record_archive.IndexMissing:
+        return _scan_previous(archive, incident_id, skip)
+    except sqlite3.Error as e:
+        log.warning("archive index unreadable (%s): reading the records", e)
+        return _scan_previous(archive, incident_id, skip)
+    row = next((r for r in rows if r["name"] != skip), None)
+    if row is None:
+        return None
+    return {"incident_id": row["incident_id"], "runbook": row["runbook"], "status": row["status"],
+            "started_at": row["started_at"], "severity": row["severity"], "environment": row["environment"],
+            "diagnosis": {"confirmed": row["confirmed"], "causes": row["causes"], "summary": row["diagnosis"]},
+            "record": row["name"]}
+
+
+def _scan_previous(archive: Path, incident_id: str, skip: str | None) -> dict[str, Any] | None:
+    latest: dict[str, Any] | None = None
+    for path in archive.glob("*.ipynb"):
+        if path.name == skip:
+            continue
+        try:
+            summary = json.loads(path.read_text()).get("metadata", {}).get("smartops") or {}
+        except (OSError, ValueError):
+            continue
+        if summary.get("incident_id") == incident_id and (
+                latest is None or str(summary.get("started_at", "")) > str(latest.get("started_at", ""))):
+            latest = summary
+    return latest
+
+
+def event_for(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> str | None:
+    """``trigger``, ``resolve`` or None (nothing worth telling anyone)."""
+    confirmed = bool(summary.get("diagnosis", {}).get("confirmed"))
+    if confirmed:
+        return "trigger"
+    if summary.get("diagnosis", {}).get("inconclusive"):  # could not look: not evidence of recovery
+        return None
+    if summary.get("status") == "completed" and previous and previous.get("diagnosis", {}).get("confirmed"):
+        return "resolve"
+    return None
+
+
+# -- what --------------------------------------------------------------------------------------
+def _actions_text(summary: Mapping[str, Any]) -> str:
+    acts = summary.get("actions") or []
+    return "; ".join(f"{a.get('action')} on {a.get('target')}: {a.get('mode')}" for a in acts) or "none"
+
+
+def headline(summary: Mapping[str, Any], event: str) -> str:
+    state = "RESOLVED" if event == "resolve" else "CONFIRMED"
+    return (f"[{summary.get('severity')}] {state}: {summary.get('title') or summary.get('runbook')} "
+            f"({summary.get('environment')}, incident {summary.get('incident_id')})")
+
+
+def _evidence_text(evidence: Mapping[str, str] | None) -> str:
+    if not evidence:
+        return ""
+    return f" · sha256 {evidence['sha256']} · chain entry {evidence['entry_hash']}"
+
+
+def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
+                  evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+    diag = summary.get("diagnosis", {})
+    causes = ", ".join(diag.get("causes") or []) or "none"
+    lines = [headline(summary, event), f"Runbook: {summary.get('runbook')} · causes: {causes}",
+             f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}",
+             f"Record: {record}{_evidence_text(evidence)}"]
+    return {
+        "text": "\n".join(lines),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
+            {"type": "context", "elements": [{"type": "mrkdwn",
+                                              "text": f"Record: `{record}`{_evidence_text(evidence)}"}]},
+        ],
+    }
+
+
+def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, routing_key: str,
+                      evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"routing_key": routing_key, "event_action": event,
+                            "dedup_key": f"smartops:{summary.get('incident_id')}"}
+    if event == "trigger":
+        diag = summary.get("diagnosis", {})
+        body["payload"] = {
+            "summary": f"{headline(summary, event)}: {diag.get('summary')}"[:1024],
+            "source": f"smartops/{summary.get('environment')}",
+            "severity": PD_SEVERITY.get(str(summary.get("severity")), "error"),
+            "custom_details": {"runbook": summary.get("runbook"), "causes": diag.get("causes", []),
+                               "actions": _actions_text(summary), "record": str(record),
+                               "detected_at": summary.get("detected_at"),
+                               "record_sha256": (evidence or {}).get("sha256"),
+                               "chain_entry": (evidence or {}).get("entry_hash")},
+        }
+    return body
+
+
+# -- how ---------------------------------------------------------------------------------------
+def _post(url: str, body: Mapping[str, Any], timeout: float) -> int:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status
+
+
+def _where(url: str) -> str:
+    """A target's URL without its secret parts (a Slack webhook's path is the secret)."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return "(not a URL)"
+    if not u.scheme or not u.hostname:
+        return "(not a URL)"
+    return f"{u.scheme}://{u.hostname}{f':{port}' if port else ''}"
+
+
+def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, event: str,
+         evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Send one notification; the outcome as a dict (``ok``, ``status`` or ``error``). Never raises.
+
+    ``evidence``: the record's ``sha256`` and archive ``entry_hash``; sent with the message, they
+    anchor the archive's hash chain outside it (``smartops archive verify --anchor``)."""
+    outcome: dict[str, Any] = {"at": iso(utcnow()), "target": target["kind"], "event": event,
+                               "incident_id": summary.get("incident_id"), "record": Path(record).name,
+                               "chain_entry": (evidence or {}).get("entry_hash")}
+    try:
+        if target["kind"] == "slack":
+            url = _secret(target, "webhook_url")
+            body = slack_payload(summary, record, event, evidence)
+        else:
+            url = _secret(target, "url")
+            body = pagerduty_payload(summary, record, event, _secret(target, "routing_key"), evidence)
+        outcome["where"] = _where(url)
+        outcome["status"] = _post(url, body, target["timeout_s"])
+        outcome["ok"] = True
+    except urllib.error.HTTPError as e:
+        outcome.update(ok=False, status=e.code, error=redact.scrub(f"HTTP {e.code} {e.reason}"))
+    except Exception as e:  # timeouts, refused connections, unset env references, a URL without scheme...
+        reason = getattr(e, "reason", None) or e
+        outcome.update(ok=False, error=redact.scrub(f"{type(e).__name__}: {reason}"))
+    if outcome["ok"]:
+        log.info("notified %s (%s) of %s: incident %s", target["kind"], outcome.get("where"), event,
+                 summary.get("incident_id"))
+    else:
+        log.error("notification to %s (%s) failed: %s", target["kind"], outcome.get("where", "?"), outcome["error"])
+    return outcome
+
+
+def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], record: Path,
+              archive: Path) -> list[dict[str, Any]]:
+    """Notify the configured targets about a finished run, if there is something to say. Never raises."""
+    try:
+        configured = targets(config)
+        if not configured:
+            return []
+        event = event_for(summary, previous_record(archive, str(summary.get("incident_id", "")), exclude=record))
+        if event is None:
+            return []
+        from smartops_nb.records import archive as record_archive
+        evidence = record_archive.indexed_entry(archive, Path(record).name)
+        outcomes = [send(t, summary, record, event, evidence) for t in configured
+                    if t["kind"] != "pagerduty" or summary.get("severity") in t["severities"]]
+        _append_log(archive, outcomes)
+        return outcomes
+    except Exception as e:  # a notification problem must never cost the run its record or exit code
+        error = redact.scrub(f"{type(e).__name__}: {e}")
+        log.error("notifications skipped: %s", error)
+        return [{"ok": False, "error": error, "record": Path(record).name}]
+
+
+def _append_log(archive: Path, outcomes: list[dict[str, Any]]) -> None:
+    if not outcomes:
+        return
+    with _log_lock, open(archive / LOG_NAME, "a") as f:
+        for o in outcomes:
+            f.write(json.dumps(o, default=str) + "\n")
+
+
+def outcomes_for(archive: Path, record_name: str) -> list[dict[str, Any]]:
+    """The logged notification outcomes of one record (by file name)."""
+    try:
+        lines = (archive / LOG_NAME).read_text().splitlines()
+    except OSError:
+        return []
+    return [o for o in (json.loads(x) for x in lines if x.strip()) if o.get("record") == record_name]

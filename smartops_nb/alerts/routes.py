@@ -1,0 +1,158 @@
+"""Alerts in: Alertmanager's webhook payload (version 4) checked, and the routes that map alerts to runbooks.
+
+Both ``smartops serve`` modes (in-process, and through the queue) read alerts and routes here, so
+routing and dedup keys have one definition: ``incident_id`` = ``ALERTNAME-FINGERPRINT``,
+``detected_at`` = the alert's ``startsAt``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from smartops_nb import catalog
+from smartops_nb.params import ParameterError, load_yaml_files
+
+
+# -- routes ------------------------------------------------------------------------------------
+@dataclass
+class Route:
+    alertname: str
+    runbook: str
+    match: dict[str, str] = field(default_factory=dict)          # label == value
+    match_re: dict[str, re.Pattern] = field(default_factory=dict)  # label fully matches regex (compiled)
+    parameters: dict[str, Any] = field(default_factory=dict)     # fixed values for this route
+    from_labels: dict[str, str] = field(default_factory=dict)    # parameter <- label
+    from_annotations: dict[str, str] = field(default_factory=dict)  # parameter <- annotation
+    confirm_on_resolved: bool = False
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return (labels.get("alertname") == self.alertname
+                and all(labels.get(k) == v for k, v in self.match.items())
+                and all(p.fullmatch(labels.get(k, "")) for k, p in self.match_re.items()))
+
+    def params_for(self, alert: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(self.parameters)
+        for name, label in self.from_labels.items():
+            if label in alert["labels"]:
+                out[name] = alert["labels"][label]
+        for name, key in self.from_annotations.items():
+            if key in alert.get("annotations", {}):
+                out[name] = alert["annotations"][key]
+        return out
+
+
+@dataclass
+class Routes:
+    routes: list[Route]
+    files: list[str]                  # base parameters files (-f), as for `smartops run`
+    base: dict[str, Any] = field(default_factory=dict)  # those files, read and merged once at start-up
+
+    def find(self, labels: Mapping[str, str]) -> Route | None:
+        return next((r for r in self.routes if r.matches(labels)), None)
+
+
+def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
+    """Read and check a routes file: runbooks, parameter names and regexes are checked now, not per alert
+    (``smartops serve`` also prepares each route's run once, which checks the values).
+
+    The ``-f`` parameters files are read once, here: an edit to them later does not reach a running
+    server (restart it), so a file broken after start-up cannot turn every alert away.
+    """
+    base = load_yaml_files(files)
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ParameterError(f"routes file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ParameterError(f"routes file {path} is not valid YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("routes"), list):
+        raise ParameterError(f"routes file {path} needs a 'routes:' list")
+    default_confirm = bool(doc.get("confirm_on_resolved", False))
+    keys = {"alertname", "runbook", "match", "match_re", "parameters", "from_labels", "from_annotations",
+            "confirm_on_resolved"}
+    routes = []
+    for i, r in enumerate(doc["routes"]):
+        where = f"routes file {path}, route {i + 1}"
+        if not isinstance(r, dict) or not r.get("alertname") or not r.get("runbook"):
+            raise ParameterError(f"{where}: needs alertname and runbook")
+        if set(r) - keys:
+            raise ParameterError(f"{where}: unknown key {sorted(set(r) - keys)[0]!r}")
+        for k in ("match", "match_re", "parameters", "from_labels", "from_annotations"):
+            if not isinstance(r.get(k) or {}, dict):
+                raise ParameterError(f"{where}: {k} must be a mapping")
+        match = {str(k): str(v) for k, v in (r.get("match") or {}).items()}
+        route = Route(str(r["alertname"]), str(r["runbook"]), match, _compile(r.get("match_re") or {}, where),
+                      dict(r.get("parameters") or {}), dict(r.get("from_labels") or {}),
+                      dict(r.get("from_annotations") or {}), bool(r.get("confirm_on_resolved", default_confirm)))
+        known = set(_runbook(route.runbook, where).parameters)
+        for name in [*route.from_labels, *route.from_annotations]:
+            if name not in known:
+                raise ParameterError(f"{where}: runbook {route.runbook} has no parameter {name!r}")
+        routes.append(route)
+    return Routes(routes, list(files), base)
+
+
+def _compile(match_re: Mapping[str, Any], where: str) -> dict[str, re.Pattern]:
+    out = {}
+    for label, pattern in match_re.items():
+        try:
+            out[str(label)] = re.compile(str(pattern))
+        except re.error as e:
+            raise ParameterError(f"{where}: match_re {label}: {str(pattern)!r} is not a valid regex: {e}") from None
+    return out
+
+
+def _runbook(runbook_id: str, where: str) -> catalog.Runbook:
+    try:
+        return catalog.get(runbook_id)
+    except KeyError:
+        raise ParameterError(f"{where}: unknown runbook {runbook_id!r}") from None
+
+
+# -- the payload -------------------------------------------------------------------------------
+class BadPayload(ValueError):
+    pass
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    """Alertmanager's webhook payload, checked; BadPayload says what is wrong."""
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise BadPayload(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise BadPayload("payload is not a JSON object")
+    if str(doc.get("version")) != "4":
+        raise BadPayload(f"unsupported payload version {doc.get('version')!r} (expected \"4\")")
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        raise BadPayload("'alerts' must be a non-empty list")
+    for i, a in enumerate(alerts):
+        if not isinstance(a, dict):
+            raise BadPayload(f"alert {i} is not an object")
+        if a.get("status") not in ("firing", "resolved"):
+            raise BadPayload(f"alert {i}: status must be firing or resolved")
+        labels = a.get("labels")
+        if not isinstance(labels, dict) or not isinstance(labels.get("alertname"), str) or not all(
+                isinstance(v, str) for v in labels.values()):
+            raise BadPayload(f"alert {i}: labels must be strings and include alertname")
+        if not isinstance(a.get("annotations", {}), dict):
+            raise BadPayload(f"alert {i}: annotations must be an object")
+        if not isinstance(a.get("fingerprint"), str) or not a["fingerprint"]:
+            raise BadPayload(f"alert {i}: fingerprint missing")
+        try:
+            datetime.fromisoformat(str(a.get("startsAt")).replace("Z", "+00:00"))
+        except ValueError:
+            raise BadPayload(f"alert {i}: startsAt is not an RFC 3339 time") from None
+    return doc
+
+
+def incident_id(alert: Mapping[str, Any]) -> str:
+    return f"{alert['labels']['alertname']}-{alert['fingerprint']}"

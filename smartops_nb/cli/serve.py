@@ -1,0 +1,67 @@
+"""``smartops serve``: the Alertmanager webhook receiver (see :mod:`smartops_nb.server.serve`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from smartops_nb.contract import SERVE_TOKEN_ENV
+from smartops_nb.params import ParameterError
+
+DEFAULT_ROUTES = "parameters/routes.yaml"
+
+
+def register(subparsers, parser_class) -> None:
+    s = subparsers.add_parser(
+        "serve", help="receive Alertmanager webhooks and run the routed runbooks",
+        description="Receive Alertmanager's webhook (payload version 4) on POST /alerts, run the runbook each "
+                    "alert routes to (routes file) in the background on warm kernels, and write the records "
+                    "to the archive. GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. "
+                    "Exit 2: bad routes/parameters, or a non-loopback address without a token.")
+    s.add_argument("--routes", default=DEFAULT_ROUTES, metavar="FILE",
+                   help=f"routes file mapping alerts to runbooks ({DEFAULT_ROUTES})")
+    s.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                   help="base YAML parameters file(s) for every run, as for `smartops run` (notify: too)")
+    s.add_argument("--archive", metavar="DIR", help="archive folder ($SMARTOPS_ARCHIVE or ./incidents)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; others need a token)")
+    s.add_argument("--port", type=_port, default=9095, help="port (9095; 0: any free one)")
+    s.add_argument("--token", help="bearer token POSTs must carry (default $SMARTOPS_SERVE_TOKEN)")
+    s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
+    s.add_argument("--queue", type=int, default=10, help="runs waiting at most; more get 503 (10)")
+    s.add_argument("--warm", type=int, default=None, metavar="N",
+                   help="warm kernels kept ready (default: one per worker; 0: cold runs)")
+    s.add_argument("--drain-timeout", type=float, default=60, metavar="S",
+                   help="on SIGTERM, seconds to let running runs finish before interrupting them (60)")
+    s.add_argument("--cell-timeout", type=int, default=600, metavar="S", help="seconds one cell may run (600)")
+    s.set_defaults(func=cmd_serve)
+
+
+def _port(text: str) -> int:
+    """A TCP port number (argparse: anything else is a usage error, exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+def cmd_serve(args) -> int:
+    from smartops_nb.records import record
+    from smartops_nb.server import serve
+
+    token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
+    try:
+        if args.workers < 1 or args.queue < 1:
+            raise ParameterError("--workers and --queue must be at least 1")
+        routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
+        return serve.serve(routes, record.archive_dir(args.archive), host=args.host, port=args.port, token=token,
+                           workers=args.workers, queue_size=args.queue, warm=args.warm,
+                           drain_timeout=args.drain_timeout, cell_timeout=args.cell_timeout)
+    except ParameterError as e:
+        print(f"smartops serve: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the port is taken, the address is not ours...
+        print(f"smartops serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1

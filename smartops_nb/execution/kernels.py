@@ -1,0 +1,293 @@
+"""Warm kernels: started ahead of time with SmartOps, pandas and matplotlib already imported.
+
+A cold papermill run spends most of its time starting a kernel and importing the scientific stack
+(see shared/MACHINE-FACTS.md). A :class:`KernelPool` keeps a few kernels started and warmed; a run
+*leases* one, uses it for that one run only, and the lease's end shuts it down and removes its
+private folder, while a replacement is already starting in the background. No state can leak
+from one incident to the next.
+
+The per-run environment cannot be given to a kernel that is already running. The state file's
+path is decided when the kernel starts (every kernel has a private folder holding its IPC
+sockets, its connection file and the state file its one run will write; :class:`WarmKernel`
+hands that path back to the runner), and the rest of the run's environment (headless flag,
+contacts: ``runner.kernel_env``) is put into ``os.environ`` by :meth:`WarmKernel.set_env` just
+before the run. Those cells and the warm-up cell run silently without history, so they leave no
+trace in the record (execution counts still start at 1) and no names in the namespace; what
+SmartOps reads from the environment it reads at use, not at import.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from smartops_nb.contract import STATE_ENV
+
+log = logging.getLogger("smartops.kernels")
+
+#: Runs silently in a new kernel: imports only, no names left behind (the function deletes itself).
+WARMUP_CODE = """\
+def __smartops_warmup():
+    import importlib, pkgutil
+    import pandas, matplotlib.pyplot
+    import smartops_nb, smartops_nb.kernel.plots
+    # the package's notebook API is lazy (the CLI must start fast): load what begin() needs
+    import smartops_nb.kernel.run, smartops_nb.kernel.interactive, smartops_nb.kernel.approvals, smartops_nb.platforms
+    for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations"):
+        for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
+            try:
+                importlib.import_module(pkg + "." + m.name)
+            except Exception:
+                pass
+__smartops_warmup()
+del __smartops_warmup
+"""
+
+
+@dataclass
+class WarmKernel:
+    """A started kernel for exactly one run, with the state file its run will write."""
+
+    km: Any                      # a started kernel_manager() (AsyncKernelManager)
+    kernel_name: str
+    folder: Path
+    started_s: float = 0.0       # seconds it took to start and warm up
+    interrupted: str | None = None
+    _closed: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "state.json"
+
+    def set_env(self, env: dict[str, str], timeout: float = 30) -> None:
+        """Put the run's environment into the kernel's ``os.environ`` (silent: no output, no history,
+        no name left in the namespace, so the record shows nothing of it). Raises if the kernel fails."""
+        code = f"__import__('os').environ.update({ {str(k): str(v) for k, v in env.items()}!r})"
+        _silent(self.km, code, timeout)
+
+    def interrupt(self, reason: str) -> None:
+        """End the run on this kernel now (shutdown): papermill raises, the runner records why.
+
+        Final: no kernel starts on this manager again (nbclient would start a fresh one on a manager
+        whose kernel is gone, and the run would go on), so an interrupt before the run began holds too.
+        """
+        with self._lock:
+            self.interrupted = reason
+            self.km.refused = f"interrupted: {reason}"
+            shutdown_kernel(self.km)
+
+    def restart(self, timeout: float = 60) -> None:
+        """A fresh kernel (no warm-up) in place of one that stopped answering: same folder, state file,
+        environment and working directory, still interruptible. Raises once interrupted, or if the new
+        kernel does not start."""
+        from jupyter_core.utils import run_sync
+
+        with self._lock:
+            if self.interrupted:
+                raise RuntimeError(f"interrupted: {self.interrupted}")
+            # a restart, not shutdown + start: a full shutdown also ends the manager's ZMQ context
+            run_sync(self.km.restart_kernel)(now=True)
+        _silent(self.km, "", timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        shutdown_kernel(self.km)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
+    """An (unstarted) async kernel manager whose kernel gets ``env``, talking over IPC files.
+
+    It must be an *async* manager: with a blocking one, nbclient waits on a blocking socket read
+    and never notices that the kernel died (the hang papermill users report).
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _EnvKernelManager(AsyncKernelManager):
+        refused: str | None = None  # set when the run is interrupted: no kernel starts on it again
+
+        async def start_kernel(self, **kw):  # nbclient calls this when it starts the kernel
+            if self.refused:
+                raise RuntimeError(self.refused)
+            kw["env"] = {**kw.get("env", {}), **env}
+            return await super().start_kernel(**kw)
+
+    km = _EnvKernelManager(kernel_name=kernel_name, transport="ipc",
+                           connection_file=os.path.join(folder, "kernel.json"))
+    km.ip = os.path.join(folder, "kernel-ipc")  # IPC socket files live in the run's private folder
+    return km
+
+
+def _silent(km, code: str, timeout: float) -> None:
+    """Run ``code`` silently and without history (execution counts stay as they were); raise on error."""
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout,
+                                       output_hook=lambda msg: None)
+    finally:
+        kc.stop_channels()
+    c = reply["content"]
+    if c.get("status") != "ok":
+        raise RuntimeError(f"kernel refused a silent cell: {c.get('ename')}: {c.get('evalue')}")
+
+
+def shutdown_kernel(km) -> None:
+    """Stop the kernel a manager owns, if any (nbclient leaves a kernel manager it was given running)."""
+    from jupyter_core.utils import run_sync
+
+    try:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    except Exception as e:  # already dead, or shut down concurrently
+        log.debug("kernel shutdown: %s", e)
+
+
+def start_warm_kernel(kernel_name: str = "python3", *, cwd: str | os.PathLike | None = None,
+                      timeout: float = 60, warmup: str = WARMUP_CODE) -> WarmKernel:
+    """Start one kernel in a private folder, with the run's state file in its environment, and warm it.
+
+    ``warmup=""``: no warm-up, only wait until the kernel answers (a run's own kernel, started when no
+    warm one is ready: it is a :class:`WarmKernel` all the same, so it can be interrupted).
+    """
+    from jupyter_core.utils import run_sync
+
+    from smartops_nb import catalog
+
+    t0 = time.monotonic()
+    folder = Path(tempfile.mkdtemp(prefix="smartops-kernel-"))
+    env = {**os.environ, STATE_ENV: str(folder / "state.json")}
+    km = kernel_manager(kernel_name, env, str(folder))
+    kernel = WarmKernel(km, kernel_name, folder)
+    try:
+        # the same working directory papermill gives a cold run (the notebooks' folder)
+        run_sync(km.start_kernel)(cwd=str(cwd or catalog.notebook_dir()))
+        _silent(km, warmup, timeout)
+    except BaseException:
+        kernel.close()
+        raise
+    kernel.started_s = time.monotonic() - t0
+    log.debug("warm kernel ready in %.2f s (%s)", kernel.started_s, folder)
+    return kernel
+
+
+class KernelPool:
+    """``size`` warm kernels kept ready; :meth:`lease` hands one out and starts its replacement."""
+
+    def __init__(self, size: int = 2, kernel_name: str = "python3", *, start_timeout: float = 60):
+        self.size = max(0, int(size))
+        self.kernel_name = kernel_name
+        self.start_timeout = start_timeout
+        self._ready: queue.Queue[WarmKernel] = queue.Queue()
+        self._lock = threading.Lock()
+        self._starting = 0
+        self._failures = 0
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "KernelPool":
+        for _ in range(self.size):
+            self._replenish()
+        return self
+
+    def __enter__(self) -> "KernelPool":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"size": self.size, "ready": self._ready.qsize(), "starting": self._starting}
+
+    def _replenish(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._starting += 1
+            t = threading.Thread(target=self._start_one, name="smartops-kernel-start", daemon=True)
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+
+    def _start_one(self) -> None:
+        kernel = None
+        try:
+            kernel = start_warm_kernel(self.kernel_name, timeout=self.start_timeout)
+        except Exception as e:
+            log.error("warm kernel failed to start: %s", e)
+        with self._lock:
+            self._starting -= 1
+            closed = self._closed
+            if kernel is None:
+                self._failures += 1
+            else:
+                self._failures = 0
+            failures = self._failures
+        if kernel is not None and closed:
+            kernel.close()
+        elif kernel is not None:
+            self._ready.put(kernel)
+        elif not closed and failures <= 3:  # retry a few times, not in a tight loop; runs go cold meanwhile
+            time.sleep(min(30, 2 ** failures))
+            self._replenish()
+
+    def get(self, timeout: float = 0) -> WarmKernel | None:
+        """A ready kernel (waiting up to ``timeout`` s), or None: the caller runs cold."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                kernel = self._ready.get(timeout=max(0.0, deadline - time.monotonic())) if timeout else \
+                    self._ready.get_nowait()
+            except queue.Empty:
+                return None
+            self._replenish()  # one out, one starting
+            if kernel.km.has_kernel and _alive(kernel.km):
+                return kernel
+            log.warning("warm kernel died while waiting; discarding it")
+            kernel.close()
+            if time.monotonic() >= deadline:
+                return None
+
+    @contextmanager
+    def lease(self, timeout: float = 0) -> Iterator[WarmKernel | None]:
+        """``with pool.lease() as kernel: runner.execute(..., kernel=kernel)``; the kernel dies after."""
+        kernel = self.get(timeout)
+        try:
+            yield kernel
+        finally:
+            if kernel is not None:
+                kernel.close()
+
+    def close(self) -> None:
+        """Shut every ready kernel down; kernels still starting shut themselves down when ready."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        while True:
+            try:
+                self._ready.get_nowait().close()
+            except queue.Empty:
+                break
+        for t in threads:
+            t.join(timeout=self.start_timeout + 5)
+
+
+def _alive(km) -> bool:
+    from jupyter_core.utils import run_sync
+
+    try:
+        return bool(run_sync(km.is_alive)())
+    except Exception:
+        return False

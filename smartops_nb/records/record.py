@@ -1,0 +1,183 @@
+"""The incident record: the executed notebook with its summary in ``metadata["smartops"]``.
+
+Who names a record, scrubs it of secrets and writes it into the archive folder. Writes are
+atomic (fsynced temporary file, then a hard link to the record name) and never overwrite: two runs
+in the same second get distinct names. A record the archive refuses (ENOSPC, read-only) is kept in
+a fallback folder that :class:`RecordWriteError` names. The one writer is
+:func:`smartops_nb.records.archive.write_record`: it calls :func:`stage` and :func:`publish` here and adds
+the record's entry to the index beside the records.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # nbformat costs ~1 s to import: only the writers need it
+    import nbformat
+
+
+from smartops_nb import redact
+from smartops_nb.contract import ARCHIVE_ENV, DEFAULT_ARCHIVE, FALLBACK_ENV
+from smartops_nb.params import parse_time
+
+from . import render
+
+
+class RecordWriteError(OSError):
+    """The record could not be written; ``fallback`` names where the notebook was kept instead."""
+
+    def __init__(self, message: str, fallback: Path | None):
+        super().__init__(message)
+        self.fallback = fallback
+
+
+def archive_dir(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get(ARCHIVE_ENV) or DEFAULT_ARCHIVE)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "unknown"
+
+
+def record_name(summary: dict[str, Any], n: int = 0) -> str:
+    """``2026-11-26T14-03-12Z_db-pool-exhausted_demo.ipynb`` (``_2``, ``_3``... on collision)."""
+    started = parse_time(summary["started_at"], name="started_at")
+    stem = f"{started.strftime('%Y-%m-%dT%H-%M-%SZ')}_{_slug(summary['runbook'])}_{_slug(summary['environment'])}"
+    return f"{stem}{'' if n == 0 else f'_{n + 1}'}.ipynb"
+
+
+def scrub_notebook(nb: "nbformat.NotebookNode", extra_secrets: list[str] = ()) -> "nbformat.NotebookNode":
+    """Remove every known secret from sources, outputs and metadata (parameters included)."""
+    for s in extra_secrets:
+        redact.register_secret(s)
+    import nbformat
+
+    # on the objects, not on JSON text: json.dumps escapes quotes, backslashes and non-ASCII, and a
+    # secret containing any of them would no longer match in the escaped text
+    return nbformat.from_dict(redact.scrub_obj(nb))
+
+
+def attach_summary(nb: "nbformat.NotebookNode", summary: dict[str, Any], *, add_cell: bool) -> None:
+    """Put the summary into the notebook metadata and, when the run did not show it, as a last cell."""
+    nb.metadata["smartops"] = summary
+    if add_cell:
+        import nbformat
+
+        cell = nbformat.v4.new_markdown_cell(
+            "## Incident record summary (written by the runner: the notebook did not reach its last cell)\n\n"
+            + render.summary_html(summary))
+        nb.cells.append(cell)
+
+
+def stage(data: bytes, archive: Path, summary: dict[str, Any]) -> Path:
+    """Write ``data`` to a hidden temporary file in ``archive`` and fsync it.
+
+    On failure (ENOSPC, a read-only folder) nothing is left in the archive, the notebook is kept
+    in a fallback folder and :class:`RecordWriteError` names it.
+    """
+    tmp: Path | None = None
+    try:
+        archive.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=archive, prefix=".record-", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        return tmp
+    except OSError as e:
+        _discard(tmp)
+        raise _unsaved(data, summary, archive, e) from e
+
+
+def publish(tmp: Path, archive: Path, summary: dict[str, Any]) -> Path:
+    """Give a staged file its record name without ever replacing a record; return the path.
+
+    A hard link fails if the name exists, so two writers in the same second get ``_2``, ``_3``...;
+    the record appears complete or not at all. Where hard links are unsupported, the name is
+    reserved with O_EXCL and the staged file renamed over the (empty) reservation.
+    """
+    try:
+        for n in range(1000):
+            target = archive / record_name(summary, n)
+            try:
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    continue
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    os.replace(tmp, target)
+            except FileExistsError:
+                continue
+            _discard(tmp)
+            _fsync_dir(archive)
+            return target
+    except OSError as e:
+        data = tmp.read_bytes() if tmp.exists() else b""
+        _discard(tmp)
+        raise _unsaved(data, summary, archive, e) from e
+    _discard(tmp)
+    raise RecordWriteError(f"no free record name in {archive}", None)
+
+
+def fallback_dirs() -> list[Path]:
+    """Where an unwritable record goes: $SMARTOPS_FALLBACK_DIR, ~/.smartops/unsaved, the temp dir."""
+    dirs = [Path(os.environ[FALLBACK_ENV])] if os.environ.get(FALLBACK_ENV) else []
+    return dirs + [Path.home() / ".smartops" / "unsaved", Path(tempfile.gettempdir()) / "smartops-unsaved"]
+
+
+def keep_unsaved(data: bytes, summary: dict[str, Any]) -> Path | None:
+    """Save the notebook that the archive refused in the first fallback folder that takes it."""
+    for folder in fallback_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(1000):
+                target = folder / record_name(summary, n)
+                try:
+                    with open(target, "xb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    return target
+                except FileExistsError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def _unsaved(data: bytes, summary: dict[str, Any], archive: Path, error: OSError) -> RecordWriteError:
+    fallback = keep_unsaved(data, summary) if data else None
+    reason = error.strerror or str(error)
+    kept = f"notebook kept at {fallback}" if fallback else "the notebook could not be kept anywhere"
+    return RecordWriteError(f"cannot write to {archive}: {reason}; {kept}", fallback)
+
+
+def _discard(path: Path | None) -> None:
+    if path is not None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the new directory entry durable (a rename is not, until its folder is synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
