@@ -441,3 +441,121 @@ def _describe_all(loc: Archive, out: Reindexed) -> list[tuple[str, str, dict[str
         described.append((row["started_at"], name, row, words))
     described.sort(key=lambda x: (x[0], x[1]))
     return described
+
+
+# -- moving and retention ------------------------------------------------------------------------------
+class ArchiveRefused(ValueError):
+    """The command cannot be done on these archives as they are (one line; nothing was changed)."""
+
+
+@dataclass
+class Migrated:
+    copied: list[str] = field(default_factory=list)
+    tombstones: int = 0
+    tip: str = GENESIS
+
+
+def migrate(source: "Path | Archive", target: "Path | Archive") -> Migrated:
+    """Copy an archive into another (a folder into ``s3://`` + PostgreSQL): same bytes, same entries.
+
+    The source must verify and the target's index must be empty. Every entry is copied as it is
+    (``prev_hash``, ``entry_hash``), so hashes and anchors published before stay valid, and the new
+    archive's chain goes on from the old tip, which is recorded in both indexes' meta
+    (``migrated_tip``). Objects are written before their entries, under the chain lock.
+    """
+    import nbformat
+
+    src, dst = location(source), location(target)
+    if src.url == dst.url and type(src.index) is type(dst.index):
+        raise ArchiveRefused(f"--to {dst.url} is the archive itself")
+    report = verify(src)
+    if not report.ok:
+        raise ArchiveRefused(f"{src.url} does not verify ({len(report.problems)} problem(s)): "
+                             f"run `smartops archive verify` and fix that first")
+    rows, tombs = src.index.rows(), src.index.tombstones()
+    out = Migrated(tip=report.tip)
+    with dst.index.appending() as tx:
+        if _has_entries(tx):
+            raise ArchiveRefused(f"the target index {dst.index.label} is not empty: migrate into a new one")
+        for r in rows:
+            name = r["name"]
+            if name in tombs:
+                tx.copy(r, {"record": name})
+                tx.tombstone(name, r["sha256"], tombs[name]["why"])
+                out.tombstones += 1
+                continue
+            data = src.storage.read(name)
+            try:
+                dst.storage.put(name, data)
+            except FileExistsError:
+                if dst.storage.hashes([name]).get(name) != (r["sha256"], len(data)):
+                    raise ArchiveRefused(f"{dst.storage.where(name)} exists with other bytes") from None
+            _, words = describe(nbformat.reads(data.decode(), as_version=4), data, name)
+            tx.copy(r, words)
+            out.copied.append(name)
+        for key, value in (("migrated_from", src.url), ("migrated_tip", report.tip), ("migrated_at", _now())):
+            tx.set_meta(key, value)
+    with src.index.appending() as tx:
+        tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
+    return out
+
+
+def _has_entries(tx) -> bool:
+    con = tx.con
+    return con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+
+
+@dataclass
+class Pruned:
+    cutoff: str
+    pruned: list[str] = field(default_factory=list)
+    kept_open: list[str] = field(default_factory=list)       # of an incident still open
+    kept_confirmed: list[str] = field(default_factory=list)  # --keep-confirmed
+
+
+def open_incidents(rows: list[dict[str, Any]]) -> set[str]:
+    """Incident ids whose latest record is not a completed run that confirms nothing (not resolved yet)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        i = r["incident_id"]
+        if i and (i not in latest or (r["started_at"], r["seq"]) > (latest[i]["started_at"], latest[i]["seq"])):
+            latest[i] = r
+    return {i for i, r in latest.items() if not (r["status"] == "completed" and not r["confirmed"])}
+
+
+def prune(archive: "Path | Archive", older_than: str, *, keep_confirmed: bool = False,
+          dry_run: bool = False) -> Pruned:
+    """Delete the record files started before ``older_than`` (``400d``), keeping their chain entries.
+
+    Each pruned entry gets a tombstone (its hash, when, why), so ``verify`` reports it as pruned and
+    the chain still verifies; records of an incident still open are never pruned. The tombstones
+    are committed before any file is deleted: an interrupted prune leaves files that are merely
+    kept longer.
+    """
+    loc = location(archive)
+    out = Pruned(cutoff=parse_since(older_than))
+    rows, tombs = loc.index.rows(), loc.index.tombstones()
+    opened = open_incidents(rows)
+    doomed = []
+    for r in rows:
+        if r["started_at"] >= out.cutoff or r["name"] in tombs:
+            continue
+        if r["incident_id"] in opened:
+            out.kept_open.append(r["name"])
+        elif keep_confirmed and r["confirmed"]:
+            out.kept_confirmed.append(r["name"])
+        else:
+            doomed.append(r)
+    out.pruned = [r["name"] for r in doomed]
+    if dry_run or not doomed:
+        return out
+    why = f"retention: started before {out.cutoff} (--older-than {older_than})"
+    with loc.index.appending() as tx:
+        for r in doomed:
+            tx.tombstone(r["name"], r["sha256"], why)
+    for r in doomed:
+        try:
+            loc.storage.delete(r["path"])
+        except FileNotFoundError:
+            pass
+    return out

@@ -108,7 +108,7 @@ class _PgAppender(Appender):
 
     def _tip(self) -> str:
         row = self.con.execute("SELECT entry_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-        return row[0] if row else GENESIS
+        return row["entry_hash"] if row else GENESIS
 
     def append(self, row, words):
         row = chained(self._tip(), row)
@@ -121,7 +121,7 @@ class _PgAppender(Appender):
     def _insert(self, row, words):
         cols = list(row)
         seq = self.con.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
-                               "RETURNING seq", [row[c] for c in cols]).fetchone()[0]
+                               "RETURNING seq", [row[c] for c in cols]).fetchone()["seq"]
         for cause in set(row["causes"].split()):
             self.con.execute("INSERT INTO record_causes (cause, seq) VALUES (%s, %s)", (cause, seq))
         body = "\n".join(words[c] for c in TEXT_COLUMNS if words.get(c))

@@ -76,6 +76,10 @@ class Storage:
         """Store ``data`` under the first free record name (``taken``: names the index already holds)."""
         raise NotImplementedError
 
+    def put(self, name: str, data: bytes) -> None:
+        """Store ``data`` under exactly ``name`` (``archive migrate``); FileExistsError if it is taken."""
+        raise NotImplementedError
+
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
@@ -115,6 +119,21 @@ class FolderStorage(Storage):
     def put_new(self, data, summary, taken=lambda name: False):
         return record.publish(record.stage(data, self.folder, summary), self.folder, summary).name
 
+    def put(self, name, data):
+        import tempfile
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(dir=self.folder, prefix=".record-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(staged, 0o644)
+            os.link(staged, self.folder / name)  # never over an existing record
+        finally:
+            os.unlink(staged)
+
     def delete(self, name):
         (self.folder / name).unlink()
 
@@ -146,11 +165,12 @@ class S3Storage(Storage):
             client = {"region_name": region}
             if os.environ.get("AWS_ENDPOINT_URL"):
                 client["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
-            self._fs = s3fs.S3FileSystem(
+            fs = s3fs.S3FileSystem(
                 client_kwargs=client, skip_instance_cache=True, use_listings_cache=False,
-                retries=S3_ATTEMPTS, connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_READ_TIMEOUT_S,
                 config_kwargs={"connect_timeout": S3_CONNECT_TIMEOUT_S, "read_timeout": S3_READ_TIMEOUT_S,
                                "retries": {"max_attempts": S3_ATTEMPTS, "mode": "standard"}})
+            fs.retries = S3_ATTEMPTS  # s3fs's own retry loop (5 by default, with back-off) on top of botocore's
+            self._fs = fs
         return self._fs
 
     def _key(self, name: str) -> str:
@@ -159,7 +179,7 @@ class S3Storage(Storage):
     def _call(self, what: str, fn, *args, **kw):
         try:
             return fn(*args, **kw)
-        except FileNotFoundError:
+        except (FileNotFoundError, FileExistsError):
             raise
         except Exception as e:
             reason = " ".join(str(e).split()) or type(e).__name__
@@ -202,6 +222,15 @@ class S3Storage(Storage):
                     return name
             raise FileExistsError(f"no free record name in {self.url}")
         return self._call("write the record", put)
+
+    def put(self, name, data):
+        def put():
+            if not self.fs.exists(self.bucket):
+                self.fs.mkdir(self.bucket)
+            if self.fs.exists(self._key(name)):
+                raise FileExistsError(f"{self.where(name)} exists")
+            self.fs.pipe_file(self._key(name), data)
+        self._call(f"write {name}", put)
 
     def delete(self, name):
         self._call(f"delete {name}", self.fs.rm_file, self._key(name))
