@@ -14,7 +14,11 @@ def register(subparsers, parser_class) -> None:
                     "(several runs merge into one timeline). Charts are written beside the output as PNG "
                     "files. Exit 2 when the records are unreadable or of different incidents, 1 when the "
                     "output cannot be written.")
-    p.add_argument("records", nargs="+", metavar="RECORD", help="record (.ipynb) paths")
+    p.add_argument("records", nargs="+", metavar="RECORD",
+                   help="record (.ipynb) paths, or names (or unique name prefixes) in the archive")
+    from smartops_nb.cli.archive import add_location
+
+    add_location(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="Markdown file to write (default: postmortem-<incident_id>.md in the current folder)")
     p.add_argument("--impact", metavar="TEXT", help="the impact line (else the records' `impact` parameter, "
@@ -27,14 +31,44 @@ def cmd_postmortem(args) -> int:
     from smartops_nb.records.record import _slug
 
     try:
-        records = postmortem.one_incident([postmortem.load(p) for p in args.records])
+        records = postmortem.one_incident([postmortem.load(p) for p in _paths(args)])
         out = Path(args.output or f"postmortem-{_slug(records[0].summary.get('incident_id') or 'incident')}.md")
         path = postmortem.write(records, out, args.impact)
     except postmortem.PostmortemError as e:
         print(f"smartops postmortem: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except _Unreachable as e:
+        print(f"smartops postmortem: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as e:  # the output (or its folder, or a chart beside it) cannot be written
         print(f"smartops postmortem: cannot write {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
     print(path)
     return EXIT_OK
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _paths(args) -> list[Path]:
+    """Each RECORD as a local file: a path as given, else the archive's record (an ``s3://`` one fetched
+    to a local read-only copy)."""
+    from smartops_nb.contract import ParameterError
+    from smartops_nb.records import archive
+    from smartops_nb.records.location import open_archive
+    from smartops_nb.reports.postmortem import PostmortemError
+
+    paths, loc = [], None
+    for ref in args.records:
+        if Path(ref).is_file():
+            paths.append(Path(ref))
+            continue
+        try:
+            loc = loc or open_archive(args.archive, args.index)
+            paths.append(archive.resolve(loc.target, ref))
+        except (ParameterError, LookupError) as e:
+            raise PostmortemError(str(e)) from None
+        except Exception as e:  # the store or the index unreachable: one line, exit 1
+            raise _Unreachable(f"cannot fetch {ref}: {' '.join(str(e).split())}") from None
+    return paths

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import record, spool
-from .entries import (CHAINED, DEFAULT_LIMIT, GENESIS, MAX_OUTPUT_CHARS, IndexMissing, IndexUnavailable,
-                      SearchSyntaxError, describe, entry_hash, outputs_text, parse_since)
+from .entries import (CHAINED, DEFAULT_LIMIT, GENESIS, MAX_OUTPUT_CHARS, TEXT_COLUMNS, IndexMissing,
+                      IndexUnavailable, SearchSyntaxError, describe, entry_hash, outputs_text, parse_since)
 from .entries import now as _now
 from .entries import public_row as _row
 from .index_sqlite import (INDEX_NAME, SqliteIndex, _append, _close, _immediate, connect, fts_query,
@@ -480,7 +480,7 @@ def migrate(source: "Path | Archive", target: "Path | Archive") -> Migrated:
         for r in rows:
             name = r["name"]
             if name in tombs:
-                tx.copy(r, {"record": name})
+                tx.copy(r, {**{c: "" for c in TEXT_COLUMNS}, "record": name})  # its words went with it
                 tx.tombstone(name, r["sha256"], tombs[name]["why"])
                 out.tombstones += 1
                 continue

@@ -197,6 +197,18 @@ class S3Storage(Storage):
     def read(self, name):
         return self._call(f"read {name}", self.fs.cat_file, self._key(name))
 
+    def files(self, folders=("",)) -> list[str]:
+        """Names of every object directly under the prefix (``""``) or the given sub-folders of it."""
+        def listing():
+            found = []
+            for sub in folders:
+                try:
+                    found += [Path(k).name for k in self.fs.find(self._key(sub).rstrip("/"), maxdepth=1)]
+                except FileNotFoundError:
+                    pass
+            return found
+        return self._call("list", listing)
+
     def hashes(self, names):
         names = list(names)
         if not names:

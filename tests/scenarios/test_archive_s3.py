@@ -191,9 +191,9 @@ def test_a_record_is_spooled_while_s3_is_down_and_sync_sends_it(lone_team, own_s
 
 def test_a_run_finishing_while_s3_is_down_exits_1_and_the_next_write_sends_it_first(lone_team, own_seaweedfs,
                                                                                       tmp_path):
-    team, seaweedfs = lone_team, own_seaweedfs
     """`smartops run` with the store down: exit 1, one line with the reason and the spooled copy;
     the next successful write sends the spooled record first, so the chain keeps their order."""
+    team, seaweedfs = lone_team, own_seaweedfs
     seaweedfs.stop()
     nbfile = tmp_path / "params.yaml"
     nbfile.write_text("api_url: http://127.0.0.1:9\npostgres_dsn: postgresql://nobody@127.0.0.1:9/x\n"
