@@ -165,12 +165,12 @@ class PostgresIndex(Index):
         try:
             con.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
             con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
-            if create:
+            if create and not con.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.tombstones",)).fetchone()["to_regclass"]:
                 with con.transaction():
                     con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))  # concurrent CREATE IF NOT EXISTS races
                     con.execute(_DDL)
                     con.execute("INSERT INTO meta VALUES ('created_at', %s) ON CONFLICT DO NOTHING", (now(),))
-            elif not con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (SCHEMA,)).fetchone():
+            elif not create and not con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (SCHEMA,)).fetchone():
                 raise IndexMissing(f"no index in {self.label} (nothing was archived there yet)")
             con.execute(f"SET search_path TO {SCHEMA}")
             yield con

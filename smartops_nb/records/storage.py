@@ -144,6 +144,9 @@ class FolderStorage(Storage):
         return [p.name for p in sorted(self.folder.glob(".record-*.tmp"))]
 
 
+_FILESYSTEMS: dict[tuple, Any] = {}
+
+
 class S3Storage(Storage):
     """``s3://bucket/prefix``: one object per record, ``prefix/NAME.ipynb``."""
 
@@ -159,19 +162,25 @@ class S3Storage(Storage):
     @property
     def fs(self):
         if self._fs is None:
-            import s3fs
-
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            client = {"region_name": region}
-            if os.environ.get("AWS_ENDPOINT_URL"):
-                client["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
-            fs = s3fs.S3FileSystem(
-                client_kwargs=client, skip_instance_cache=True, use_listings_cache=False,
-                config_kwargs={"connect_timeout": S3_CONNECT_TIMEOUT_S, "read_timeout": S3_READ_TIMEOUT_S,
-                               "retries": {"max_attempts": S3_ATTEMPTS, "mode": "standard"}})
-            fs.retries = S3_ATTEMPTS  # s3fs's own retry loop (5 by default, with back-off) on top of botocore's
-            self._fs = fs
+            key = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"), os.environ.get("AWS_ACCESS_KEY_ID"))
+            self._fs = _FILESYSTEMS.get(key) or _FILESYSTEMS.setdefault(key, self._new_fs())
         return self._fs
+
+    @staticmethod
+    def _new_fs():
+        """One s3fs client per endpoint and key in a process (setting one up costs ~0.1 s)."""
+        import s3fs
+
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        client = {"region_name": region}
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            client["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
+        fs = s3fs.S3FileSystem(
+            client_kwargs=client, skip_instance_cache=True, use_listings_cache=False,
+            config_kwargs={"connect_timeout": S3_CONNECT_TIMEOUT_S, "read_timeout": S3_READ_TIMEOUT_S,
+                           "retries": {"max_attempts": S3_ATTEMPTS, "mode": "standard"}})
+        fs.retries = S3_ATTEMPTS  # s3fs's own retry loop (5 by default, with back-off) on top of botocore's
+        return fs
 
     def _key(self, name: str) -> str:
         return f"{self.bucket}/{self.prefix}/{name}" if self.prefix else f"{self.bucket}/{name}"
@@ -223,25 +232,35 @@ class S3Storage(Storage):
     def exists(self, name):
         return self._call(f"look for {name}", self.fs.exists, self._key(name))
 
+    def _pipe(self, name: str, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self._key(name), data)
+        except (FileNotFoundError, PermissionError):
+            # no such bucket yet (SeaweedFS answers AccessDenied, AWS NoSuchBucket): the first record makes it
+            if self.fs.exists(self.bucket):
+                raise
+            try:
+                self.fs.mkdir(self.bucket)
+            except Exception:  # another writer made it meanwhile
+                if not self.fs.exists(self.bucket):
+                    raise
+            self.fs.pipe_file(self._key(name), data)
+
     def put_new(self, data, summary, taken=lambda name: False):
         def put():
-            if not self.fs.exists(self.bucket):
-                self.fs.mkdir(self.bucket)
             for n in range(1000):
                 name = record.record_name(summary, n)
                 if not taken(name) and not self.fs.exists(self._key(name)):
-                    self.fs.pipe_file(self._key(name), data)
+                    self._pipe(name, data)
                     return name
             raise FileExistsError(f"no free record name in {self.url}")
         return self._call("write the record", put)
 
     def put(self, name, data):
         def put():
-            if not self.fs.exists(self.bucket):
-                self.fs.mkdir(self.bucket)
             if self.fs.exists(self._key(name)):
                 raise FileExistsError(f"{self.where(name)} exists")
-            self.fs.pipe_file(self._key(name), data)
+            self._pipe(name, data)
         self._call(f"write {name}", put)
 
     def delete(self, name):

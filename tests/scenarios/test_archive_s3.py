@@ -96,6 +96,7 @@ def _machine(tmp_path: Path, name: str, seaweedfs) -> dict[str, str]:
             "TMPDIR": str(home / "tmp")}
 
 
+@pytest.mark.timeout(900)  # two real runs and 200 writes on a 2-core machine shared with other suites
 def test_two_machines_write_200_records_into_one_chain(team, seaweedfs, sandbox, tmp_path):
     """Two processes (own HOME, own temp) write 198 records through the archive's write path while two
     real runbook runs (`smartops run --archive s3://... --index DSN`) finish into the same archive."""
