@@ -47,9 +47,11 @@ def cmd_lab(args) -> int:
     from smartops_nb.contract import ParameterError
     from smartops_nb.records.location import open_archive
 
-    archive = args.archive or os.environ.get(ARCHIVE_ENV) or str(root / "incidents")
     try:
-        loc = open_archive(archive, args.index)
+        if args.archive or os.environ.get(ARCHIVE_ENV):
+            loc = open_archive(args.archive, args.index)
+        else:
+            loc = open_archive(root / "incidents", args.index)
         opened = _local_records(loc, args.record, root)
     except ParameterError as e:
         print(f"smartops lab: {e}", file=sys.stderr)

@@ -54,11 +54,16 @@ def state_dir() -> Path:
 def open_archive(archive: "str | os.PathLike | Archive | None" = None, index: str | None = None,
                  *, busy_timeout: float | None = None) -> Archive:
     """The archive named by the arguments, else the environment. Raises :class:`ParameterError`
-    (one line, exit 2) for a pair that cannot work: ``s3://`` without a PostgreSQL DSN, a bad DSN."""
+    (one line, exit 2) for a pair that cannot work: ``s3://`` without a PostgreSQL DSN, a bad DSN.
+
+    A folder named here without an index is that folder with its SQLite index: ``$SMARTOPS_INDEX``
+    belongs to the team archive of the environment (``archive migrate --archive incidents`` with
+    both variables set reads the local folder, as it says)."""
     if isinstance(archive, Archive):
         return archive
     url = str(archive or os.environ.get(ARCHIVE_ENV) or DEFAULT_ARCHIVE)
-    index = index or os.environ.get(INDEX_ENV) or SQLITE
+    explicit_folder = archive is not None and not url.startswith("s3://")
+    index = index or (SQLITE if explicit_folder else os.environ.get(INDEX_ENV)) or SQLITE
     remote = url.startswith("s3://")
     if "://" in url and not remote:
         raise ParameterError(f"--archive {url!r}: a folder or s3://bucket/prefix")

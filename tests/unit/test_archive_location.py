@@ -75,3 +75,12 @@ def test_cli_refuses_s3_without_a_dsn_in_one_line_exit_2(argv, capsys, tmp_path,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and ("--index" in err or "DSN" in err), err
     assert not (tmp_path / "incidents").exists()
+
+
+def test_a_folder_named_without_an_index_is_the_folder_with_sqlite(monkeypatch, tmp_path):
+    """$SMARTOPS_INDEX goes with the environment's archive: `--archive incidents` alone means the folder."""
+    monkeypatch.setenv("SMARTOPS_ARCHIVE", "s3://team/records")
+    monkeypatch.setenv("SMARTOPS_INDEX", "postgresql://ops@db/archive")
+    assert isinstance(location.open_archive(tmp_path / "incidents").index, SqliteIndex)
+    assert isinstance(location.open_archive("s3://other/x").index, PostgresIndex)
+    assert isinstance(location.open_archive(tmp_path, "postgresql://ops@db/a").index, PostgresIndex)
