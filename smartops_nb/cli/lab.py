@@ -28,7 +28,7 @@ def register(subparsers, parser_class) -> None:
                         "(default $SMARTOPS_INDEX)")
     p.add_argument("--record", metavar="RECORD", action="append", default=[],
                    help="open this record of the archive (name or unique prefix; one from s3:// is fetched to a "
-                        "local read-only copy under ROOT/.smartops-lab/records); repeatable")
+                        "local read-only copy under ROOT/records-from-archive); repeatable")
     p.add_argument("-f", "--parameters-file", metavar="FILE",
                    help="parameters file runbooks read in this lab (default ROOT/parameters/demo.yaml if it "
                         "exists; '' for none: the notebooks' own parameters cells)")
@@ -112,9 +112,13 @@ def cmd_lab(args) -> int:
             signal.signal(signal.SIGINT, old_int)
 
 
+COPIES = "records-from-archive"
+
+
 def _local_records(loc, refs: list[str], root: Path) -> list[Path]:
     """The records asked for, as files under ``root`` (what JupyterLab can open): a folder archive's
-    own files when they are under it, else read-only copies in ``ROOT/.smartops-lab/records``."""
+    own files when they are under it, else read-only copies in ``ROOT/records-from-archive`` (not a
+    hidden folder: JupyterLab does not serve those)."""
     import shutil
 
     from smartops_nb.records import archive
@@ -122,8 +126,8 @@ def _local_records(loc, refs: list[str], root: Path) -> list[Path]:
     out = []
     for ref in refs:
         path = archive.resolve(loc.target, ref).resolve()
-        if not path.is_relative_to(root):
-            copy = root / ".smartops-lab" / "records" / path.name
+        if loc.folder is None or not path.is_relative_to(root):
+            copy = root / COPIES / path.name
             copy.parent.mkdir(parents=True, exist_ok=True)
             if copy.exists():
                 copy.chmod(0o644)
