@@ -74,18 +74,20 @@ def write_record(nb, summary: dict[str, Any], archive: "Path | Archive") -> "Pat
     data = nbformat.writes(nb).encode()
     if not loc.shared:
         return _write_local(nb, data, summary, loc.folder, BUSY_TIMEOUT_S)
-    name = record.record_name(summary)
     try:
-        entry = spool.put(loc.local_dir, data, name)
-    except OSError as e:
+        # spooled and sent under the spool's lock: no other thread or command sends this entry meanwhile
+        with spool.draining(loc.local_dir):
+            entry = spool.put(loc.local_dir, data, record.record_name(summary))
+            try:
+                return _send_spool(loc)[entry.name]
+            except UNREACHABLE as e:
+                raise record.RecordWriteError(
+                    f"cannot write to {loc.url}: {_one_line(e)}; record kept in the spool at {entry} "
+                    f"(`smartops archive sync` sends it)", entry) from None
+    except record.RecordWriteError:
+        raise
+    except OSError as e:  # this machine's own disk refused the spool: the fallback folder, as for a folder
         raise record._unsaved(data, summary, Path(loc.local_dir), e) from e
-    try:
-        sent = sync(loc)
-    except UNREACHABLE as e:
-        raise record.RecordWriteError(
-            f"cannot write to {loc.url}: {_one_line(e)}; record kept in the spool at {entry} "
-            f"(`smartops archive sync` sends it)", entry) from None
-    return sent[entry.name]
 
 
 def _write_local(nb, data: bytes, summary: dict[str, Any], folder: Path, timeout: float) -> Path:
@@ -137,19 +139,26 @@ def sync(archive: "Path | Archive") -> dict[str, str]:
     import nbformat
 
     loc = location(archive)
-    sent: dict[str, str] = {}
     with spool.draining(loc.local_dir):
-        for entry in spool.entries(loc.local_dir):
-            data = entry.read_bytes()
-            nb = nbformat.reads(data.decode(), as_version=4)
-            summary = nb.metadata["smartops"]
-            with loc.index.appending() as tx:
-                name = _place(loc, tx, data, summary)
-                row, words = describe(nb, data, name)
-                tx.append(row, words)
-            entry.unlink()
-            sent[entry.name] = loc.storage.where(name)
-            log.info("record %s archived", sent[entry.name])
+        return _send_spool(loc)
+
+
+def _send_spool(loc: Archive) -> dict[str, str]:
+    """:func:`sync`'s work, the spool's lock held."""
+    import nbformat
+
+    sent: dict[str, str] = {}
+    for entry in spool.entries(loc.local_dir):
+        data = entry.read_bytes()
+        nb = nbformat.reads(data.decode(), as_version=4)
+        summary = nb.metadata["smartops"]
+        with loc.index.appending() as tx:
+            name = _place(loc, tx, data, summary)
+            row, words = describe(nb, data, name)
+            tx.append(row, words)
+        entry.unlink()
+        sent[entry.name] = loc.storage.where(name)
+        log.info("record %s archived", sent[entry.name])
     return sent
 
 
@@ -306,6 +315,10 @@ def verify(folder: "Path | Archive", anchors: Iterable[str] = ()) -> Verificatio
     report.files = len(unindexed)
     for name in loc.storage.temporaries():
         report.warnings.append(f"{name}: temporary file left by an interrupted write (not a record)")
+    waiting = spool.entries(loc.local_dir) if loc.shared else []
+    if waiting:
+        report.warnings.append(f"{len(waiting)} record(s) in this machine's spool not sent yet: "
+                               f"`smartops archive sync` sends them")
     try:
         rows = loc.index.rows()
         tombstones = loc.index.tombstones()
@@ -475,7 +488,7 @@ def migrate(source: "Path | Archive", target: "Path | Archive") -> Migrated:
     rows, tombs = src.index.rows(), src.index.tombstones()
     out = Migrated(tip=report.tip)
     with dst.index.appending() as tx:
-        if _has_entries(tx):
+        if not tx.empty():
             raise ArchiveRefused(f"the target index {dst.index.label} is not empty: migrate into a new one")
         for r in rows:
             name = r["name"]
@@ -498,11 +511,6 @@ def migrate(source: "Path | Archive", target: "Path | Archive") -> Migrated:
     with src.index.appending() as tx:
         tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
     return out
-
-
-def _has_entries(tx) -> bool:
-    con = tx.con
-    return con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
 
 
 @dataclass

@@ -191,6 +191,10 @@ class Appender:
     def has(self, name: str) -> bool:
         raise NotImplementedError
 
+    def empty(self) -> bool:
+        """No entry yet (``archive migrate`` only fills an empty index)."""
+        raise NotImplementedError
+
     def tombstone(self, name: str, sha256: str, why: str) -> None:
         raise NotImplementedError
 

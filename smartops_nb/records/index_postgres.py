@@ -73,17 +73,15 @@ _DOC = " || ".join(f"setweight(to_tsvector('simple', %({c})s), '{w}')" for c, w 
 
 
 def redacted(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    """The DSN without its password, for messages and logs."""
+    from psycopg.conninfo import conninfo_to_dict
 
     try:
         d = conninfo_to_dict(dsn)
     except Exception:
         return "(an unparsable DSN)"
-    d.pop("password", None)
-    host = d.get("host", "localhost")
-    return f"postgresql://{d.get('user', '') + '@' if d.get('user') else ''}{host}:{d.get('port', 5432)}/" \
-           f"{d.get('dbname', '')}" if d else make_conninfo(**d)
+    user = f"{d['user']}@" if d.get("user") else ""
+    return f"postgresql://{user}{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
 
 
 def check_dsn(dsn: str) -> None:
@@ -130,6 +128,9 @@ class _PgAppender(Appender):
 
     def has(self, name):
         return self.con.execute("SELECT 1 FROM records WHERE name = %s", (name,)).fetchone() is not None
+
+    def empty(self):
+        return self.con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
 
     def tombstone(self, name, sha256, why):
         self.con.execute("INSERT INTO tombstones VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",

@@ -214,6 +214,9 @@ class _SqliteAppender(Appender):
     def has(self, name):
         return self.con.execute("SELECT 1 FROM records WHERE name = ?", (name,)).fetchone() is not None
 
+    def empty(self):
+        return self.con.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
+
     def tombstone(self, name, sha256, why):
         self.con.execute(_TOMBSTONES)
         self.con.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?, ?)", (name, sha256, now(), why))
