@@ -18,7 +18,7 @@ from . import approvals, display
 from smartops_nb import catalog, redact, response
 from smartops_nb.contract import RECORD_SCHEMA, STATE_ENV
 from smartops_nb.actions import Action, carry_out, decide
-from smartops_nb.findings import Diagnosis, Finding
+from smartops_nb.findings import Diagnosis, Finding, steps_read_by
 from smartops_nb.params import COMMON_DEFAULTS, Params, iso, parse_time, utcnow
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
@@ -92,7 +92,7 @@ class Run:
 
     def finding(self, finding: Finding, check: str | None = None) -> Finding:
         """Record a check's conclusion (the current step's check name unless it has one)."""
-        finding.check = finding.check or check or getattr(self, "_current_check", "") or "unnamed"
+        finding.check = str(finding.check or check or getattr(self, "_current_check", "") or "unnamed")
         finding.summary = redact.scrub(finding.summary)
         finding.data = redact.scrub_obj(_jsonable(finding.data))
         self.findings.append(finding)
@@ -120,7 +120,15 @@ class Run:
             self.event(f"step finished: {title} ({last.status if last else 'no finding'})")
 
     def diagnose(self, rule: Callable[[list[Finding], Params], Diagnosis]) -> Diagnosis:
-        """Turn the findings into cause codes with the runbook's rule, and show the verdict."""
+        """Turn the findings into cause codes with the runbook's rule, and show the verdict.
+
+        A step the rule reads (``@reads``) that left no finding — a cell skipped, or renamed — is
+        recorded as an ``error`` finding first: the diagnosis then says it is incomplete."""
+        seen = {f.check for f in self.findings}
+        for step in steps_read_by(rule):
+            if step not in seen:
+                self.finding(Finding("error", f"step {step!r} did not run: the diagnosis needs its finding",
+                                     {"error": "step did not run", "missing_step": step}), step)
         diagnosis = rule(self.findings, self.params)
         unknown = set(diagnosis.causes) - set(self.runbook.causes)
         if unknown:

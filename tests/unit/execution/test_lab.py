@@ -2,20 +2,32 @@
 from __future__ import annotations
 
 import argparse
+
 import json
+
 import os
+
 import signal
+
 import subprocess
+
 import sys
+
 import time
+
 import urllib.error
+
 import urllib.request
 
 import pytest
 
 from smartops_nb.kernel import interactive
+
 from smartops_nb.execution import lab
+
 from tests.conftest import REPO
+
+
 
 
 def test_kernel_registration_is_idempotent(tmp_path):
@@ -24,6 +36,7 @@ def test_kernel_registration_is_idempotent(tmp_path):
     assert spec["argv"][0] == sys.executable and spec["display_name"] == lab.KERNEL_DISPLAY_NAME
     mtime = (first / "kernel.json").stat().st_mtime_ns
     assert lab.ensure_kernel(str(tmp_path)) == first and (first / "kernel.json").stat().st_mtime_ns == mtime
+
 
 
 def test_server_command_is_loopback_with_token_and_this_environment(tmp_path):
@@ -39,6 +52,7 @@ def test_server_command_is_loopback_with_token_and_this_environment(tmp_path):
     assert env["SMARTOPS_PARAMETERS"] == str((REPO / "parameters" / "demo.yaml").resolve())
     assert env["SMARTOPS_ARCHIVE"] == str((tmp_path / "incidents").resolve())
     assert server.url("notebooks") == "http://127.0.0.1:8999/lab/tree/notebooks?token=t0k"
+
 
 
 def test_parameters_file_applies_in_a_live_session_only(tmp_path, monkeypatch):
@@ -57,6 +71,7 @@ def test_parameters_file_applies_in_a_live_session_only(tmp_path, monkeypatch):
     assert namespace == {"environment": "demo", "idle_minutes": 0.05, "mode": "investigate"}
 
 
+
 def test_parameters_file_of_the_wrong_type_is_refused(tmp_path, monkeypatch):
     from smartops_nb.params import ParameterError
 
@@ -68,72 +83,6 @@ def test_parameters_file_of_the_wrong_type_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ParameterError, match="idle_minutes"):
         interactive.apply_parameters_file("db-pool-exhausted", {"idle_minutes": 5.0})
 
-
-def test_smartops_lab_prints_a_working_url_and_stops_on_sigterm(tmp_path):
-    (tmp_path / "notebooks").mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "smartops_nb.cli", "lab", "--root", str(tmp_path), "-f", ""],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and "/lab/tree/notebooks?token=" in url
-        base, token = url.split("/lab/")[0], url.split("token=")[1]
-        with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}", timeout=10) as r:
-            specs = json.load(r)
-        assert {"python3", lab.KERNEL_NAME} <= set(specs["kernelspecs"]) and specs["default"] == lab.KERNEL_NAME
-        with pytest.raises(urllib.error.HTTPError):  # the token is required
-            urllib.request.urlopen(f"{base}/api/contents", timeout=10)
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(f"{base}/api/contents?token=not-{token}", timeout=10)
-        assert (tmp_path / "incidents").is_dir()
-        (server,) = _lab_processes(tmp_path)
-        assert token not in server  # the token is not on its command line
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    assert proc.returncode == 0
-
-
-def _lab_processes(root) -> list[str]:
-    """Command lines of the JupyterLab servers serving ``root`` (found in /proc)."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"--ServerApp.root_dir={root}" in cmdline:
-            out.append(cmdline)
-    return out
-
-
-@pytest.mark.timeout(120)
-def test_sigterm_during_start_up_stops_jupyterlab(tmp_path):
-    (tmp_path / "notebooks").mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "smartops_nb.cli", "lab", "--root", str(tmp_path), "-f", ""],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _lab_processes(tmp_path) and time.monotonic() < deadline:  # started, not yet answering
-            time.sleep(0.05)
-        assert _lab_processes(tmp_path) and proc.poll() is None
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    assert proc.returncode == 0 and "http://" not in out, err
-    deadline = time.monotonic() + 10
-    while _lab_processes(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _lab_processes(tmp_path) == []
 
 
 def test_jupyterlab_exiting_by_itself_is_exit_1(tmp_path, monkeypatch, capsys):
@@ -151,3 +100,4 @@ def test_jupyterlab_exiting_by_itself_is_exit_1(tmp_path, monkeypatch, capsys):
                               timeout=5)
     assert cli_lab.cmd_lab(args) == 1 and stopped
     assert "jupyter lab exited with 3" in capsys.readouterr().err
+

@@ -1,33 +1,49 @@
-"""The archive: records and index written together, a hash chain that names every change made
-outside the tool, list/search/show/export, reindex, concurrent writers, and a full disk."""
+"""The archive: records and index written together, a hash chain that names every change made"""
 from __future__ import annotations
 
 import json
+
 import os
+
 import shutil
+
 import sqlite3
+
 import subprocess
+
 import sys
+
 import textwrap
+
 import threading
+
 from pathlib import Path
 
 import nbformat
+
 import pytest
+
 import yaml
 
 from smartops_nb.records import archive as archive_mod  # `archive` is the conftest fixture (a folder)
+
 from smartops_nb.records import record
+
 from smartops_nb.params import iso, utcnow
+
 from tests.conftest import REPO, require, run_runbook
 
+
+
+
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-PLANTED = "PlantedPw-7f3e9c"
+
 
 
 def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+
 
 
 @pytest.fixture
@@ -44,6 +60,7 @@ def cli(capsys):
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out, err)
     return run
+
 
 
 def synthetic(runbook="db-pool-exhausted", started="2026-11-26T14:03:12Z", *, severity="P1", environment="prod",
@@ -70,17 +87,28 @@ def synthetic(runbook="db-pool-exhausted", started="2026-11-26T14:03:12Z", *, se
     return nb, summary
 
 
+
 def write(folder: Path, **kw) -> Path:
     nb, summary = synthetic(**kw)
     return archive_mod.write_record(nb, summary, folder)
+
 
 
 def archive_list(folder: Path, **kw):
     return archive_mod.list_records(folder, limit=0, **kw)
 
 
+
 def names(rows) -> list[str]:
     return [r["name"] for r in rows]
+
+
+
+# -- verify and reindex ----------------------------------------------------------------------------
+@pytest.fixture
+def four(archive) -> list[Path]:
+    return [write(archive, started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}") for i in range(1, 5)]
+
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -94,6 +122,7 @@ def test_record_and_its_index_entry_are_written_together(archive):
     assert archive_mod.verify(archive).ok
 
 
+
 def test_same_second_records_get_distinct_names_and_chain_in_order(archive):
     paths = [write(archive) for _ in range(3)]
     assert [p.name for p in paths] == ["2026-11-26T14-03-12Z_db-pool-exhausted_prod.ipynb",
@@ -102,6 +131,7 @@ def test_same_second_records_get_distinct_names_and_chain_in_order(archive):
     con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
     rows = con.execute("SELECT prev_hash, entry_hash FROM records ORDER BY seq").fetchall()
     assert rows[0][0] == archive_mod.GENESIS and rows[1][0] == rows[0][1] and rows[2][0] == rows[1][1]
+
 
 
 def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
@@ -123,10 +153,11 @@ def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
     assert report.ok and report.entries == 24, report.problems
 
 
+
 def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive):
     script = textwrap.dedent("""
         import sys
-        from tests.test_archive import write
+        from tests.unit.records.test_archive import write
         from pathlib import Path
         for _ in range(5):
             print(write(Path(sys.argv[1])).name)
@@ -141,6 +172,7 @@ def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive)
     assert report.ok and report.entries == 20, report.problems
 
 
+
 def test_an_index_that_refuses_the_entry_keeps_the_record_and_says_so(archive, caplog):
     archive.mkdir()
     (archive / archive_mod.INDEX_NAME).write_bytes(b"this is not a database" * 100)
@@ -150,16 +182,12 @@ def test_an_index_that_refuses_the_entry_keeps_the_record_and_says_so(archive, c
     assert problems == [("index-altered", archive_mod.INDEX_NAME), ("added", path.name)]
 
 
-# -- verify and reindex ----------------------------------------------------------------------------
-@pytest.fixture
-def four(archive) -> list[Path]:
-    return [write(archive, started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}") for i in range(1, 5)]
-
 
 def test_a_clean_archive_verifies(archive, four):
     out = smartops("archive", "verify", "--archive", str(archive))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4 indexed, 4 record files" in out.stdout and "intact" in out.stdout
+
 
 
 def test_verify_names_each_record_modified_removed_or_added(archive, four, cli):
@@ -181,6 +209,7 @@ def test_verify_names_each_record_modified_removed_or_added(archive, four, cli):
     assert four[0].name not in "\n".join(lines[:-1]) and four[3].name not in out.stdout
 
 
+
 def test_an_anchor_catches_the_newest_record_deleted_with_its_index_entry(archive, four, cli):
     """The chain alone cannot see its end cut off; an entry published elsewhere (a notification) can."""
     newest = four[-1]
@@ -199,6 +228,7 @@ def test_an_anchor_catches_the_newest_record_deleted_with_its_index_entry(archiv
     assert bad.returncode == 2 and "--anchor 'not-a-hash'" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
+
 def test_verify_names_an_index_entry_altered_or_removed_by_hand(archive, four):
     con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
     with con:
@@ -209,6 +239,7 @@ def test_verify_names_an_index_entry_altered_or_removed_by_hand(archive, four):
     assert ("index-altered", four[0].name) in problems      # fields no longer match the entry hash
     assert ("index-altered", four[3].name) in problems      # the chain skips the deleted entry
     assert ("added", four[2].name) in problems              # its file has no entry any more
+
 
 
 def test_reindex_after_the_index_is_lost_restores_list(archive, four, cli):
@@ -225,6 +256,7 @@ def test_reindex_after_the_index_is_lost_restores_list(archive, four, cli):
     assert cli("archive", "verify", "--archive", str(archive)).returncode == 0
 
 
+
 def test_reindex_says_what_changed_and_skips_notebooks_that_are_not_records(archive, four):
     four[0].unlink()
     nbformat.write(nbformat.v4.new_notebook(), archive / "scratch.ipynb")
@@ -233,6 +265,7 @@ def test_reindex_says_what_changed_and_skips_notebooks_that_are_not_records(arch
     assert [n for n, _ in r.skipped] == ["scratch.ipynb"]
     report = archive_mod.verify(archive)
     assert [(p.kind, p.name) for p in report.problems] == [("added", "scratch.ipynb")]
+
 
 
 def test_a_record_published_during_reindex_keeps_its_index_entry(archive, four, monkeypatch):
@@ -256,6 +289,7 @@ def test_a_record_published_during_reindex_keeps_its_index_entry(archive, four, 
     assert report.ok and report.entries == 5, report.problems
 
 
+
 def test_reindex_leaves_a_locked_index_alone(archive, four, monkeypatch):
     monkeypatch.setattr(archive_mod, "BUSY_TIMEOUT_S", 1)
     holder = sqlite3.connect(archive / archive_mod.INDEX_NAME, isolation_level=None)
@@ -271,6 +305,7 @@ def test_reindex_leaves_a_locked_index_alone(archive, four, monkeypatch):
     assert archive_mod.verify(archive).ok
 
 
+
 def test_review_reads_the_same_rows_from_the_records_when_the_index_is_lost(archive, four):
     from smartops_nb.reports import review
 
@@ -283,6 +318,7 @@ def test_review_reads_the_same_rows_from_the_records_when_the_index_is_lost(arch
     assert from_files["actions_executed"].iloc[-1] == ["terminate-idle on smartamazon"]
 
 
+
 def test_reindex_moves_a_damaged_index_aside(archive, four):
     index = archive / archive_mod.INDEX_NAME
     for f in archive.glob(archive_mod.INDEX_NAME + "*"):
@@ -291,6 +327,7 @@ def test_reindex_moves_a_damaged_index_aside(archive, four):
     r = archive_mod.reindex(archive)
     assert r.moved_aside and r.moved_aside.read_bytes().startswith(b"this is not") and r.previous is None
     assert len(r.indexed) == 4 and archive_mod.verify(archive).ok
+
 
 
 # -- list, search, show ----------------------------------------------------------------------------
@@ -318,6 +355,7 @@ def test_list_is_newest_first_and_filters(archive, cli):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--since" in out.stderr
 
 
+
 def test_search_finds_words_in_findings_outputs_and_parameters(archive, cli):
     a = write(archive, finding="12 connections idle in transaction for 9 minutes", causes=["idle-connection-leak"])
     b = write(archive, runbook="disk-full", output="/var/log/app.log grew to 31 GiB\n")
@@ -329,6 +367,7 @@ def test_search_finds_words_in_findings_outputs_and_parameters(archive, cli):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "search syntax" in out.stderr
 
 
+
 def test_bad_record_reference_exits_2(archive, four, cli):
     out = cli("archive", "show", "no-such-record", "--archive", str(archive))
     assert out.returncode == 2 and "no record 'no-such-record'" in out.stderr
@@ -336,123 +375,9 @@ def test_bad_record_reference_exits_2(archive, four, cli):
     assert out.returncode == 2 and "matches 4 records" in out.stderr
 
 
+
 def test_every_archive_command_has_help(cli):
     for cmd in ("list", "search", "show", "export", "verify", "reindex"):
         out = cli("archive", cmd, "--help")
         assert out.returncode == 0 and "--archive DIR" in out.stdout, cmd
 
-
-# -- real runs against the sandbox -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def real_archive(sandbox, tmp_path_factory) -> Path:
-    """Two real db-pool-exhausted runs on a healthy sandbox; the DSN carries a planted password."""
-    folder = tmp_path_factory.mktemp("real") / "incidents"
-    sandbox.heal()
-    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "incident_id": "INC-REAL"}
-    params["postgres_dsn"] = params["postgres_dsn"].replace("smartops@", f"smartops:{PLANTED}@")  # trust auth
-    for _ in range(2):
-        run_runbook("db-pool-exhausted", folder, params)
-    return folder
-
-
-def test_real_runs_are_indexed_and_verify(real_archive):
-    rows = archive_list(real_archive)
-    assert len(rows) == 2 and {r["runbook"] for r in rows} == {"db-pool-exhausted"}
-    assert rows[0]["started_at"] >= rows[1]["started_at"] and rows[0]["incident_id"] == "INC-REAL"
-    assert archive_mod.verify(real_archive).ok
-
-
-def test_search_finds_a_real_record_by_a_word_in_a_finding(real_archive, cli):
-    nb = nbformat.read(next(iter(archive_mod.record_files(real_archive))), as_version=4)
-    word = next(w for f in nb.metadata["smartops"]["findings"] for w in f["summary"].split()
-                if w.isalpha() and len(w) > 5)
-    out = cli("archive", "search", word, "--archive", str(real_archive), "--json")
-    assert out.returncode == 0 and len(json.loads(out.stdout)) >= 1, (word, out.stderr)
-
-
-def test_show_prints_diagnosis_findings_actions_timeline(real_archive, cli):
-    path = archive_mod.record_files(real_archive)[0]
-    out = cli("archive", "show", path.name, "--archive", str(real_archive))
-    assert out.returncode == 0, out.stderr
-    for heading in ("Diagnosis:", "Findings:", "Actions:", "Timeline:", "matches the index", "run started"):
-        assert heading in out.stdout, heading
-    assert PLANTED not in out.stdout
-
-
-def test_export_html_embeds_the_plots_and_no_secret(real_archive, tmp_path, cli):
-    path = archive_mod.record_files(real_archive)[0]
-    assert PLANTED not in path.read_text()
-    # a secret that slipped into an output (a URL with credentials in a log line) is scrubbed on export
-    leaky = tmp_path / path.name
-    nb = nbformat.read(path, as_version=4)
-    nb.cells[-1].setdefault("outputs", []).append(
-        nbformat.v4.new_output("stream", name="stdout", text=f"retrying redis://:{PLANTED}-2@10.0.0.5:6379/0\n"))
-    nbformat.write(nb, leaky)
-    for source, out in ((path.name, tmp_path / "a.html"), (str(leaky), tmp_path / "b.html")):
-        res = cli("archive", "export", source, "--html", "-o", str(out), "--archive", str(real_archive))
-        assert res.returncode == 0 and res.stdout.strip() == str(out), res.stderr
-        html = out.read_text()
-        assert '<img' in html and "data:image/png;base64," in html
-        assert 'src="http' not in html  # standalone: nothing fetched from the network
-        assert PLANTED not in html
-
-
-# -- a full disk -----------------------------------------------------------------------------------
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    # 1 MiB: room for the index (a WAL-mode SQLite file with its FTS tables is ~100 KiB), then filled up
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    require("a mountable tmpfs (root)", res.returncode == 0, f"mount -t tmpfs failed: {res.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _fill(folder: Path) -> None:
-    try:
-        with open(folder / "filler", "wb") as f:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-    except OSError:  # ENOSPC: full
-        pass
-
-
-def _snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: archive_mod.file_sha256(p) for p in folder.iterdir() if p.is_file()}
-
-
-def test_a_full_disk_fails_loudly_keeps_the_notebook_and_leaves_the_archive_untouched(tiny_tmpfs, tmp_path,
-                                                                                       sandbox_params):
-    incidents = tiny_tmpfs / "incidents"
-    first = write(incidents)  # an archive with an index and one entry
-    _fill(tiny_tmpfs)
-    before = _snapshot(incidents)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(sandbox_params))
-    fallback = tmp_path / "unsaved"
-    out = smartops("run", "db-pool-exhausted", "-f", str(params), "--archive", str(incidents), "--no-progress",
-                   env={"SMARTOPS_FALLBACK_DIR": str(fallback)}, timeout=300)
-    assert out.returncode == 1, out.stdout + out.stderr
-    message = [l for l in out.stderr.splitlines() if l.startswith("smartops run:")]
-    assert len(message) == 1 and "No space left on device" in message[0], out.stderr
-    kept = list(fallback.glob("*.ipynb"))
-    assert len(kept) == 1 and str(kept[0]) in message[0]
-    assert nbformat.read(kept[0], as_version=4).metadata["smartops"]["runbook"] == "db-pool-exhausted"
-    assert _snapshot(incidents) == before  # no partial file, no temp file, the index byte for byte as it was
-    assert names(archive_list(incidents)) == [first.name]
-
-
-def test_a_read_only_archive_fails_loudly_and_keeps_the_notebook(tiny_tmpfs, tmp_path, monkeypatch):
-    incidents = tiny_tmpfs / "incidents"
-    write(incidents)
-    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
-    monkeypatch.setenv(record.FALLBACK_ENV, str(tmp_path / "unsaved"))
-    nb, summary = synthetic(started="2026-12-01T00:00:00Z")
-    with pytest.raises(record.RecordWriteError) as e:
-        archive_mod.write_record(nb, summary, incidents)
-    assert "Read-only file system" in str(e.value) and str(e.value.fallback) in str(e.value)
-    assert e.value.fallback.exists() and len(archive_list(incidents)) == 1

@@ -1,17 +1,25 @@
-"""Notifications against real HTTP receivers on loopback, after real runs on the sandbox."""
+"""Notifications against real HTTP receivers on loopback, after real runs on the sandbox. (against real services)"""
 from __future__ import annotations
 
 import json
+
 import threading
+
 import time
+
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 import yaml
 
 from smartops_nb.records import archive as record_archive
+
 from smartops_nb.alerts import notify
+
 from tests.conftest import run_runbook
+
+
 
 
 class Receiver:
@@ -44,6 +52,7 @@ class Receiver:
         self.httpd.server_close()
 
 
+
 @pytest.fixture
 def receivers():
     made = []
@@ -57,14 +66,17 @@ def receivers():
         r.close()
 
 
+
 def _notify_file(tmp_path, **section) -> str:
     path = tmp_path / "notify.yaml"
     path.write_text(yaml.safe_dump({"notify": section}))
     return str(path)
 
 
+
 def _params(sandbox_params):
     return {**sandbox_params, "idle_minutes": 0.01, "incident_id": "INC-notify-1"}
+
 
 
 @pytest.mark.timeout(240)
@@ -112,6 +124,7 @@ def test_slack_and_pagerduty_trigger_then_resolve(tmp_path, receivers, healthy_s
     assert len(slack.received) == 2 and len(pd.received) == 2 and notify.outcomes_for(archive, third.path.name) == []
 
 
+
 @pytest.mark.timeout(240)
 def test_failing_and_hanging_targets_are_logged_recorded_and_not_fatal(tmp_path, receivers, healthy_sandbox,
                                                                        sandbox_params, archive, caplog):
@@ -133,77 +146,3 @@ def test_failing_and_hanging_targets_are_logged_recorded_and_not_fatal(tmp_path,
     assert "notification to slack" in caplog.text and "failed" in caplog.text
     assert time.monotonic() - t0 < 60
 
-
-def test_payload_shapes_and_config_errors(tmp_path):
-    summary = {"runbook": "api-down", "title": "API Service Down", "severity": "P2", "environment": "prod",
-               "incident_id": "INC-9", "status": "completed", "actions": [],
-               "diagnosis": {"confirmed": True, "causes": ["container-crashed"], "summary": "it crashed"}}
-    assert notify.event_for(summary, None) == "trigger"
-    quiet = {**summary, "diagnosis": {"confirmed": False, "causes": [], "summary": "fine"}}
-    assert notify.event_for(quiet, summary) == "resolve" and notify.event_for(quiet, quiet) is None
-    assert notify.event_for({**quiet, "status": "failed"}, summary) is None
-    body = notify.pagerduty_payload(quiet, tmp_path / "r.ipynb", "resolve", "K")
-    assert body == {"routing_key": "K", "event_action": "resolve", "dedup_key": "smartops:INC-9"}
-    from smartops_nb.params import ParameterError
-
-    for bad in ({"notify": {"slack": {}}}, {"notify": {"email": {}}}, {"notify": {"timeout_s": 0}}, {"notify": []}):
-        with pytest.raises(ParameterError):
-            notify.targets(bad)
-
-
-def _summary(incident: str, started: str, confirmed: bool) -> dict:
-    return {"schema": 1, "runbook": "api-down", "title": "API Service Down", "severity": "P1",
-            "environment": "prod", "incident_id": incident, "status": "completed", "started_at": started,
-            "finished_at": started, "actions": [], "findings": [],
-            "diagnosis": {"confirmed": confirmed, "causes": ["container-crashed"] if confirmed else [],
-                          "summary": "it crashed" if confirmed else "fine"}}
-
-
-def test_a_webhook_url_without_scheme_stays_out_of_logs_and_outcomes(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("SMARTOPS_TEST_HOOK", "hooks.slack.com/services/T000/B000/SECRETenv")
-    monkeypatch.setenv("SMARTOPS_TEST_PD_KEY", "R0UTINGsecretKEY")
-    config = {"notify": {"timeout_s": 1,
-                         "slack": [{"webhook_url": "env:SMARTOPS_TEST_HOOK"},
-                                   {"webhook_url": "hooks.slack.com/services/T111/B111/SECRETliteral"}],
-                         "pagerduty": {"routing_key": "env:SMARTOPS_TEST_PD_KEY",
-                                       "url": "events.example.com/v2/enqueue/SECRETpd"}}}
-    archive = tmp_path / "incidents"
-    archive.mkdir()
-    caplog.set_level("INFO")
-    outcomes = notify.after_run(config, _summary("INC-nos", "2026-11-26T14:00:00Z", True), archive / "r.ipynb",
-                                archive)
-    assert len(outcomes) == 3 and not any(o["ok"] for o in outcomes)
-    assert all("unknown url type" in o["error"] for o in outcomes), outcomes
-    logged = (archive / notify.LOG_NAME).read_text()
-    for text in (logged, caplog.text, json.dumps(outcomes)):
-        assert "SECRET" not in text and "T000" not in text and "T111" not in text and "R0UTING" not in text
-
-
-def test_previous_record_comes_from_the_index(tmp_path, monkeypatch):
-    import nbformat
-
-    from smartops_nb.records import archive as record_archive
-
-    folder = tmp_path / "incidents"
-    paths = {}
-    for incident, started, confirmed in (("INC-A", "2026-11-26T14:00:00Z", True),
-                                         ("INC-A", "2026-11-26T15:00:00Z", False),
-                                         ("INC-B", "2026-11-26T16:00:00Z", True)):
-        summary = _summary(incident, started, confirmed)
-        nb = nbformat.v4.new_notebook(metadata={"smartops": summary})
-        paths[started] = record_archive.write_record(nb, summary, folder)
-
-    def no_scan(*a):
-        raise AssertionError("the records were read although there is an index")
-
-    with monkeypatch.context() as m:
-        m.setattr(notify, "_scan_previous", no_scan)
-        latest = notify.previous_record(folder, "INC-A")
-        assert latest["started_at"] == "2026-11-26T15:00:00Z" and latest["diagnosis"]["confirmed"] is False
-        earlier = notify.previous_record(folder, "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
-        assert earlier["started_at"] == "2026-11-26T14:00:00Z" and earlier["diagnosis"]["confirmed"] is True
-        assert notify.event_for(_summary("INC-A", "2026-11-26T17:00:00Z", False), earlier) == "resolve"
-        assert notify.previous_record(folder, "INC-C") is None
-    record_archive.index_path(folder).unlink()  # no index: the records are read
-    earlier = notify.previous_record(folder, "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
-    assert earlier["started_at"] == "2026-11-26T14:00:00Z" and earlier["diagnosis"]["confirmed"] is True

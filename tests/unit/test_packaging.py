@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # conda-forge names of PyPI packages where they differ
 CONDA_NAMES = {"docker": "docker-py", "kubernetes": "python-kubernetes", "redis": "redis-py", "psycopg": "psycopg"}
 
