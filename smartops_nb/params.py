@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .contract import ParameterError
-from .redact import ENV_PREFIX, register_secret, resolve_env
+from .redact import ENV_PREFIX, register_secret, resolve_env  # noqa: F401  (ENV_PREFIX: re-exported)
 
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
 ARCHIVE_HELP = "archive folder (default $SMARTOPS_ARCHIVE or ./incidents)"
 
 

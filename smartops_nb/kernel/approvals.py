@@ -15,12 +15,12 @@ from typing import Any
 
 from smartops_nb import redact
 from smartops_nb.actions import EXECUTED, Action, carry_out
+from smartops_nb.contract import APPROVALS_ENV, HEADLESS_ENV, SESSION_ENV, STATE_ENV
 from smartops_nb.params import iso, utcnow
 
-#: ``off`` never offers a widget, ``on`` skips the front-end check (the papermill checks still hold).
-from smartops_nb.contract import APPROVALS_ENV, HEADLESS_ENV, SESSION_ENV, STATE_ENV
-#: Set by :mod:`smartops_nb.execution.runner` in every kernel it starts.
-#: jupyter_server gives the kernels of its sessions (JupyterLab, Notebook 7) the notebook's path here.
+# APPROVALS_ENV: ``off`` never offers a widget, ``on`` skips the front-end check (the papermill
+# checks still hold). HEADLESS_ENV: set by the runner in every kernel it starts. SESSION_ENV:
+# jupyter_server gives the kernels of its sessions (JupyterLab, Notebook 7) the notebook's path there.
 # papermill injects a cell tagged injected-parameters whose source starts with this comment
 _PAPERMILL_MARKER = "# Parameters"
 

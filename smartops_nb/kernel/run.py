@@ -14,12 +14,13 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from . import approvals, display
 from smartops_nb import catalog, redact, response
-from smartops_nb.contract import RECORD_SCHEMA, STATE_ENV
 from smartops_nb.actions import Action, carry_out, decide
+from smartops_nb.contract import RECORD_SCHEMA, STATE_ENV
 from smartops_nb.findings import Diagnosis, Finding, steps_read_by
-from smartops_nb.params import COMMON_DEFAULTS, Params, iso, parse_time, utcnow
+from smartops_nb.params import Params, iso, parse_time, utcnow
+
+from . import approvals, display
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 
@@ -36,7 +37,7 @@ def _parameters_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
 class Run:
     def __init__(self, runbook_id: str, values: Mapping[str, Any]):
         self.runbook = catalog.get(runbook_id)
-        merged = {**COMMON_DEFAULTS, **values}
+        merged = {**self.runbook.defaults(), **values}
         self.started_at = utcnow()
         merged["severity"] = merged.get("severity") or self.runbook.severity
         merged["detected_at"] = iso(parse_time(merged["detected_at"], name="detected_at")) if merged.get(

@@ -19,7 +19,15 @@ import nbformat
 import yaml
 
 from tests.conftest import REPO, free_port, require
-from tests.fixtures.monitoring import (ALERTMANAGER, PROMETHEUS, alertmanager_config, rules_with_for, start_alertmanager, start_prometheus, start_serve)
+from tests.fixtures.monitoring import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    alertmanager_config,
+    rules_with_for,
+    start_alertmanager,
+    start_prometheus,
+    start_serve,
+)
 
 WAIT_S = 150
 TOKEN = "e2e-" + "x" * 28

@@ -1,111 +1,25 @@
-"""The archive: records and index written together, a hash chain that names every change made (against real services)"""
+"""The archive: records and index written together, a hash chain that names every change made
+outside the tool, list/search/show/export, reindex, concurrent writers, and a full disk."""
 from __future__ import annotations
 
 import json
-
-import os
-
-import shutil
-
-import sqlite3
-
 import subprocess
-
 import sys
-
 import textwrap
-
-import threading
-
 from pathlib import Path
 
 import nbformat
-
 import pytest
-
 import yaml
 
-from smartops_nb.records import archive as archive_mod  # `archive` is the conftest fixture (a folder)
-
+from smartops_nb.records import (
+    archive as archive_mod,  # `archive` is the conftest fixture (a folder)
+)
 from smartops_nb.records import record
-
-from smartops_nb.params import iso, utcnow
-
 from tests.conftest import REPO, require, run_runbook
-
-
-
-
-PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
+from tests.fixtures.archives import archive_list, names, smartops, synthetic, write
 
 PLANTED = "PlantedPw-7f3e9c"
-
-
-
-def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
-
-
-
-@pytest.fixture
-def cli(capsys):
-    """``smartops ...`` in-process (the same code as the command; a subprocess costs seconds here)."""
-    from smartops_nb.cli.main import main
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse: --help, usage errors
-            code = e.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-    return run
-
-
-
-def synthetic(runbook="db-pool-exhausted", started="2026-11-26T14:03:12Z", *, severity="P1", environment="prod",
-              causes=(), status="completed", finding="connections at 40% of max_connections", output="",
-              incident_id="INC-1"):
-    """A small record as the runner would write it: summary in metadata, outputs, a PNG plot."""
-    summary = {
-        "schema": 1, "runbook": runbook, "title": runbook.replace("-", " "), "severity": severity,
-        "environment": environment, "incident_id": incident_id, "detected_at": started, "started_at": started,
-        "finished_at": started, "status": status, "mode": "investigate", "operator": "alice",
-        "diagnosis": {"confirmed": bool(causes), "causes": list(causes), "summary": f"causes: {list(causes)}"},
-        "findings": [{"check": "pool", "status": "warn" if causes else "ok", "summary": finding, "data": {}}],
-        "actions": [{"action": "terminate-idle", "target": "smartamazon", "mode": "executed", "at": started,
-                     "operator": "alice", "reason": "approved", "description": "", "result": {}}] if causes else [],
-        "timeline": [{"at": started, "event": "run started"}, {"at": started, "event": "run finished"}],
-        "parameters": {"environment": environment, "idle_minutes": 5},
-    }
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("show()")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=output or "step ran\n"),
-                    nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]
-    nb.cells.append(cell)
-    nb.metadata["smartops"] = summary
-    return nb, summary
-
-
-
-def write(folder: Path, **kw) -> Path:
-    nb, summary = synthetic(**kw)
-    return archive_mod.write_record(nb, summary, folder)
-
-
-
-def archive_list(folder: Path, **kw):
-    return archive_mod.list_records(folder, limit=0, **kw)
-
-
-
-def names(rows) -> list[str]:
-    return [r["name"] for r in rows]
-
 
 
 # -- real runs against the sandbox -----------------------------------------------------------------
@@ -119,7 +33,6 @@ def real_archive(sandbox, tmp_path_factory) -> Path:
     for _ in range(2):
         run_runbook("db-pool-exhausted", folder, params)
     return folder
-
 
 
 # -- a full disk -----------------------------------------------------------------------------------
@@ -136,7 +49,6 @@ def tiny_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-
 def _fill(folder: Path) -> None:
     try:
         with open(folder / "filler", "wb") as f:
@@ -147,10 +59,8 @@ def _fill(folder: Path) -> None:
         pass
 
 
-
 def _snapshot(folder: Path) -> dict[str, str]:
     return {p.name: archive_mod.file_sha256(p) for p in folder.iterdir() if p.is_file()}
-
 
 
 def test_real_runs_are_indexed_and_verify(real_archive):
@@ -158,7 +68,6 @@ def test_real_runs_are_indexed_and_verify(real_archive):
     assert len(rows) == 2 and {r["runbook"] for r in rows} == {"db-pool-exhausted"}
     assert rows[0]["started_at"] >= rows[1]["started_at"] and rows[0]["incident_id"] == "INC-REAL"
     assert archive_mod.verify(real_archive).ok
-
 
 
 def test_search_finds_a_real_record_by_a_word_in_a_finding(real_archive, cli):
@@ -169,7 +78,6 @@ def test_search_finds_a_real_record_by_a_word_in_a_finding(real_archive, cli):
     assert out.returncode == 0 and len(json.loads(out.stdout)) >= 1, (word, out.stderr)
 
 
-
 def test_show_prints_diagnosis_findings_actions_timeline(real_archive, cli):
     path = archive_mod.record_files(real_archive)[0]
     out = cli("archive", "show", path.name, "--archive", str(real_archive))
@@ -177,7 +85,6 @@ def test_show_prints_diagnosis_findings_actions_timeline(real_archive, cli):
     for heading in ("Diagnosis:", "Findings:", "Actions:", "Timeline:", "matches the index", "run started"):
         assert heading in out.stdout, heading
     assert PLANTED not in out.stdout
-
 
 
 def test_export_html_embeds_the_plots_and_no_secret(real_archive, tmp_path, cli):
@@ -196,7 +103,6 @@ def test_export_html_embeds_the_plots_and_no_secret(real_archive, tmp_path, cli)
         assert '<img' in html and "data:image/png;base64," in html
         assert 'src="http' not in html  # standalone: nothing fetched from the network
         assert PLANTED not in html
-
 
 
 def test_a_full_disk_fails_loudly_keeps_the_notebook_and_leaves_the_archive_untouched(tiny_tmpfs, tmp_path,
@@ -220,7 +126,6 @@ def test_a_full_disk_fails_loudly_keeps_the_notebook_and_leaves_the_archive_unto
     assert names(archive_list(incidents)) == [first.name]
 
 
-
 def test_a_read_only_archive_fails_loudly_and_keeps_the_notebook(tiny_tmpfs, tmp_path, monkeypatch):
     incidents = tiny_tmpfs / "incidents"
     write(incidents)
@@ -232,3 +137,20 @@ def test_a_read_only_archive_fails_loudly_and_keeps_the_notebook(tiny_tmpfs, tmp
     assert "Read-only file system" in str(e.value) and str(e.value.fallback) in str(e.value)
     assert e.value.fallback.exists() and len(archive_list(incidents)) == 1
 
+
+def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive):
+    script = textwrap.dedent("""
+        import sys
+        from tests.fixtures.archives import write
+        from pathlib import Path
+        for _ in range(5):
+            print(write(Path(sys.argv[1])).name)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(archive)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    written = [n for o, _ in outs for n in o.split()]
+    assert len(written) == len(set(written)) == 20
+    report = archive_mod.verify(archive)
+    assert report.ok and report.entries == 20, report.problems

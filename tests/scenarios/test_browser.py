@@ -16,8 +16,8 @@ import psycopg
 import pytest
 import yaml
 
-from smartops_nb.records import archive as index
 from smartops_nb.execution.lab import Lab
+from smartops_nb.records import archive as index
 from tests.conftest import REPO, require, run_runbook
 
 CHROMIUM = Path(os.environ.get("SMARTOPS_CHROMIUM", "/usr/bin/chromium"))

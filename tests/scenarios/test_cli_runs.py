@@ -1,31 +1,21 @@
-"""`smartops` as automation sees it: exit codes, one-line errors, the record path last on stdout. (against real services)"""
+"""`smartops` as automation sees it: exit codes, one-line errors, the record path last on stdout."""
 from __future__ import annotations
 
-import json
-
 import os
-
 import shutil
-
 import subprocess
-
 import sys
-
 from pathlib import Path
 
 import nbformat
-
 import pytest
 
 from tests.conftest import REPO
 
 
-
-
 def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
-
 
 
 def _notebooks_with(tmp_path: Path, runbook_file: str, extra_cell: str, after_index: int) -> Path:
@@ -38,11 +28,9 @@ def _notebooks_with(tmp_path: Path, runbook_file: str, extra_cell: str, after_in
     return folder
 
 
-
 def _begin_index(nb_path: Path) -> int:
     nb = nbformat.read(nb_path, as_version=4)
     return next(i for i, c in enumerate(nb.cells) if "so.begin(" in c.source) + 1
-
 
 
 @pytest.mark.timeout(120)
@@ -63,7 +51,6 @@ def test_kernel_death_mid_run_exits_1_and_keeps_the_partial_record(tmp_path, san
     assert summary["timeline"][-1]["event"].startswith("run failed")
 
 
-
 def test_a_bug_in_the_notebook_is_status_failed_with_the_record_saved(tmp_path, sandbox_params):
     nb = REPO / "notebooks" / "db_pool_exhausted.ipynb"
     folder = _notebooks_with(tmp_path, nb.name, "undefined_name_in_the_runbook", _begin_index(nb))
@@ -76,7 +63,6 @@ def test_a_bug_in_the_notebook_is_status_failed_with_the_record_saved(tmp_path, 
     assert nb_out.metadata["smartops"]["status"] == "failed"
     assert "NameError" in nb_out.metadata["smartops"]["error"]
     assert "Incident record summary" in nb_out.cells[-1].source  # the runner added the summary cell
-
 
 
 def test_run_prints_diagnosis_and_record_path_last(tmp_path, sandbox_params):
@@ -98,7 +84,6 @@ def test_run_prints_diagnosis_and_record_path_last(tmp_path, sandbox_params):
     # the last cell shows the summary to a person as a table
     last = nbformat.read(record, as_version=4).cells[-1]
     assert any("<table>" in o.get("data", {}).get("text/html", "") for o in last.outputs)
-
 
 
 def test_plain_papermill_runs_a_runbook(tmp_path, sandbox_params):

@@ -14,10 +14,9 @@ import uuid
 import pytest
 
 from smartops_nb.platforms import PlatformError
-from smartops_nb.platforms.docker import DockerPlatform, PREVIOUS_IMAGE_LABEL
-from smartops_sandbox.podman import derive_image, host_python_volumes
+from smartops_nb.platforms.docker import PREVIOUS_IMAGE_LABEL, DockerPlatform
 from smartops_nb.waiting import until
-
+from smartops_sandbox.podman import derive_image, host_python_volumes
 
 RUN = uuid.uuid4().hex[:6]
 

@@ -1,27 +1,10 @@
-"""Approvals: a widget only in a live JupyterLab session, never a wait under papermill. (against real services)"""
+"""Approvals: a widget only in a live JupyterLab session, never a wait under papermill."""
 from __future__ import annotations
-
-import json
-
-import types
 
 import pytest
 
-from smartops_nb.kernel import approvals
-
 from smartops_nb import catalog
-
-from smartops_nb.actions import Action
-
-from smartops_nb.findings import Diagnosis
-
-from smartops_nb.contract import APPROVALS_ENV, HEADLESS_ENV, SESSION_ENV, STATE_ENV
-
-from smartops_nb.kernel.run import Run
-
 from tests.conftest import run_runbook
-
-
 
 
 @pytest.mark.timeout(600)

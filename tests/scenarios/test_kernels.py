@@ -1,26 +1,19 @@
-"""Warm kernels: a pooled run's record has the form of a cold run's, and no state survives a run. (against real services)"""
+"""Warm kernels: a pooled run's record has the form of a cold run's, and no state survives a run."""
 from __future__ import annotations
 
 import nbformat
-
 import pytest
 
 from smartops_nb.execution import kernels
-
 from smartops_nb.execution.flow import investigate
-
 from smartops_nb.execution.prepare import prepare
-
 from tests.conftest import Record
-
-
 
 
 def _form(rec: Record) -> tuple:
     nb = rec.nb
     return (sorted(nb.metadata), sorted(nb.metadata["smartops"]), len(nb.cells),
             [c.cell_type for c in nb.cells], [c.get("execution_count") for c in nb.cells if c.cell_type == "code"])
-
 
 
 @pytest.mark.timeout(240)

@@ -1,19 +1,9 @@
 """Warm kernels: a pooled run's record has the form of a cold run's, and no state survives a run."""
 from __future__ import annotations
 
-import nbformat
-
 import pytest
 
 from smartops_nb.execution import kernels
-
-from smartops_nb.execution.flow import investigate
-
-from smartops_nb.execution.prepare import prepare
-
-from tests.conftest import Record
-
-
 
 
 @pytest.mark.timeout(120)

@@ -8,8 +8,8 @@ import pytest
 
 from smartops_nb.platforms.base import PlatformError
 from smartops_nb.platforms.kubernetes import RESTARTED_AT_ANNOTATION, KubernetesPlatform
-from tests.fixtures.kube_api import KubeAPIServer
 from tests.fixtures.kube import set_image
+from tests.fixtures.kube_api import KubeAPIServer
 
 NS = "shop"
 APP = "smartamazon-backend"

@@ -1,33 +1,18 @@
-"""`smartops lab`: JupyterLab on loopback with a token, this environment's kernels, the parameters file. (against real services)"""
+"""`smartops lab`: JupyterLab on loopback with a token, this environment's kernels, the parameters file."""
 from __future__ import annotations
 
-import argparse
-
 import json
-
 import os
-
 import signal
-
 import subprocess
-
 import sys
-
 import time
-
 import urllib.error
-
 import urllib.request
 
 import pytest
 
-from smartops_nb.kernel import interactive
-
 from smartops_nb.execution import lab
-
-from tests.conftest import REPO
-
-
 
 
 def _lab_processes(root) -> list[str]:
@@ -44,7 +29,6 @@ def _lab_processes(root) -> list[str]:
         if f"--ServerApp.root_dir={root}" in cmdline:
             out.append(cmdline)
     return out
-
 
 
 def test_smartops_lab_prints_a_working_url_and_stops_on_sigterm(tmp_path):
@@ -73,7 +57,6 @@ def test_smartops_lab_prints_a_working_url_and_stops_on_sigterm(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert proc.returncode == 0
-
 
 
 @pytest.mark.timeout(120)

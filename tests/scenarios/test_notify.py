@@ -1,25 +1,17 @@
-"""Notifications against real HTTP receivers on loopback, after real runs on the sandbox. (against real services)"""
+"""Notifications against real HTTP receivers on loopback, after real runs on the sandbox."""
 from __future__ import annotations
 
 import json
-
 import threading
-
 import time
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 import yaml
 
-from smartops_nb.records import archive as record_archive
-
 from smartops_nb.alerts import notify
-
+from smartops_nb.records import archive as record_archive
 from tests.conftest import run_runbook
-
-
 
 
 class Receiver:
@@ -52,7 +44,6 @@ class Receiver:
         self.httpd.server_close()
 
 
-
 @pytest.fixture
 def receivers():
     made = []
@@ -66,17 +57,14 @@ def receivers():
         r.close()
 
 
-
 def _notify_file(tmp_path, **section) -> str:
     path = tmp_path / "notify.yaml"
     path.write_text(yaml.safe_dump({"notify": section}))
     return str(path)
 
 
-
 def _params(sandbox_params):
     return {**sandbox_params, "idle_minutes": 0.01, "incident_id": "INC-notify-1"}
-
 
 
 @pytest.mark.timeout(240)
@@ -122,7 +110,6 @@ def test_slack_and_pagerduty_trigger_then_resolve(tmp_path, receivers, healthy_s
     # a third quiet run: nothing was confirmed last time, so nobody is told anything
     third = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)
     assert len(slack.received) == 2 and len(pd.received) == 2 and notify.outcomes_for(archive, third.path.name) == []
-
 
 
 @pytest.mark.timeout(240)

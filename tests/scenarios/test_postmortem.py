@@ -1,27 +1,19 @@
-"""A post-mortem drafted from a real sandbox incident: investigate, mitigate (approved), confirm. (against real services)"""
+"""A post-mortem drafted from a real sandbox incident: investigate, mitigate (approved), confirm."""
 from __future__ import annotations
 
 import hashlib
-
 import re
 
 import pytest
 
 from smartops_nb import catalog
-
 from smartops_nb.cli import main as cli
-
 from smartops_nb.params import iso, utcnow
-
 from tests.conftest import run_runbook
-
-
-
 
 SECTIONS = ["# Incident Post-Mortem", "**Date:**", "**Severity:**", "**Duration:**", "**Impact:**",
             "## Timeline", "## Root Cause", "## Resolution", "## Action Items", "## Lessons Learned",
             "## Post-Incident Checklist", "## Evidence"]
-
 
 
 @pytest.fixture
@@ -37,7 +29,6 @@ def incident(healthy_sandbox, sandbox_params, archive):
     confirm = run_runbook("db-pool-exhausted", archive, base)
     assert investigate.summary["diagnosis"]["confirmed"] and not confirm.summary["diagnosis"]["confirmed"]
     return [investigate, mitigate, confirm]
-
 
 
 def test_postmortem_from_a_sandbox_incident(incident, tmp_path, capsys):
@@ -70,7 +61,6 @@ def test_postmortem_from_a_sandbox_incident(incident, tmp_path, capsys):
         assert f"`{r.path.name}`" in md and hashlib.sha256(r.path.read_bytes()).hexdigest() in md
     charts = re.findall(r"!\[chart \d+\]\(([^)]+)\)", md)
     assert charts and all((out.parent / c).read_bytes().startswith(b"\x89PNG") for c in charts)
-
 
 
 def test_records_of_different_incidents_are_refused(healthy_sandbox, sandbox_params, archive, tmp_path, capsys):

@@ -12,7 +12,13 @@ import yaml
 from smartops_nb.checks import history
 from smartops_nb.probes import prometheus
 from tests.conftest import free_port, require, run_runbook
-from tests.fixtures.monitoring import AMTOOL, DEPLOY, PROMETHEUS, PROMTOOL, start_prometheus
+from tests.fixtures.monitoring import (
+    AMTOOL,
+    DEPLOY,
+    PROMETHEUS,
+    PROMTOOL,
+    start_prometheus,
+)
 
 FAST = {"sample_seconds": 2.0, "sample_interval": 1.0}
 

@@ -1,23 +1,13 @@
-"""Severity → response-time target and escalations, in the record and its summary cell. (against real services)"""
+"""Severity → response-time target and escalations, in the record and its summary cell."""
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
-
 import yaml
 
-from smartops_nb.kernel import display
-
-from smartops_nb import response
-
-from smartops_nb.params import ParameterError, iso, utcnow
-
-from smartops_nb.execution.prepare import prepare
-
+from smartops_nb.params import iso, utcnow
 from tests.conftest import free_port, run_runbook
-
-
 
 
 @pytest.mark.timeout(120)

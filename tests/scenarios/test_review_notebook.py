@@ -1,27 +1,17 @@
-"""The incident review: pure functions on index rows, and the notebook on an archive of real sandbox runs. (against real services)"""
+"""The incident review: pure functions on index rows, and the notebook on an archive of real sandbox runs."""
 from __future__ import annotations
 
 import datetime as dt
-
 import io
 
-import math
-
 import nbformat
-
 import pandas as pd
-
 import pytest
 
-from smartops_nb.records import archive as index
-
-from smartops_nb.reports import postmortem, review
-
 from smartops_nb.params import iso, utcnow
-
+from smartops_nb.records import archive as index
+from smartops_nb.reports import postmortem, review
 from tests.conftest import REPO, run_runbook
-
-
 
 
 # -- the notebook on an archive of real runs -----------------------------------------------------------
@@ -35,7 +25,6 @@ def _tables(nb) -> dict[str, pd.DataFrame]:
                 title, body = text.split("\n", 1)
                 out[title] = pd.read_fwf(io.StringIO(body)) if "(no rows)" not in o["data"]["text/html"] else None
     return out
-
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,6 @@ def scenario_archive(sandbox, tmp_path_factory):
         sandbox.heal()
     postmortem.write([r.path for r in first], folder / review.POSTMORTEM_FOLDER / "postmortem-INC-1.md")
     return folder
-
 
 
 def test_review_notebook_figures_match_the_index(scenario_archive, tmp_path):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import sys
 
-
-from tests.fixtures.kube_api import RESTARTED_AT_ANNOTATION
 from tests.conftest import free_port, http_status, run_runbook
-
+from tests.fixtures.kube_api import RESTARTED_AT_ANNOTATION
 
 RUNBOOK = "api-down"
 SECRET = "S3cr3t-pw-4f1d"

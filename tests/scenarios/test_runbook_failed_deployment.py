@@ -6,7 +6,6 @@ import pytest
 
 from tests.conftest import run_runbook
 
-
 CAUSES = {"crash-on-start", "image-unavailable", "health-check-failing"}
 
 

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from smartops_nb.cli.main import main as smartops_main
+from smartops_nb.waiting import until
 from smartops_sandbox import Sandbox
 from smartops_sandbox.postgres_server import PostgresServer, _pid_alive, _pid_is
 from smartops_sandbox.redis_server import RedisServer
-from smartops_nb.waiting import until
 
 MAX_CONNECTIONS = 60   # 60 - 3 superuser - 3 reserved = 54 ordinary slots = 90% of max_connections
 

@@ -17,7 +17,6 @@ from smartops_sandbox.host_faults import BAD_IMAGE, REDIS_FILLER, disk_dir
 from tests.conftest import http_status, require, run_runbook
 
 
-
 def _confirmed(rec) -> bool:
     return rec.summary["diagnosis"]["confirmed"]
 

@@ -1,15 +1,13 @@
-"""No secret in a record: secrets planted where they enter (a DSN password, an ``env:`` reference, (against real services)"""
+"""No secret in a record: secrets planted where they enter (a DSN password, an ``env:`` reference,
+a pod's env var, log lines) appear nowhere in the saved notebook nor in its HTML export, while the
+runbooks still connect and work."""
 from __future__ import annotations
 
 import nbformat
-
 from nbconvert import HTMLExporter
 
 from smartops_nb import redact
-
 from tests.conftest import run_runbook
-
-
 
 
 def _leaks(rec, secrets: list[str]) -> dict[str, list[str]]:
@@ -18,7 +16,6 @@ def _leaks(rec, secrets: list[str]) -> dict[str, list[str]]:
     html, _ = HTMLExporter().from_notebook_node(nbformat.read(rec.path, as_version=4))
     return {where: [s for s in secrets if s in body] for where, body in (("ipynb", text), ("html", html))
             if any(s in body for s in secrets)}
-
 
 
 def test_db_pool_dsn_env_reference_and_log_line_secrets(healthy_sandbox, sandbox_params, archive, monkeypatch):
@@ -40,7 +37,6 @@ def test_db_pool_dsn_env_reference_and_log_line_secrets(healthy_sandbox, sandbox
     assert any("token=******" in x for x in rec.finding("api-pool-errors")["data"]["examples"])
     assert not _leaks(rec, [dsn_secret, env_secret, token, bearer,
                             __import__("os").environ["SMARTOPS_TEST_ADMIN_DSN"]])
-
 
 
 def test_pod_env_and_crash_log_secrets(kube_rollout, planted_secret, archive):

@@ -4,7 +4,15 @@ from __future__ import annotations
 import pytest
 
 from smartops_nb import redact
-from smartops_nb.params import (ParameterError, Params, check_types, check_values, load_yaml_files, parse_cli_value, parse_time)
+from smartops_nb.params import (
+    ParameterError,
+    Params,
+    check_types,
+    check_values,
+    load_yaml_files,
+    parse_cli_value,
+    parse_time,
+)
 
 
 def test_later_files_win(tmp_path):

@@ -1,15 +1,9 @@
-"""No secret in a record: secrets planted where they enter (a DSN password, an ``env:`` reference,"""
+"""No secret in a record: secrets planted where they enter (a DSN password, an ``env:`` reference,
+a pod's env var, log lines) appear nowhere in the saved notebook nor in its HTML export, while the
+runbooks still connect and work."""
 from __future__ import annotations
 
-import nbformat
-
-from nbconvert import HTMLExporter
-
 from smartops_nb import redact
-
-from tests.conftest import run_runbook
-
-
 
 
 def test_scrub_masks_log_line_secrets():
@@ -20,7 +14,6 @@ def test_scrub_masks_log_line_secrets():
     assert redact.scrub('{"line": "token=abc123"}') == '{"line": "token=******"}'  # JSON stays JSON
 
 
-
 def test_runner_finds_env_secrets_again_without_the_kernel(monkeypatch):
     from smartops_nb.redact import secrets_in as secrets_of
 
@@ -28,7 +21,6 @@ def test_runner_finds_env_secrets_again_without_the_kernel(monkeypatch):
     found = secrets_of({"postgres_admin_dsn": "env:SMARTOPS_T_DSN", "redis_url": "redis://:inline-pw@h:6379/0",
                         "mode": "investigate"})
     assert set(found) == {"postgresql://u:pw-from-env@h/db", "pw-from-env", "inline-pw"}
-
 
 
 def test_secrets_with_quotes_backslashes_and_non_ascii_are_scrubbed_from_the_notebook():

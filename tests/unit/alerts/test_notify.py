@@ -3,23 +3,9 @@ from __future__ import annotations
 
 import json
 
-import threading
-
-import time
-
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
-import yaml
-
-from smartops_nb.records import archive as record_archive
-
 from smartops_nb.alerts import notify
-
-from tests.conftest import run_runbook
-
-
 
 
 def _summary(incident: str, started: str, confirmed: bool) -> dict:
@@ -28,7 +14,6 @@ def _summary(incident: str, started: str, confirmed: bool) -> dict:
             "finished_at": started, "actions": [], "findings": [],
             "diagnosis": {"confirmed": confirmed, "causes": ["container-crashed"] if confirmed else [],
                           "summary": "it crashed" if confirmed else "fine"}}
-
 
 
 def test_payload_shapes_and_config_errors(tmp_path):
@@ -46,7 +31,6 @@ def test_payload_shapes_and_config_errors(tmp_path):
     for bad in ({"notify": {"slack": {}}}, {"notify": {"email": {}}}, {"notify": {"timeout_s": 0}}, {"notify": []}):
         with pytest.raises(ParameterError):
             notify.targets(bad)
-
 
 
 def test_a_webhook_url_without_scheme_stays_out_of_logs_and_outcomes(tmp_path, monkeypatch, caplog):
@@ -67,7 +51,6 @@ def test_a_webhook_url_without_scheme_stays_out_of_logs_and_outcomes(tmp_path, m
     logged = (archive / notify.LOG_NAME).read_text()
     for text in (logged, caplog.text, json.dumps(outcomes)):
         assert "SECRET" not in text and "T000" not in text and "T111" not in text and "R0UTING" not in text
-
 
 
 def test_previous_record_comes_from_the_index(tmp_path, monkeypatch):

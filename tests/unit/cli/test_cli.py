@@ -3,29 +3,9 @@ from __future__ import annotations
 
 import json
 
-import os
-
-import shutil
-
-import subprocess
-
-import sys
-
-from pathlib import Path
-
-import nbformat
-
 import pytest
 
-from tests.conftest import REPO
-
-
-
-
-def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
-
+from tests.fixtures.archives import smartops
 
 
 def test_every_command_has_help():
@@ -33,7 +13,6 @@ def test_every_command_has_help():
                 ["sandbox", "status"], ["sandbox", "heal"], ["sandbox", "down"]):
         out = smartops(*cmd, "--help")
         assert out.returncode == 0 and "usage: smartops" in out.stdout, cmd
-
 
 
 def test_runbooks_lists_ids_severities_and_parameters():
@@ -44,7 +23,6 @@ def test_runbooks_lists_ids_severities_and_parameters():
     db = rows["db-pool-exhausted"]
     assert db["severity"] == "P1" and db["parameters"]["idle_minutes"] == 5.0
     assert db["parameters"]["connections_warn_pct"] == 90.0 and db["parameters"]["mode"] == "investigate"
-
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -58,14 +36,14 @@ def test_runbooks_lists_ids_severities_and_parameters():
     (["run", "db-pool-exhausted", "-f", "/nonexistent.yaml"], "parameters file not found"),
     (["run", "db-pool-exhausted", "-f", "UNKNOWN_KEY_YAML"], "unknown parameter 'colour'"),
 ])
-def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path, args, needle):
+def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path, args, needle, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text("environment: demo\nmode: [unclosed\n")
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("colour: blue\n")
     args = [str(bad) if a == "BAD_YAML" else str(unknown) if a == "UNKNOWN_KEY_YAML" else a for a in args]
     archive = tmp_path / "incidents"
-    out = smartops(*args, "--archive", str(archive))
+    out = cli(*args, "--archive", str(archive))  # in-process: the command's own main()
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr

@@ -2,32 +2,15 @@
 from __future__ import annotations
 
 import argparse
-
 import json
-
 import os
-
-import signal
-
-import subprocess
-
 import sys
-
-import time
-
-import urllib.error
-
-import urllib.request
 
 import pytest
 
-from smartops_nb.kernel import interactive
-
 from smartops_nb.execution import lab
-
+from smartops_nb.kernel import interactive
 from tests.conftest import REPO
-
-
 
 
 def test_kernel_registration_is_idempotent(tmp_path):
@@ -36,7 +19,6 @@ def test_kernel_registration_is_idempotent(tmp_path):
     assert spec["argv"][0] == sys.executable and spec["display_name"] == lab.KERNEL_DISPLAY_NAME
     mtime = (first / "kernel.json").stat().st_mtime_ns
     assert lab.ensure_kernel(str(tmp_path)) == first and (first / "kernel.json").stat().st_mtime_ns == mtime
-
 
 
 def test_server_command_is_loopback_with_token_and_this_environment(tmp_path):
@@ -52,7 +34,6 @@ def test_server_command_is_loopback_with_token_and_this_environment(tmp_path):
     assert env["SMARTOPS_PARAMETERS"] == str((REPO / "parameters" / "demo.yaml").resolve())
     assert env["SMARTOPS_ARCHIVE"] == str((tmp_path / "incidents").resolve())
     assert server.url("notebooks") == "http://127.0.0.1:8999/lab/tree/notebooks?token=t0k"
-
 
 
 def test_parameters_file_applies_in_a_live_session_only(tmp_path, monkeypatch):
@@ -71,7 +52,6 @@ def test_parameters_file_applies_in_a_live_session_only(tmp_path, monkeypatch):
     assert namespace == {"environment": "demo", "idle_minutes": 0.05, "mode": "investigate"}
 
 
-
 def test_parameters_file_of_the_wrong_type_is_refused(tmp_path, monkeypatch):
     from smartops_nb.params import ParameterError
 
@@ -82,7 +62,6 @@ def test_parameters_file_of_the_wrong_type_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("SMARTOPS_HEADLESS", raising=False)
     with pytest.raises(ParameterError, match="idle_minutes"):
         interactive.apply_parameters_file("db-pool-exhausted", {"idle_minutes": 5.0})
-
 
 
 def test_jupyterlab_exiting_by_itself_is_exit_1(tmp_path, monkeypatch, capsys):

@@ -2,26 +2,13 @@
 from __future__ import annotations
 
 import json
-
 import types
 
-import pytest
-
-from smartops_nb.kernel import approvals
-
-from smartops_nb import catalog
-
 from smartops_nb.actions import Action
-
-from smartops_nb.findings import Diagnosis
-
 from smartops_nb.contract import APPROVALS_ENV, HEADLESS_ENV, SESSION_ENV, STATE_ENV
-
+from smartops_nb.findings import Diagnosis
+from smartops_nb.kernel import approvals
 from smartops_nb.kernel.run import Run
-
-from tests.conftest import run_runbook
-
-
 
 
 class _Shell:
@@ -31,9 +18,7 @@ class _Shell:
         self.user_ns = {"In": history}
 
 
-
 ZMQShell = type("ZMQInteractiveShell", (_Shell,), {})
-
 
 
 def test_detection_defaults_to_headless(monkeypatch):
@@ -49,7 +34,6 @@ def test_detection_defaults_to_headless(monkeypatch):
     monkeypatch.delenv(HEADLESS_ENV)
     monkeypatch.setenv(APPROVALS_ENV, "off")
     assert not approvals.interactive(ZMQShell([""]))
-
 
 
 def test_widget_runs_the_action_only_after_the_right_confirmation(tmp_path, monkeypatch):
@@ -83,7 +67,6 @@ def test_widget_runs_the_action_only_after_the_right_confirmation(tmp_path, monk
     saved = json.loads(state.read_text())  # the run state (what the record is made of) holds the click
     assert [a["mode"] for a in saved["actions"]] == ["recommended", "executed"]
     assert saved["actions"][-1]["approved_by"] == "interactive"
-
 
 
 def test_act_offers_a_widget_only_when_interactive(monkeypatch):

@@ -1,114 +1,27 @@
-"""The archive: records and index written together, a hash chain that names every change made"""
+"""The archive: records and index written together, a hash chain that names every change made
+outside the tool, list/search/show/export, reindex, concurrent writers, and a full disk."""
 from __future__ import annotations
 
 import json
-
-import os
-
 import shutil
-
 import sqlite3
-
-import subprocess
-
-import sys
-
-import textwrap
-
 import threading
-
 from pathlib import Path
 
 import nbformat
-
 import pytest
 
-import yaml
-
-from smartops_nb.records import archive as archive_mod  # `archive` is the conftest fixture (a folder)
-
-from smartops_nb.records import record
-
 from smartops_nb.params import iso, utcnow
-
-from tests.conftest import REPO, require, run_runbook
-
-
-
-
-PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
-
-def smartops(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
-
-
-
-@pytest.fixture
-def cli(capsys):
-    """``smartops ...`` in-process (the same code as the command; a subprocess costs seconds here)."""
-    from smartops_nb.cli.main import main
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse: --help, usage errors
-            code = e.code
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-    return run
-
-
-
-def synthetic(runbook="db-pool-exhausted", started="2026-11-26T14:03:12Z", *, severity="P1", environment="prod",
-              causes=(), status="completed", finding="connections at 40% of max_connections", output="",
-              incident_id="INC-1"):
-    """A small record as the runner would write it: summary in metadata, outputs, a PNG plot."""
-    summary = {
-        "schema": 1, "runbook": runbook, "title": runbook.replace("-", " "), "severity": severity,
-        "environment": environment, "incident_id": incident_id, "detected_at": started, "started_at": started,
-        "finished_at": started, "status": status, "mode": "investigate", "operator": "alice",
-        "diagnosis": {"confirmed": bool(causes), "causes": list(causes), "summary": f"causes: {list(causes)}"},
-        "findings": [{"check": "pool", "status": "warn" if causes else "ok", "summary": finding, "data": {}}],
-        "actions": [{"action": "terminate-idle", "target": "smartamazon", "mode": "executed", "at": started,
-                     "operator": "alice", "reason": "approved", "description": "", "result": {}}] if causes else [],
-        "timeline": [{"at": started, "event": "run started"}, {"at": started, "event": "run finished"}],
-        "parameters": {"environment": environment, "idle_minutes": 5},
-    }
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("show()")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=output or "step ran\n"),
-                    nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]
-    nb.cells.append(cell)
-    nb.metadata["smartops"] = summary
-    return nb, summary
-
-
-
-def write(folder: Path, **kw) -> Path:
-    nb, summary = synthetic(**kw)
-    return archive_mod.write_record(nb, summary, folder)
-
-
-
-def archive_list(folder: Path, **kw):
-    return archive_mod.list_records(folder, limit=0, **kw)
-
-
-
-def names(rows) -> list[str]:
-    return [r["name"] for r in rows]
-
+from smartops_nb.records import (
+    archive as archive_mod,  # `archive` is the conftest fixture (a folder)
+)
+from tests.fixtures.archives import archive_list, names, smartops, write
 
 
 # -- verify and reindex ----------------------------------------------------------------------------
 @pytest.fixture
 def four(archive) -> list[Path]:
     return [write(archive, started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}") for i in range(1, 5)]
-
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -122,7 +35,6 @@ def test_record_and_its_index_entry_are_written_together(archive):
     assert archive_mod.verify(archive).ok
 
 
-
 def test_same_second_records_get_distinct_names_and_chain_in_order(archive):
     paths = [write(archive) for _ in range(3)]
     assert [p.name for p in paths] == ["2026-11-26T14-03-12Z_db-pool-exhausted_prod.ipynb",
@@ -131,7 +43,6 @@ def test_same_second_records_get_distinct_names_and_chain_in_order(archive):
     con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
     rows = con.execute("SELECT prev_hash, entry_hash FROM records ORDER BY seq").fetchall()
     assert rows[0][0] == archive_mod.GENESIS and rows[1][0] == rows[0][1] and rows[2][0] == rows[1][1]
-
 
 
 def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
@@ -153,26 +64,6 @@ def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
     assert report.ok and report.entries == 24, report.problems
 
 
-
-def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive):
-    script = textwrap.dedent("""
-        import sys
-        from tests.unit.records.test_archive import write
-        from pathlib import Path
-        for _ in range(5):
-            print(write(Path(sys.argv[1])).name)
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(archive)], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
-    written = [n for o, _ in outs for n in o.split()]
-    assert len(written) == len(set(written)) == 20
-    report = archive_mod.verify(archive)
-    assert report.ok and report.entries == 20, report.problems
-
-
-
 def test_an_index_that_refuses_the_entry_keeps_the_record_and_says_so(archive, caplog):
     archive.mkdir()
     (archive / archive_mod.INDEX_NAME).write_bytes(b"this is not a database" * 100)
@@ -182,12 +73,10 @@ def test_an_index_that_refuses_the_entry_keeps_the_record_and_says_so(archive, c
     assert problems == [("index-altered", archive_mod.INDEX_NAME), ("added", path.name)]
 
 
-
 def test_a_clean_archive_verifies(archive, four):
     out = smartops("archive", "verify", "--archive", str(archive))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4 indexed, 4 record files" in out.stdout and "intact" in out.stdout
-
 
 
 def test_verify_names_each_record_modified_removed_or_added(archive, four, cli):
@@ -209,7 +98,6 @@ def test_verify_names_each_record_modified_removed_or_added(archive, four, cli):
     assert four[0].name not in "\n".join(lines[:-1]) and four[3].name not in out.stdout
 
 
-
 def test_an_anchor_catches_the_newest_record_deleted_with_its_index_entry(archive, four, cli):
     """The chain alone cannot see its end cut off; an entry published elsewhere (a notification) can."""
     newest = four[-1]
@@ -228,7 +116,6 @@ def test_an_anchor_catches_the_newest_record_deleted_with_its_index_entry(archiv
     assert bad.returncode == 2 and "--anchor 'not-a-hash'" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
-
 def test_verify_names_an_index_entry_altered_or_removed_by_hand(archive, four):
     con = sqlite3.connect(archive / archive_mod.INDEX_NAME)
     with con:
@@ -239,7 +126,6 @@ def test_verify_names_an_index_entry_altered_or_removed_by_hand(archive, four):
     assert ("index-altered", four[0].name) in problems      # fields no longer match the entry hash
     assert ("index-altered", four[3].name) in problems      # the chain skips the deleted entry
     assert ("added", four[2].name) in problems              # its file has no entry any more
-
 
 
 def test_reindex_after_the_index_is_lost_restores_list(archive, four, cli):
@@ -256,7 +142,6 @@ def test_reindex_after_the_index_is_lost_restores_list(archive, four, cli):
     assert cli("archive", "verify", "--archive", str(archive)).returncode == 0
 
 
-
 def test_reindex_says_what_changed_and_skips_notebooks_that_are_not_records(archive, four):
     four[0].unlink()
     nbformat.write(nbformat.v4.new_notebook(), archive / "scratch.ipynb")
@@ -265,7 +150,6 @@ def test_reindex_says_what_changed_and_skips_notebooks_that_are_not_records(arch
     assert [n for n, _ in r.skipped] == ["scratch.ipynb"]
     report = archive_mod.verify(archive)
     assert [(p.kind, p.name) for p in report.problems] == [("added", "scratch.ipynb")]
-
 
 
 def test_a_record_published_during_reindex_keeps_its_index_entry(archive, four, monkeypatch):
@@ -289,7 +173,6 @@ def test_a_record_published_during_reindex_keeps_its_index_entry(archive, four, 
     assert report.ok and report.entries == 5, report.problems
 
 
-
 def test_reindex_leaves_a_locked_index_alone(archive, four, monkeypatch):
     monkeypatch.setattr(archive_mod, "BUSY_TIMEOUT_S", 1)
     holder = sqlite3.connect(archive / archive_mod.INDEX_NAME, isolation_level=None)
@@ -305,7 +188,6 @@ def test_reindex_leaves_a_locked_index_alone(archive, four, monkeypatch):
     assert archive_mod.verify(archive).ok
 
 
-
 def test_review_reads_the_same_rows_from_the_records_when_the_index_is_lost(archive, four):
     from smartops_nb.reports import review
 
@@ -318,7 +200,6 @@ def test_review_reads_the_same_rows_from_the_records_when_the_index_is_lost(arch
     assert from_files["actions_executed"].iloc[-1] == ["terminate-idle on smartamazon"]
 
 
-
 def test_reindex_moves_a_damaged_index_aside(archive, four):
     index = archive / archive_mod.INDEX_NAME
     for f in archive.glob(archive_mod.INDEX_NAME + "*"):
@@ -327,7 +208,6 @@ def test_reindex_moves_a_damaged_index_aside(archive, four):
     r = archive_mod.reindex(archive)
     assert r.moved_aside and r.moved_aside.read_bytes().startswith(b"this is not") and r.previous is None
     assert len(r.indexed) == 4 and archive_mod.verify(archive).ok
-
 
 
 # -- list, search, show ----------------------------------------------------------------------------
@@ -355,7 +235,6 @@ def test_list_is_newest_first_and_filters(archive, cli):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "--since" in out.stderr
 
 
-
 def test_search_finds_words_in_findings_outputs_and_parameters(archive, cli):
     a = write(archive, finding="12 connections idle in transaction for 9 minutes", causes=["idle-connection-leak"])
     b = write(archive, runbook="disk-full", output="/var/log/app.log grew to 31 GiB\n")
@@ -367,13 +246,11 @@ def test_search_finds_words_in_findings_outputs_and_parameters(archive, cli):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "search syntax" in out.stderr
 
 
-
 def test_bad_record_reference_exits_2(archive, four, cli):
     out = cli("archive", "show", "no-such-record", "--archive", str(archive))
     assert out.returncode == 2 and "no record 'no-such-record'" in out.stderr
     out = cli("archive", "show", "2026-11", "--archive", str(archive))
     assert out.returncode == 2 and "matches 4 records" in out.stderr
-
 
 
 def test_every_archive_command_has_help(cli):

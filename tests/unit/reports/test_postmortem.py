@@ -1,21 +1,9 @@
 """A post-mortem drafted from a real sandbox incident: investigate, mitigate (approved), confirm."""
 from __future__ import annotations
 
-import hashlib
-
-import re
-
 import pytest
 
-from smartops_nb import catalog
-
 from smartops_nb.cli import main as cli
-
-from smartops_nb.params import iso, utcnow
-
-from tests.conftest import run_runbook
-
-
 
 
 def _record(folder, **summary):
@@ -33,7 +21,6 @@ def _record(folder, **summary):
     return path
 
 
-
 @pytest.mark.parametrize("summary, says", [({"started_at": None}, "no started_at"),
                                            ({"started_at": "yesterday"}, "'yesterday' is not an ISO 8601 time"),
                                            ({"actions": [{"action": "restart", "target": "db", "mode": "executed",
@@ -44,7 +31,6 @@ def test_a_record_without_usable_times_exits_2_in_one_line(tmp_path, capsys, sum
     err = capsys.readouterr().err
     assert says in err and str(path) in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "pm.md").exists()
-
 
 
 def test_an_unwritable_output_exits_1_in_one_line(tmp_path, capsys):

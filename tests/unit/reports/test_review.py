@@ -2,30 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-
-import io
-
 import math
 
-import nbformat
-
-import pandas as pd
-
-import pytest
-
-from smartops_nb.records import archive as index
-
-from smartops_nb.reports import postmortem, review
-
-from smartops_nb.params import iso, utcnow
-
-from tests.conftest import REPO, run_runbook
-
-
-
+from smartops_nb.params import iso
+from smartops_nb.reports import review
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone.utc)  # a Monday
-
 
 
 def _row(name, incident, *, runbook="db-pool-exhausted", severity="P1", minutes=0, took=2, detected=0,
@@ -36,7 +18,6 @@ def _row(name, incident, *, runbook="db-pool-exhausted", severity="P1", minutes=
             "detected_at": iso(T0 + dt.timedelta(minutes=detected)), "started_at": iso(start),
             "finished_at": iso(start + dt.timedelta(minutes=took)), "mode": "investigate",
             "actions_executed": list(actions)}
-
 
 
 ROWS = [
@@ -53,7 +34,6 @@ ROWS = [
 ]
 
 
-
 def test_incidents_times_targets_and_postmortems():
     inc = review.incidents(review.frame(ROWS), postmortems={"INC-A"}).set_index("incident_id")
     assert inc.loc["INC-A", "time_to_diagnosis_min"] == 2 and inc.loc["INC-A", "time_to_resolution_min"] == 10
@@ -62,7 +42,6 @@ def test_incidents_times_targets_and_postmortems():
     assert math.isnan(inc.loc["INC-B", "time_to_resolution_min"]) and not inc.loc["INC-B", "resolution_met"]
     assert not inc.loc["INC-C", "confirmed"] and inc.loc["INC-C", "diagnosis_met"] is None
     assert list(review.lacking_postmortem(inc.reset_index())["incident_id"]) == ["INC-B"]
-
 
 
 def test_tables_per_week_severity_causes_mitigations():
@@ -82,12 +61,10 @@ def test_tables_per_week_severity_causes_mitigations():
                                     "resolved_within_target": 0.5, "lacking_postmortem": 2}
 
 
-
 def test_between_filters_on_detection_time():
     df = review.frame(ROWS)
     assert set(review.between(df, since=iso(T0 + dt.timedelta(days=1)))["incident_id"]) == {"INC-B"}
     assert set(review.between(df, until=iso(T0 + dt.timedelta(days=1)))["incident_id"]) == {"INC-A", "INC-C"}
-
 
 
 def test_empty_archive_gives_empty_tables(tmp_path):
