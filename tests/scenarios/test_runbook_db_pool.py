@@ -2,34 +2,12 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
-import psycopg
 import pytest
 
 from tests.conftest import run_runbook
-
-LEAKER = "smartamazon"  # the application's role; the sandbox API leaks connections as this role
-
-
-def _app_backends(sandbox) -> set[int]:
-    with psycopg.connect(sandbox.postgres.dsn(user="postgres"), connect_timeout=5, autocommit=True) as c:
-        rows = c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type='client backend' AND usename=%s",
-                         (LEAKER,)).fetchall()
-    return {r[0] for r in rows}
-
-
-@pytest.fixture
-def leak(healthy_sandbox):
-    healthy_sandbox.fault("connection-leak")
-    leaked = _app_backends(healthy_sandbox)
-    assert len(leaked) >= 50  # the fault really took the ordinary slots
-    # a user's request now finds the API's pool empty (and the API logs it)
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(healthy_sandbox.api_url + "/api/search?q=protein", timeout=10)
-    assert refused.value.code == 503
-    return leaked
+from tests.fixtures.leak import LEAKER
+from tests.fixtures.leak import app_backends as _app_backends
 
 
 def _params(sandbox_params, **extra):
