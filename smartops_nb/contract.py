@@ -31,7 +31,6 @@ FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"   # where a record the archive refused is
 NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (default: the repository's)
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`
 LAB_TOKEN_ENV = "SMARTOPS_LAB_TOKEN"     # token of `smartops lab`
-SANDBOX_DIR_ENV = "SMARTOPS_SANDBOX_DIR"  # the sandbox's state folder
 
 DEFAULT_ARCHIVE = "incidents"
 

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from smartops_nb.contract import SANDBOX_DIR_ENV
-
 from .postgres_server import PostgresServer, _pid_is, _wait_gone
 from .redis_server import RedisServer
+
+SANDBOX_DIR_ENV = "SMARTOPS_SANDBOX_DIR"  # the sandbox's state folder (default ~/.smartops/sandbox)
 
 DEFAULT_PORTS = {"api": 18000, "postgres": 15432, "redis": 16379}
 STATE_FILE = "state.json"

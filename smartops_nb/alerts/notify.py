@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from smartops_nb import redact
 from smartops_nb.params import ParameterError, iso, resolve_env, utcnow
+from smartops_nb.records.render import plan_command
 
 log = logging.getLogger("smartops.notify")
 
@@ -164,6 +165,10 @@ def _evidence_text(evidence: Mapping[str, str] | None) -> str:
     return f" · sha256 {evidence['sha256']} · chain entry {evidence['entry_hash']}"
 
 
+def _pending_plans(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [p for p in summary.get("plans") or [] if p.get("status", "pending") == "pending"]
+
+
 def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
                   evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
     diag = summary.get("diagnosis", {})
@@ -171,15 +176,25 @@ def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
     lines = [headline(summary, event), f"Runbook: {summary.get('runbook')} · causes: {causes}",
              f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}",
              f"Record: {record}{_evidence_text(evidence)}"]
-    return {
-        "text": "\n".join(lines),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
-            {"type": "context", "elements": [{"type": "mrkdwn",
-                                              "text": f"Record: `{record}`{_evidence_text(evidence)}"}]},
-        ],
-    }
+    plan_lines = [f"Plan {p['id']}: {p['action']} on {p['target']} (until {p['expires_at']}) · approve: "
+                  f"`{plan_command(p)}`" for p in _pending_plans(summary)]
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
+    ]
+    if plan_lines:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(plan_lines)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
+                                                    "text": f"Record: `{record}`{_evidence_text(evidence)}"}]})
+    return {"text": "\n".join(lines + plan_lines), "blocks": blocks}
+
+
+def plan_message(plan: Mapping[str, Any], record: Path | None) -> str:
+    """One line: what became of a plan (executed, refused, failed, denied), by whom, and its record."""
+    who = f" by {plan.get('decided_by')}" if plan.get("decided_by") else ""
+    tail = f" · record {Path(record).name}" if record else ""
+    return (f"[{plan.get('severity')}] plan {plan['id']} {str(plan.get('state') or plan.get('status')).upper()}{who}: "
+            f"{plan['action']} on {plan['target']} (incident {plan['incident_id']}): {plan.get('reason') or ''}{tail}")
 
 
 def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, routing_key: str,
@@ -194,6 +209,9 @@ def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, rout
             "severity": PD_SEVERITY.get(str(summary.get("severity")), "error"),
             "custom_details": {"runbook": summary.get("runbook"), "causes": diag.get("causes", []),
                                "actions": _actions_text(summary), "record": str(record),
+                               "plans": [{"id": p["id"], "action": p["action"], "target": p["target"],
+                                          "expires_at": p["expires_at"], "approve": plan_command(p)}
+                                         for p in _pending_plans(summary)],
                                "detected_at": summary.get("detected_at"),
                                "record_sha256": (evidence or {}).get("sha256"),
                                "chain_entry": (evidence or {}).get("entry_hash")},
@@ -230,26 +248,34 @@ def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, ev
     outcome: dict[str, Any] = {"at": iso(utcnow()), "target": target["kind"], "event": event,
                                "incident_id": summary.get("incident_id"), "record": Path(record).name,
                                "chain_entry": (evidence or {}).get("entry_hash")}
-    try:
+
+    def build() -> tuple[str, dict[str, Any]]:
         if target["kind"] == "slack":
-            url = _secret(target, "webhook_url")
-            body = slack_payload(summary, record, event, evidence)
-        else:
-            url = _secret(target, "url")
-            body = pagerduty_payload(summary, record, event, _secret(target, "routing_key"), evidence)
-        outcome["where"] = _where(url)
-        outcome["status"] = _post(url, body, target["timeout_s"])
-        outcome["ok"] = True
-    except urllib.error.HTTPError as e:
-        outcome.update(ok=False, status=e.code, error=redact.scrub(f"HTTP {e.code} {e.reason}"))
-    except Exception as e:  # timeouts, refused connections, unset env references, a URL without scheme...
-        reason = getattr(e, "reason", None) or e
-        outcome.update(ok=False, error=redact.scrub(f"{type(e).__name__}: {reason}"))
+            return _secret(target, "webhook_url"), slack_payload(summary, record, event, evidence)
+        return _secret(target, "url"), pagerduty_payload(summary, record, event, _secret(target, "routing_key"),
+                                                         evidence)
+
+    _deliver(target, outcome, build)
     if outcome["ok"]:
         log.info("notified %s (%s) of %s: incident %s", target["kind"], outcome.get("where"), event,
                  summary.get("incident_id"))
     else:
         log.error("notification to %s (%s) failed: %s", target["kind"], outcome.get("where", "?"), outcome["error"])
+    return outcome
+
+
+def _deliver(target: Mapping[str, Any], outcome: dict[str, Any], build) -> dict[str, Any]:
+    """POST what ``build()`` returns (url, body) to a target and note how it went in ``outcome``.
+    Never raises: timeouts, refused connections, unset env references, a URL without scheme..."""
+    try:
+        url, body = build()
+        outcome["where"] = _where(url)
+        outcome["status"] = _post(url, body, target["timeout_s"])
+        outcome["ok"] = True
+    except urllib.error.HTTPError as e:
+        outcome.update(ok=False, status=e.code, error=redact.scrub(f"HTTP {e.code} {e.reason}"))
+    except Exception as e:
+        outcome.update(ok=False, error=redact.scrub(f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"))
     return outcome
 
 
@@ -273,6 +299,50 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         error = redact.scrub(f"{type(e).__name__}: {e}")
         log.error("notifications skipped: %s", error)
         return [{"ok": False, "error": error, "record": Path(record).name}]
+
+
+def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record: Path | None,
+               archive: Path) -> list[dict[str, Any]]:
+    """Tell the targets what became of a plan. Slack hears every outcome; PagerDuty hears those of
+    approved plans (its incident is still open then) on the incident's dedup key. Never raises."""
+    try:
+        configured = targets(config)
+        text = plan_message(plan, record)
+        outcomes = []
+        for t in configured:
+            if t["kind"] == "pagerduty" and (plan.get("severity") not in t["severities"]
+                                            or plan.get("status") == "denied"):
+                continue
+            outcomes.append(_send_plan(t, plan, text, record))
+        _append_log(archive, outcomes)
+        return outcomes
+    except Exception as e:  # never costs the approval its outcome
+        error = redact.scrub(f"{type(e).__name__}: {e}")
+        log.error("plan notifications skipped: %s", error)
+        return [{"ok": False, "error": error, "plan": plan.get("id")}]
+
+
+def _send_plan(target: Mapping[str, Any], plan: Mapping[str, Any], text: str, record: Path | None) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"at": iso(utcnow()), "target": target["kind"], "event": f"plan-{plan.get('status')}",
+                               "incident_id": plan.get("incident_id"), "plan": plan.get("id"),
+                               "record": Path(record).name if record else None}
+
+    def build() -> tuple[str, dict[str, Any]]:
+        if target["kind"] == "slack":
+            return _secret(target, "webhook_url"), {"text": text}
+        return _secret(target, "url"), {
+            "routing_key": _secret(target, "routing_key"), "event_action": "trigger",
+            "dedup_key": f"smartops:{plan.get('incident_id')}",
+            "payload": {"summary": text[:1024], "source": "smartops/approve",
+                        "severity": PD_SEVERITY.get(str(plan.get("severity")), "error"),
+                        "custom_details": {"plan": plan.get("id"), "status": plan.get("status"),
+                                           "reason": plan.get("reason"), "decided_by": plan.get("decided_by"),
+                                           "record": str(record) if record else None}}}
+
+    _deliver(target, outcome, build)
+    if not outcome["ok"]:
+        log.error("plan notification to %s failed: %s", target["kind"], outcome["error"])
+    return outcome
 
 
 def _log_folder(archive) -> Path:

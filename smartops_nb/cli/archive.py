@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
 ARCHIVE_HELP = "archive: a folder or s3://bucket/prefix (default $SMARTOPS_ARCHIVE or ./incidents)"
 INDEX_HELP = ("its index: sqlite (beside a folder; the default) or a PostgreSQL DSN, required for s3:// "
               "(default $SMARTOPS_INDEX)")

@@ -13,12 +13,12 @@ import os
 import sys
 
 from smartops_nb import catalog
+from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from smartops_nb.params import ParameterError, parse_cli_value
 
-from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
 EXTRA_COMMANDS: list[str] = ["smartops_nb.cli.sandbox", "smartops_nb.cli.postmortem", "smartops_nb.cli.serve",
-                             "smartops_nb.cli.lab", "smartops_nb.cli.archive"]
+                             "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.approve"]
 log = logging.getLogger("smartops")
 
 

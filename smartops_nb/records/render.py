@@ -48,6 +48,12 @@ def summary_html(s: dict[str, Any]) -> str:
                        [[e(a["action"]), e(a["target"]), e(a["mode"]), e(a["at"]),
                          e(json.dumps(a.get("result"), default=str)[:300])] for a in acts])
                  if acts else "<p><i>No action recommended or run.</i></p>")
+    pending = [p for p in s.get("plans") or [] if p.get("status", "pending") == "pending"]
+    if pending:
+        parts.append("<h4>Plans awaiting approval</h4>")
+        parts.append(_rows(["plan", "action", "target", "expires", "approve with"],
+                           [[e(p["id"]), e(p["action"]), e(p["target"]), e(p["expires_at"]),
+                             f"<code>{e(plan_command(p))}</code>"] for p in pending]))
     parts.append("<h4>Timeline</h4>")
     parts.append(_rows(["at", "event"], [[e(t["at"]), e(t["event"])] for t in s.get("timeline", [])]))
     return "\n".join(parts)
@@ -73,6 +79,11 @@ def _response_rows(r: dict[str, Any] | None) -> list[list[str]]:
     return rows
 
 
+def plan_command(plan: dict[str, Any]) -> str:
+    """The command that approves a plan (the same text in the record, the CLI and notifications)."""
+    return f"smartops approve {plan['id']} --operator NAME"
+
+
 def summary_text(s: dict[str, Any]) -> str:
     diag = s.get("diagnosis") or {}
     lines = [
@@ -90,4 +101,6 @@ def summary_text(s: dict[str, Any]) -> str:
                   for x in r.get("escalations", []) if x["status"] in ("due", "overdue")]
     lines += [f"  [{f['status']}] {f['check']}: {f['summary']}" for f in s.get("findings", [])]
     lines += [f"  action {a['action']} on {a['target']}: {a['mode']}" for a in s.get("actions", [])]
+    lines += [f"  plan {p['id']}: {p['action']} on {p['target']}, until {p['expires_at']}: {plan_command(p)}"
+              for p in s.get("plans") or [] if p.get("status", "pending") == "pending"]
     return "\n".join(lines)

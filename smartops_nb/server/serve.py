@@ -37,12 +37,12 @@ from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
 from smartops_nb.execution import kernels, runner
 from smartops_nb.execution.flow import investigate
+from smartops_nb.contract import SERVE_TOKEN_ENV as TOKEN_ENV
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
 
 log = logging.getLogger("smartops.serve")
 
-from smartops_nb.contract import SERVE_TOKEN_ENV as TOKEN_ENV
 MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large
 SHUTDOWN_REASON = "smartops serve shut down before the run finished"
 

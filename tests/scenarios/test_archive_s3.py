@@ -17,14 +17,7 @@ import pytest
 from smartops_nb.records import archive as archive_mod
 from smartops_nb.records.location import open_archive
 from tests.conftest import REPO
-from tests.test_archive import synthetic
-
-pytestmark = pytest.mark.scenario
-
-
-def smartops(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smartops_nb.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+from tests.fixtures.archives import smartops, synthetic
 
 
 def _team(archive_dsn, tmp_path, monkeypatch):
@@ -76,7 +69,7 @@ def cli_env(loc, **extra) -> dict[str, str]:
 WRITER = textwrap.dedent("""
     import sys
     from smartops_nb.records import archive
-    from tests.test_archive import synthetic
+    from tests.fixtures.archives import synthetic
 
     url, dsn, machine, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     for i in range(n):
