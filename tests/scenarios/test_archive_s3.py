@@ -285,3 +285,20 @@ def test_an_unreachable_store_or_index_is_one_line_exit_1(archive_dsn, archive_p
     wrong_db = archive_postgres.dsn(db="no_such_database")
     out = smartops("archive", "list", "--archive", "s3://incidents/team", "--index", wrong_db, env=env)
     assert out.returncode == 2 and "no_such_database" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# -- the reports on the shared backend ----------------------------------------------------------------
+def test_postmortem_and_review_read_an_s3_archive(team, tmp_path):
+    first = Path(str(put(team, started="2026-11-26T10:00:00Z", incident_id="INC-R", causes=["idle-connection-leak"])))
+    put(team, started="2026-11-26T10:30:00Z", incident_id="INC-R")
+    env = cli_env(team)
+    out = smartops("postmortem", "--incident", "INC-R", "-o", str(tmp_path / "pm.md"), env=env)
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "pm.md").read_text()
+    assert "INC-R" in text and first.name in text
+    out = smartops("postmortem", first.name[:24], "-o", str(tmp_path / "one.md"), env=env)
+    assert out.returncode == 0 and (tmp_path / "one.md").is_file(), out.stderr
+    from smartops_nb.reports import review
+
+    rows = review.load_rows(team.url, team.index.dsn)
+    assert list(rows["incident_id"]) == ["INC-R", "INC-R"]
