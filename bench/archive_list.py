@@ -109,7 +109,8 @@ QUERIES = {
     "list --cause --since 30d": {"cause": "idle-connection-leak", "since": "30d"},
     "list --runbook --severity P1": {"runbook": "disk-full", "severity": "P1"},
 }
-CLI_QUERIES = (("list (newest 50)", []), ("list --cause --since 30d", ["--cause", "idle-connection-leak", "--since", "30d"]),
+CLI_QUERIES = (("list (newest 50)", []),
+               ("list --cause --since 30d", ["--cause", "idle-connection-leak", "--since", "30d"]),
                ("list --runbook --severity P1", ["--runbook", "disk-full", "--severity", "P1"]),
                ("search idle", None))
 

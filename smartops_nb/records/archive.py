@@ -33,14 +33,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import record, spool
-from .entries import (CHAINED, DEFAULT_LIMIT, GENESIS, MAX_OUTPUT_CHARS, TEXT_COLUMNS, IndexMissing,
-                      IndexUnavailable, SearchSyntaxError, describe, entry_hash, outputs_text, parse_since)
+# Names callers (notify, review, the CLI, the bench, the tests) have always taken from here: the
+# entry's definition, the SQLite index's connection, the folder's files. Re-exported, not copied.
+from .entries import (CHAINED, DEFAULT_LIMIT, GENESIS, MAX_OUTPUT_CHARS, TEXT_COLUMNS,  # noqa: F401
+                      IndexMissing, IndexUnavailable, SearchSyntaxError, describe, entry_hash, outputs_text,
+                      parse_since)
 from .entries import now as _now
-from .entries import public_row as _row
-from .index_sqlite import (INDEX_NAME, SqliteIndex, _append, _close, _immediate, connect, fts_query,
-                           index_path)
+from .entries import public_row as _row  # noqa: F401
+from .index_sqlite import (INDEX_NAME, SqliteIndex, _append, _close, _immediate, connect,  # noqa: F401
+                           fts_query, index_path)
 from .location import Archive, open_archive
-from .storage import StorageUnavailable, file_sha256, record_files
+from .storage import StorageUnavailable, file_sha256, record_files  # noqa: F401
 
 log = logging.getLogger("smartops.archive")
 
@@ -48,11 +51,6 @@ log = logging.getLogger("smartops.archive")
 BUSY_TIMEOUT_S = 30
 #: What a shared archive can fail with while a record is written: the record stays in the spool.
 UNREACHABLE = (StorageUnavailable, IndexUnavailable, ValueError)
-
-__all__ = ["CHAINED", "DEFAULT_LIMIT", "GENESIS", "INDEX_NAME", "MAX_OUTPUT_CHARS", "IndexMissing",
-           "IndexUnavailable", "SearchSyntaxError", "connect", "describe", "entry_hash", "fts_query", "index_path",
-           "outputs_text", "parse_since", "_append", "_immediate", "_now", "_row"]
-
 
 def location(archive: "str | os.PathLike | Archive | None", index: str | None = None) -> Archive:
     """The archive a caller names: a folder path (as before), an ``s3://`` URL, or an :class:`Archive`."""
@@ -136,7 +134,6 @@ def sync(archive: "Path | Archive") -> dict[str, str]:
     Stops at the first failure (raising it), so the order and the chain stay intact; what was
     sent is gone from the spool.
     """
-    import nbformat
 
     loc = location(archive)
     with spool.draining(loc.local_dir):

@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64

@@ -166,9 +166,11 @@ class PostgresIndex(Index):
         try:
             con.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
             con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
-            if create and not con.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.tombstones",)).fetchone()["to_regclass"]:
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.tombstones",)).fetchone()["t"]
+            if create and not made:
                 with con.transaction():
-                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))  # concurrent CREATE IF NOT EXISTS races
+                    # two first writers racing CREATE ... IF NOT EXISTS collide in the catalog: one at a time
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
                     con.execute(_DDL)
                     con.execute("INSERT INTO meta VALUES ('created_at', %s) ON CONFLICT DO NOTHING", (now(),))
             elif not create and not con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (SCHEMA,)).fetchone():

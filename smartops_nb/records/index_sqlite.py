@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .entries import (GENESIS, LIST_COLUMNS, Appender, Index, IndexMissing, IndexUnavailable, SearchSyntaxError, chained,
-                      now, public_row, where)
+from .entries import (GENESIS, LIST_COLUMNS, Appender, Index, IndexMissing, IndexUnavailable, SearchSyntaxError,
+                      chained, now, public_row, where)
 
 log = logging.getLogger("smartops.archive")
 

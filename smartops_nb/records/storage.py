@@ -162,7 +162,7 @@ class S3Storage(Storage):
     @property
     def fs(self):
         if self._fs is None:
-            key = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION"), os.environ.get("AWS_ACCESS_KEY_ID"))
+            key = tuple(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID"))
             self._fs = _FILESYSTEMS.get(key) or _FILESYSTEMS.setdefault(key, self._new_fs())
         return self._fs
 
