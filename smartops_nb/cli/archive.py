@@ -195,9 +195,27 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
     lines += ["", "Actions:"]
     lines += [f"  {a.get('action')} on {a.get('target')}: {a.get('mode')} ({a.get('at', '')}, "
               f"{a.get('operator', '')}) — {a.get('reason', '')}" for a in s.get("actions", [])] or ["  (none)"]
+    if s.get("plans"):
+        lines += ["", "Plans:"]
+        lines += [_plan_line(p, path.parent) for p in s["plans"]]
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)
+
+
+def _plan_line(p: dict, folder: Path) -> str:
+    """A plan of the record with what became of it since (the plan store), and how to approve it."""
+    from smartops_nb.records.plans import PENDING, PlanRefused, PlanStore
+    from smartops_nb.records.render import plan_command
+
+    try:
+        now = PlanStore(folder).get(p["id"])
+        state = now.state + (f" by {now.decided_by}" if now.decided_by else "") + (
+            f": {now.reason}" if now.reason else "")
+    except PlanRefused:
+        now, state = None, "not in the plan store"
+    approve = f" — approve: {plan_command(p)}" if now is not None and now.state == PENDING else ""
+    return f"  {p['id']}: {p['action']} on {p['target']}, until {p['expires_at']}: {state}{approve}"
 
 
 def cmd_export(args) -> int:

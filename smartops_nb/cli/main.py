@@ -80,6 +80,7 @@ def cmd_run(args) -> int:
     from smartops_nb.records import record
     from smartops_nb.execution.flow import investigate
     from smartops_nb.execution.prepare import prepare
+    from smartops_nb.records.render import plan_command
 
     try:
         cli = {name: parse_cli_value(value) for name, value in args.parameter}
@@ -102,6 +103,9 @@ def cmd_run(args) -> int:
     print(f"summary: {diag['summary']}")
     for a in s.get("actions", []):
         print(f"action: {a['action']} on {a['target']}: {a['mode']}")
+    for p in s.get("plans", []):
+        print(f"plan: {p['id']} ({p['action']}, until {p['expires_at']}): {plan_command(p)}")
+    print(f"incident: {s['incident_id']}")
     print(result.record)
     return result.exit_code
 
