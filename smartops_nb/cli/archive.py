@@ -179,6 +179,7 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
     lines = [
         f"{s.get('runbook')} — {s.get('title', '')} ({s.get('severity', '?')}, {s.get('environment', '?')})",
         f"record:    {path}",
+        *([f"page:      {_page(path.name)}"] if _page(path.name) else []),
         f"sha256:    {sha} ({integrity})",
         f"incident:  {s.get('incident_id', '')}   operator: {s.get('operator', '')}   mode: {s.get('mode', '')}",
         f"detected:  {s.get('detected_at')}   started: {s.get('started_at')}   finished: {s.get('finished_at')}",
@@ -201,6 +202,17 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)
+
+
+def _page(name: str) -> str:
+    """The record's page on `smartops serve` when its public URL is known ($SMARTOPS_PUBLIC_URL)."""
+    import os
+    from urllib.parse import quote
+
+    from smartops_nb.contract import PUBLIC_URL_ENV
+
+    base = os.environ.get(PUBLIC_URL_ENV, "").rstrip("/")
+    return f"{base}/records/{quote(name, safe='')}" if base else ""
 
 
 def _plan_line(p: dict, folder: Path) -> str:
