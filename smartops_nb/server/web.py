@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 from smartops_nb.contract import ParameterError
 from smartops_nb.execution import approve as approvals
 from smartops_nb.records import archive as record_archive
-from smartops_nb.records.plans import PlanRefused, PlanStore
+from smartops_nb.records.plans import PlanRefused, PlanStore, UnknownPlan
 from smartops_nb.records.render import record_html
 from smartops_nb.reports import incident as incidents
 
@@ -186,7 +186,7 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
             return JSONResponse({"error": str(e)}, status_code=400)
         except PlanRefused as e:
             return JSONResponse({"plan": plan_id, "status": "refused", "reason": str(e)},
-                                status_code=404 if str(e).startswith("no plan") else 409)
+                                status_code=404 if isinstance(e, UnknownPlan) else 409)
         return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason,
                              "record": out.result.record.name if out.result else None},
                             status_code=200 if out.status == "executed" else 409)
