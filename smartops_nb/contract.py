@@ -31,6 +31,7 @@ FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"   # where a record the archive refused is
 NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (default: the repository's)
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`
 LAB_TOKEN_ENV = "SMARTOPS_LAB_TOKEN"     # token of `smartops lab`
+PUBLIC_URL_ENV = "SMARTOPS_PUBLIC_URL"   # where people reach `smartops serve`'s pages (links in notifications)
 
 DEFAULT_ARCHIVE = "incidents"
 

@@ -127,7 +127,7 @@ class Sandbox:
                          "max_connections": pg.max_connections,
                          "superuser_reserved_connections": pg.superuser_reserved_connections,
                          "reserved_connections": pg.reserved_connections,
-                         "app_dsn": pg.dsn(user="smartamazon"), "monitor_dsn": pg.dsn(user="smartops"),
+                         "app_dsn": pg.dsn(user="smartamazon"), "monitor_dsn": pg.dsn(user="exporter"),
                          "admin_dsn": pg.dsn(user="postgres"), "log": str(pg.log_path)},
             "redis": {"port": self.redis.port, "pid": self.redis.pid, "url": self.redis.url,
                       "maxmemory": self.redis.maxmemory, "policy": self.redis.policy,

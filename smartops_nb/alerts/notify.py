@@ -34,9 +34,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from smartops_nb import redact
+from smartops_nb.contract import PUBLIC_URL_ENV
 from smartops_nb.params import ParameterError, iso, resolve_env, utcnow
 from smartops_nb.records.render import plan_command
 
@@ -56,9 +57,11 @@ def targets(config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     section = {} if section is None else section
     if not isinstance(section, Mapping):
         raise ParameterError("'notify' must be a mapping (slack:, pagerduty:, timeout_s:)")
-    unknown = set(section) - {"slack", "pagerduty", "timeout_s"}
+    unknown = set(section) - {"slack", "pagerduty", "timeout_s", "public_url"}
     if unknown:
-        raise ParameterError(f"unknown notify setting {sorted(unknown)[0]!r} (slack, pagerduty, timeout_s)")
+        raise ParameterError(f"unknown notify setting {sorted(unknown)[0]!r} (slack, pagerduty, timeout_s, public_url)")
+    if not isinstance(section.get("public_url", ""), str):
+        raise ParameterError("notify public_url must be the URL of `smartops serve`'s pages")
     timeout = section.get("timeout_s", DEFAULT_TIMEOUT_S)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 60:
         raise ParameterError("notify timeout_s must be a number of seconds in (0, 60]")
@@ -165,17 +168,38 @@ def _evidence_text(evidence: Mapping[str, str] | None) -> str:
     return f" · sha256 {evidence['sha256']} · chain entry {evidence['entry_hash']}"
 
 
+def public_url(config: Mapping[str, Any] | None) -> str:
+    """Where people reach `smartops serve`'s pages: ``notify: public_url:``, else $SMARTOPS_PUBLIC_URL."""
+    import os
+
+    section = (config or {}).get("notify") or {}
+    return str(section.get("public_url") or os.environ.get(PUBLIC_URL_ENV, "")).rstrip("/")
+
+
+def links(base: str, summary: Mapping[str, Any], record: Path | None) -> dict[str, str]:
+    """The incident's and the record's pages, when the pages have a public URL."""
+    if not base:
+        return {}
+    out = {"incident": f"{base}/incidents/{quote(str(summary.get('incident_id', '')), safe='')}"}
+    if record is not None:
+        out["record"] = f"{base}/records/{quote(Path(record).name, safe='')}"
+    return out
+
+
 def _pending_plans(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [p for p in summary.get("plans") or [] if p.get("status", "pending") == "pending"]
 
 
 def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
-                  evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  evidence: Mapping[str, str] | None = None, pages: Mapping[str, str] | None = None) -> dict[str, Any]:
     diag = summary.get("diagnosis", {})
     causes = ", ".join(diag.get("causes") or []) or "none"
+    where = pages.get("record") if pages else None
     lines = [headline(summary, event), f"Runbook: {summary.get('runbook')} · causes: {causes}",
              f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}",
-             f"Record: {record}{_evidence_text(evidence)}"]
+             f"Record: {where or record}{_evidence_text(evidence)}"]
+    if pages:
+        lines.insert(4, f"Incident: {pages['incident']}")
     plan_lines = [f"Plan {p['id']}: {p['action']} on {p['target']} (until {p['expires_at']}) · approve: "
                   f"`{plan_command(p)}`" for p in _pending_plans(summary)]
     blocks = [
@@ -184,6 +208,9 @@ def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
     ]
     if plan_lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(plan_lines)}})
+    if pages:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"<{pages['incident']}|Incident page> · <{pages['record']}|Record with its charts>")}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
                                                     "text": f"Record: `{record}`{_evidence_text(evidence)}"}]})
     return {"text": "\n".join(lines + plan_lines), "blocks": blocks}
@@ -198,7 +225,8 @@ def plan_message(plan: Mapping[str, Any], record: Path | None) -> str:
 
 
 def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, routing_key: str,
-                      evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+                      evidence: Mapping[str, str] | None = None, pages: Mapping[str, str] | None = None
+                      ) -> dict[str, Any]:
     body: dict[str, Any] = {"routing_key": routing_key, "event_action": event,
                             "dedup_key": f"smartops:{summary.get('incident_id')}"}
     if event == "trigger":
@@ -214,6 +242,8 @@ def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, rout
                                          for p in _pending_plans(summary)],
                                "detected_at": summary.get("detected_at"),
                                "record_sha256": (evidence or {}).get("sha256"),
+                               "incident_page": (pages or {}).get("incident"),
+                               "record_page": (pages or {}).get("record"),
                                "chain_entry": (evidence or {}).get("entry_hash")},
         }
     return body
@@ -240,7 +270,7 @@ def _where(url: str) -> str:
 
 
 def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, event: str,
-         evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+         evidence: Mapping[str, str] | None = None, pages: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Send one notification; the outcome as a dict (``ok``, ``status`` or ``error``). Never raises.
 
     ``evidence``: the record's ``sha256`` and archive ``entry_hash``; sent with the message, they
@@ -251,9 +281,9 @@ def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, ev
 
     def build() -> tuple[str, dict[str, Any]]:
         if target["kind"] == "slack":
-            return _secret(target, "webhook_url"), slack_payload(summary, record, event, evidence)
+            return _secret(target, "webhook_url"), slack_payload(summary, record, event, evidence, pages)
         return _secret(target, "url"), pagerduty_payload(summary, record, event, _secret(target, "routing_key"),
-                                                         evidence)
+                                                         evidence, pages)
 
     _deliver(target, outcome, build)
     if outcome["ok"]:
@@ -291,7 +321,8 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
             return []
         from smartops_nb.records import archive as record_archive
         evidence = record_archive.indexed_entry(archive, Path(record).name)
-        outcomes = [send(t, summary, record, event, evidence) for t in configured
+        pages = links(public_url(config), summary, record)
+        outcomes = [send(t, summary, record, event, evidence, pages) for t in configured
                     if t["kind"] != "pagerduty" or summary.get("severity") in t["severities"]]
         _append_log(archive, outcomes)
         return outcomes
@@ -307,7 +338,8 @@ def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record
     approved plans (its incident is still open then) on the incident's dedup key. Never raises."""
     try:
         configured = targets(config)
-        text = plan_message(plan, record)
+        pages = links(public_url(config), plan, record)
+        text = plan_message(plan, record) + (f" · {pages['incident']}" if pages else "")
         outcomes = []
         for t in configured:
             if t["kind"] == "pagerduty" and (plan.get("severity") not in t["severities"]

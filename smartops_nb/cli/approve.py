@@ -72,24 +72,34 @@ def _archive(args) -> Path:
     return archive_dir(args.archive)
 
 
-def cmd_approve(args) -> int:
+def _decide(command: str, call) -> tuple[object, int | None]:
+    """Run an approval or denial; on failure say why in one line and give the exit code: 2 for bad
+    input (no such plan, no operator), 1 for a real plan that cannot be acted on (or a record that
+    could not be written)."""
     from smartops_nb.contract import ParameterError
-    from smartops_nb.execution import approve
-    from smartops_nb.records.plans import PlanRefused
+    from smartops_nb.records.plans import PlanRefused, UnknownPlan
     from smartops_nb.records.record import RecordWriteError
 
     try:
-        out = approve.carry_out(args.plan_id, _operator(args), _archive(args), files=args.parameters_file,
-                                cell_timeout=args.cell_timeout)
-    except ParameterError as e:
-        print(f"smartops approve: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return call(), None
+    except (ParameterError, UnknownPlan) as e:
+        print(f"smartops {command}: {e}", file=sys.stderr)
+        return None, EXIT_BAD_INPUT
     except PlanRefused as e:
-        print(f"smartops approve: refused: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT if str(e).startswith("no plan") else EXIT_FAILED
+        print(f"smartops {command}: refused: {e}", file=sys.stderr)
+        return None, EXIT_FAILED
     except RecordWriteError as e:
-        print(f"smartops approve: the mitigating run's record was not written: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"smartops {command}: the mitigating run's record was not written: {e}", file=sys.stderr)
+        return None, EXIT_FAILED
+
+
+def cmd_approve(args) -> int:
+    from smartops_nb.execution import approve
+
+    out, failed = _decide("approve", lambda: approve.carry_out(
+        args.plan_id, _operator(args), _archive(args), files=args.parameters_file, cell_timeout=args.cell_timeout))
+    if failed is not None:
+        return failed
     print(f"plan {out.plan.id}: {out.status}: {out.reason}")
     if out.result is not None:
         print(out.result.record)
@@ -97,18 +107,12 @@ def cmd_approve(args) -> int:
 
 
 def cmd_deny(args) -> int:
-    from smartops_nb.contract import ParameterError
     from smartops_nb.execution import approve
-    from smartops_nb.records.plans import PlanRefused
 
-    try:
-        plan = approve.deny(args.plan_id, _operator(args), args.reason, _archive(args), files=args.parameters_file)
-    except ParameterError as e:
-        print(f"smartops deny: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except PlanRefused as e:
-        print(f"smartops deny: refused: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT if str(e).startswith("no plan") else EXIT_FAILED
+    plan, failed = _decide("deny", lambda: approve.deny(args.plan_id, _operator(args), args.reason, _archive(args),
+                                                        files=args.parameters_file))
+    if failed is not None:
+        return failed
     print(f"plan {plan.id}: denied by {plan.decided_by}: {plan.reason}")
     return EXIT_OK
 

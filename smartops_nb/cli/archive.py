@@ -246,19 +246,21 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return EXIT_OK
-    where = path if loc.folder is not None else loc.storage.where(path.name)
-    indexed = archive.indexed_hash(path.parent if loc.folder is not None and not loc.shared else loc, path.name)
-    print(_render(s, where, archive.file_sha256(path), indexed))
+    shown = path if loc.folder is not None else loc.storage.where(path.name)
+    indexed = archive.indexed_hash(path.parent if not loc.shared else loc, path.name)
+    plans = path.parent if not loc.shared else Path(loc.local_dir)  # a shared archive's plans: this machine's
+    print(_render(s, path, archive.file_sha256(path), indexed, shown=shown, plans=plans))
     return EXIT_OK
 
 
-def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
+def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, plans: Path | None = None) -> str:
     integrity = ("matches the index" if indexed == sha else "NOT in the index" if indexed is None
                  else "DIFFERS from the index: modified after it was written")
     diag = s.get("diagnosis") or {}
     lines = [
         f"{s.get('runbook')} — {s.get('title', '')} ({s.get('severity', '?')}, {s.get('environment', '?')})",
-        f"record:    {path}",
+        f"record:    {shown or path}",
+        *([f"page:      {_page(path.name)}"] if _page(path.name) else []),
         f"sha256:    {sha} ({integrity})",
         f"incident:  {s.get('incident_id', '')}   operator: {s.get('operator', '')}   mode: {s.get('mode', '')}",
         f"detected:  {s.get('detected_at')}   started: {s.get('started_at')}   finished: {s.get('finished_at')}",
@@ -275,9 +277,38 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
     lines += ["", "Actions:"]
     lines += [f"  {a.get('action')} on {a.get('target')}: {a.get('mode')} ({a.get('at', '')}, "
               f"{a.get('operator', '')}) — {a.get('reason', '')}" for a in s.get("actions", [])] or ["  (none)"]
+    if s.get("plans"):
+        lines += ["", "Plans:"]
+        lines += [_plan_line(p, plans or path.parent) for p in s["plans"]]
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)
+
+
+def _page(name: str) -> str:
+    """The record's page on `smartops serve` when its public URL is known ($SMARTOPS_PUBLIC_URL)."""
+    import os
+    from urllib.parse import quote
+
+    from smartops_nb.contract import PUBLIC_URL_ENV
+
+    base = os.environ.get(PUBLIC_URL_ENV, "").rstrip("/")
+    return f"{base}/records/{quote(name, safe='')}" if base else ""
+
+
+def _plan_line(p: dict, folder: Path) -> str:
+    """A plan of the record with what became of it since (the plan store), and how to approve it."""
+    from smartops_nb.records.plans import PENDING, PlanRefused, PlanStore
+    from smartops_nb.records.render import plan_command
+
+    try:
+        now = PlanStore(folder).get(p["id"])
+        state = now.state + (f" by {now.decided_by}" if now.decided_by else "") + (
+            f": {now.reason}" if now.reason else "")
+    except PlanRefused:
+        now, state = None, "not in the plan store"
+    approve = f" — approve: {plan_command(p)}" if now is not None and now.state == PENDING else ""
+    return f"  {p['id']}: {p['action']} on {p['target']}, until {p['expires_at']}: {state}{approve}"
 
 
 @_guarded

@@ -82,6 +82,7 @@ def cmd_run(args) -> int:
     from smartops_nb.records.location import open_archive
     from smartops_nb.execution.flow import investigate
     from smartops_nb.execution.prepare import prepare
+    from smartops_nb.records.render import plan_command
 
     try:
         cli = {name: parse_cli_value(value) for name, value in args.parameter}
@@ -104,6 +105,9 @@ def cmd_run(args) -> int:
     print(f"summary: {diag['summary']}")
     for a in s.get("actions", []):
         print(f"action: {a['action']} on {a['target']}: {a['mode']}")
+    for p in s.get("plans", []):
+        print(f"plan: {p['id']} ({p['action']}, until {p['expires_at']}): {plan_command(p)}")
+    print(f"incident: {s['incident_id']}")
     print(result.record)
     return result.exit_code
 

@@ -42,6 +42,10 @@ class PlanRefused(Exception):
     """An approval or denial that cannot be carried out; the message is one line saying why."""
 
 
+class UnknownPlan(PlanRefused):
+    """No plan has this id in this archive (bad input, not a refusal of a real plan)."""
+
+
 def new_id() -> str:
     return "pl-" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
@@ -124,7 +128,7 @@ class PlanStore:
     @contextlib.contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         if not write and not self.path.exists():
-            raise PlanRefused(f"no plans in {self.archive} (no {STORE_NAME})")
+            raise UnknownPlan(f"no plans in {self.archive} (no {STORE_NAME})")
         self.archive.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=15, isolation_level=None)
         try:
@@ -153,7 +157,7 @@ class PlanStore:
         with self._db() as con:
             row = con.execute("SELECT * FROM plans WHERE id = ?", (plan_id,)).fetchone()
         if row is None:
-            raise PlanRefused(f"no plan {plan_id!r} in {self.archive}")
+            raise UnknownPlan(f"no plan {plan_id!r} in {self.archive}")
         return _plan(row)
 
     def of_incident(self, incident_id: str) -> list[Plan]:

@@ -7,7 +7,39 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from pathlib import Path
 from typing import Any
+
+#: Every script element: a record needs none (its charts are images, its tables HTML), and one that
+#: came from a hostile log line must never run where the record is read.
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script\s*>", re.I | re.S)
+#: What the HTML of a record's outputs and markdown may keep (bleach, through nbconvert's SanitizeHTML):
+#: the tags our tables, summaries and notes use. No img, a, iframe, form, style or event attribute:
+#: charts are image outputs, rendered by the template itself, never HTML from an output.
+SAFE_TAGS = ["p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "b", "strong", "i", "em", "code", "pre",
+             "span", "div", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "details", "summary",
+             "blockquote", "sub", "sup"]
+SAFE_ATTRIBUTES = {"*": ["class"], "span": ["style"], "td": ["style"], "th": ["style"], "table": ["border"]}
+SAFE_STYLES = ["color", "font-weight", "text-align"]
+
+
+def record_html(path: Path) -> str:
+    """The record as one standalone HTML page: charts embedded, every output's and note's HTML
+    sanitized to :data:`SAFE_TAGS`, no script at all (nor the CDN loads of nbconvert's template:
+    opening a record reaches nothing), scrubbed of secrets. ``archive export`` writes it; ``serve``
+    shows it (under a policy that forbids scripts besides)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+
+    from smartops_nb import redact
+
+    nb = nbformat.read(path, as_version=4)
+    clean = SanitizeHTML(tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES, styles=SAFE_STYLES, strip=True)
+    nb, _ = clean.preprocess(nb, {})
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    return redact.scrub(_SCRIPT.sub("", body))
 
 _COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "critical": "#cf222e", "error": "#8250df"}
 _ICONS = {"ok": "✔", "warn": "⚠", "critical": "✖", "error": "⁉"}

@@ -7,7 +7,6 @@ and the archive. Screenshots go to ``test-output/browser/`` (git-ignored): look 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
@@ -19,11 +18,8 @@ import yaml
 from smartops_nb.execution.lab import Lab
 from smartops_nb.records import archive as index
 from tests.conftest import REPO, require, run_runbook
+from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS
 
-CHROMIUM = Path(os.environ.get("SMARTOPS_CHROMIUM", "/usr/bin/chromium"))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
-SHOTS = REPO / "test-output" / "browser"
 RUNBOOK = "notebooks/db_pool_exhausted.ipynb"
 LEAKER = "smartamazon"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,26 @@ def test_previous_record_comes_from_the_index(tmp_path, monkeypatch):
     earlier = notify.previous_record(folder, "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
     assert earlier["started_at"] == "2026-11-26T14:00:00Z" and earlier["diagnosis"]["confirmed"] is True
 
+
+
+def test_messages_link_the_incident_and_record_pages_when_serve_has_a_public_url(monkeypatch):
+    from smartops_nb.alerts import notify
+
+    summary = {"incident_id": "Leak a/b", "severity": "P1", "runbook": "db-pool-exhausted", "title": "t",
+               "environment": "prod", "diagnosis": {"confirmed": True, "causes": ["idle-connection-leak"]},
+               "plans": [{"id": "pl-abc", "action": "terminate-idle-connections", "target": "db",
+                          "expires_at": "2026-11-29T12:15:00Z", "status": "pending"}]}
+    monkeypatch.delenv("SMARTOPS_PUBLIC_URL", raising=False)
+    assert notify.links(notify.public_url({}), summary, None) == {}
+    config = {"notify": {"public_url": "https://ops.example/"}}
+    pages = notify.links(notify.public_url(config), summary, Path("2026-11-29T12-00-00Z_x_prod.ipynb"))
+    assert pages == {"incident": "https://ops.example/incidents/Leak%20a%2Fb",
+                     "record": "https://ops.example/records/2026-11-29T12-00-00Z_x_prod.ipynb"}
+    slack = notify.slack_payload(summary, Path("r.ipynb"), "trigger", None, pages)
+    assert pages["incident"] in slack["text"] and pages["record"] in slack["text"]
+    assert "smartops approve pl-abc --operator NAME" in slack["text"]
+    pd = notify.pagerduty_payload(summary, Path("r.ipynb"), "trigger", "key", None, pages)
+    details = pd["payload"]["custom_details"]
+    assert details["incident_page"] == pages["incident"] and details["plans"][0]["id"] == "pl-abc"
+    monkeypatch.setenv("SMARTOPS_PUBLIC_URL", "http://127.0.0.1:9095")
+    assert notify.public_url({}) == "http://127.0.0.1:9095"
