@@ -46,12 +46,13 @@ def cmd_lab(args) -> int:
     from smartops_nb.contract import ParameterError
     from smartops_nb.records.location import open_archive
 
+    index, refs = getattr(args, "index", None), getattr(args, "record", [])  # callers building args by hand
     try:
         if args.archive or os.environ.get(ARCHIVE_ENV):
-            loc = open_archive(args.archive, args.index)
+            loc = open_archive(args.archive, index)
         else:
-            loc = open_archive(root / "incidents", args.index)
-        opened = _local_records(loc, args.record, root)
+            loc = open_archive(root / "incidents", index)
+        opened = _local_records(loc, refs, root)
     except ParameterError as e:
         print(f"smartops lab: {e}", file=sys.stderr)
         return 2
@@ -59,7 +60,7 @@ def cmd_lab(args) -> int:
         print(f"smartops lab: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # the store or the index unreachable: one line
-        print(f"smartops lab: cannot fetch {', '.join(args.record)}: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"smartops lab: cannot fetch {', '.join(refs)}: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     archive = Path(loc.url).resolve() if loc.folder is not None else loc.url
     if args.parameters_file is None:
@@ -70,7 +71,7 @@ def cmd_lab(args) -> int:
     if parameters and not parameters.exists():
         print(f"smartops lab: parameters file not found: {parameters}", file=sys.stderr)
         return 2
-    server = lab.Lab(root, archive, parameters, port=args.port, index=args.index or "",
+    server = lab.Lab(root, archive, parameters, port=args.port, index=index or "",
                      token=args.token or os.environ.get(LAB_TOKEN_ENV, ""))
     # before start(): `kill PID` (or Ctrl-C) during start-up stops JupyterLab too, as later
     old = signal.signal(signal.SIGTERM, _interrupt)
