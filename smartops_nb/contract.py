@@ -24,7 +24,9 @@ APPROVALS_ENV = "SMARTOPS_APPROVALS"     # force the approval widgets on/off in 
 SESSION_ENV = "JPY_SESSION_NAME"         # jupyter_server gives its kernels the notebook's path here
 
 # -- environment: configuration of the tool ----------------------------------------------------------
-ARCHIVE_ENV = "SMARTOPS_ARCHIVE"         # the archive (a folder today)
+ARCHIVE_ENV = "SMARTOPS_ARCHIVE"         # the archive: a folder or s3://bucket/prefix
+INDEX_ENV = "SMARTOPS_INDEX"             # its index: sqlite (beside a folder) or a PostgreSQL DSN
+STATE_DIR_ENV = "SMARTOPS_STATE_DIR"     # this machine's state (spool of unsent records): ~/.smartops
 FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"   # where a record the archive refused is kept
 NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (default: the repository's)
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`

@@ -102,17 +102,18 @@ def previous_record(archive: Path, incident_id: str, exclude: Path | None = None
     """
     from smartops_nb.records import archive as record_archive
 
-    if not incident_id or not archive.is_dir():
+    local = isinstance(archive, (str, Path))  # a folder; else a shared archive (records.location.Archive)
+    if not incident_id or (local and not Path(archive).is_dir()):
         return None
     skip = Path(exclude).name if exclude is not None else None
     try:
         # two: the record just written (``exclude``) is normally the latest
         rows = record_archive.list_records(archive, limit=2, incident_id=incident_id)
     except record_archive.IndexMissing:
-        return _scan_previous(archive, incident_id, skip)
-    except sqlite3.Error as e:
+        return _scan_previous(archive, incident_id, skip) if local else None
+    except (sqlite3.Error, record_archive.IndexUnavailable) as e:
         log.warning("archive index unreadable (%s): reading the records", e)
-        return _scan_previous(archive, incident_id, skip)
+        return _scan_previous(archive, incident_id, skip) if local else None
     row = next((r for r in rows if r["name"] != skip), None)
     if row is None:
         return None
@@ -376,10 +377,17 @@ def _send_plan(target: Mapping[str, Any], plan: Mapping[str, Any], text: str, re
     return outcome
 
 
+def _log_folder(archive) -> Path:
+    """A folder archive keeps the log beside its records; a shared one in this machine's state folder."""
+    return Path(archive) if isinstance(archive, (str, Path)) else Path(archive.local_dir)
+
+
 def _append_log(archive: Path, outcomes: list[dict[str, Any]]) -> None:
     if not outcomes:
         return
-    with _log_lock, open(archive / LOG_NAME, "a") as f:
+    folder = _log_folder(archive)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _log_lock, open(folder / LOG_NAME, "a") as f:
         for o in outcomes:
             f.write(json.dumps(o, default=str) + "\n")
 
@@ -387,7 +395,7 @@ def _append_log(archive: Path, outcomes: list[dict[str, Any]]) -> None:
 def outcomes_for(archive: Path, record_name: str) -> list[dict[str, Any]]:
     """The logged notification outcomes of one record (by file name)."""
     try:
-        lines = (archive / LOG_NAME).read_text().splitlines()
+        lines = (_log_folder(archive) / LOG_NAME).read_text().splitlines()
     except OSError:
         return []
     return [o for o in (json.loads(x) for x in lines if x.strip()) if o.get("record") == record_name]

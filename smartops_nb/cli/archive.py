@@ -1,8 +1,10 @@
-"""``smartops archive``: list, search, show, export, verify and reindex incident records.
+"""``smartops archive``: list, search, show, export, verify, reindex, sync, migrate and prune records.
 
-Exit codes: 0 done (``verify``: the archive is intact), 1 something is wrong (``verify`` found
-drift, the index is missing or unreadable), 2 bad input (unknown record, bad ``--since`` or search
-syntax). Heavy imports wait until a command runs, so ``smartops --help`` stays fast.
+Every command takes ``--archive`` (a folder or ``s3://bucket/prefix``) and ``--index`` (``sqlite`` or a
+PostgreSQL DSN). Exit codes: 0 done (``verify``: the archive is intact), 1 something is wrong
+(``verify`` found drift, the index is missing or unreadable, the store or the index is unreachable),
+2 bad input (unknown record, bad ``--since`` or search syntax, ``s3://`` without a DSN, a bad DSN).
+Heavy imports wait until a command runs, so ``smartops --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -14,17 +16,26 @@ from pathlib import Path
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-ARCHIVE_HELP = "archive folder (default $SMARTOPS_ARCHIVE or ./incidents)"
+ARCHIVE_HELP = "archive: a folder or s3://bucket/prefix (default $SMARTOPS_ARCHIVE or ./incidents)"
+INDEX_HELP = ("its index: sqlite (beside a folder; the default) or a PostgreSQL DSN, required for s3:// "
+              "(default $SMARTOPS_INDEX)")
+
+
+def add_location(parser) -> None:
+    """``--archive`` and ``--index``, as every command that reads or writes records takes them."""
+    parser.add_argument("--archive", metavar="DIR|s3://BUCKET/PREFIX", help=ARCHIVE_HELP)
+    parser.add_argument("--index", metavar="sqlite|DSN", help=INDEX_HELP)
 
 
 def register(subparsers, parser_class) -> None:
     a = subparsers.add_parser(
         "archive", help="list, search, show, export and verify incident records",
-        description="The incident archive: a SQLite index beside the records (.index.sqlite) with a hash chain "
-                    "over them. list/search read the index only; verify recomputes every hash.")
+        description="The incident archive: records in a folder (or s3://bucket/prefix) and an index with a hash "
+                    "chain over them (.index.sqlite beside a folder, or PostgreSQL for a team). list/search read "
+                    "the index only; verify recomputes every hash.")
     sub = a.add_subparsers(dest="archive_command", required=True, parser_class=parser_class)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--archive", metavar="DIR", help=ARCHIVE_HELP)
+    add_location(common)
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--runbook", metavar="ID", help="only this runbook")
     filters.add_argument("--severity", metavar="P1", help="only this severity (P1..P4)")
@@ -68,13 +79,30 @@ def register(subparsers, parser_class) -> None:
                        description="Rebuild the index (and a fresh hash chain, in started_at order) from the "
                                    "notebooks' metadata. Use when the index is lost, or after checking what "
                                    "verify reported: the records as they are now become the reference.")
+    x.add_argument("--adopt", action="store_true",
+                   help="keep the chain and only add records that have no entry (an upload whose index row was "
+                        "never written) at its tip")
     x.set_defaults(func=cmd_reindex)
-
-
-def _folder(args) -> Path:
-    from smartops_nb.records.record import archive_dir
-
-    return archive_dir(args.archive)
+    x = sub.add_parser("sync", parents=[common], help="send the records spooled while the archive was unreachable",
+                       description="Upload and index, oldest first, the records this machine kept in its spool "
+                                   "because the store or the index was unreachable when a run finished (every "
+                                   "later successful write does this first, too). Exit 1 if they cannot be sent.")
+    x.set_defaults(func=cmd_sync)
+    x = sub.add_parser("migrate", parents=[common], help="copy this archive into another (s3:// + PostgreSQL)",
+                       description="Copy every record and index entry into a new archive: same bytes, same hashes, "
+                                   "the chain going on from the old tip (recorded in both indexes). The source "
+                                   "must verify; the target's index must be empty.")
+    x.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="the new archive")
+    x.add_argument("--to-index", metavar="sqlite|DSN", help="the new archive's index (a PostgreSQL DSN for s3://)")
+    x.set_defaults(func=cmd_migrate)
+    x = sub.add_parser("prune", parents=[common], help="delete old record files, keeping their chain entries",
+                       description="Delete the record files started before --older-than; their index entries stay "
+                                   "as tombstones (hash, when, why), so verify still passes and lists them as "
+                                   "pruned. Records of an incident that is still open are never pruned.")
+    x.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 400d, 60w")
+    x.add_argument("--keep-confirmed", action="store_true", help="keep records whose diagnosis was confirmed")
+    x.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
+    x.set_defaults(func=cmd_prune)
 
 
 def _fail(command: str, message: str, code: int) -> int:
@@ -82,16 +110,63 @@ def _fail(command: str, message: str, code: int) -> int:
     return code
 
 
+class _Exit(Exception):
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _location(command: str, args, archive=None, index=None):
+    """The archive the options name; a pair that cannot work exits 2 with one line."""
+    from smartops_nb.contract import ParameterError
+    from smartops_nb.records.location import open_archive
+
+    try:
+        return open_archive(archive or args.archive, index or args.index)
+    except ParameterError as e:
+        raise _Exit(_fail(command, str(e), EXIT_BAD_INPUT)) from None
+
+
+def _unreachable(command: str, e: BaseException) -> int:
+    """The store or the index cannot answer: one line naming it, exit 1 (2 if the DSN was refused)."""
+    from smartops_nb.records.index_postgres import IndexRefused
+
+    message = " ".join(str(e).split()) or type(e).__name__
+    return _fail(command, message, EXIT_BAD_INPUT if isinstance(e, IndexRefused) else EXIT_FAILED)
+
+
+def _remote_errors():
+    from smartops_nb.records.entries import IndexUnavailable
+    from smartops_nb.records.index_postgres import IndexRefused
+    from smartops_nb.records.storage import StorageUnavailable
+
+    return (IndexUnavailable, IndexRefused, StorageUnavailable)
+
+
+def _guarded(func):
+    """Run a command; its location errors and an unreachable store or index become one line."""
+    import functools
+
+    @functools.wraps(func)
+    def run(args) -> int:
+        command = args.archive_command
+        try:
+            return func(args)
+        except _Exit as e:
+            return e.code
+        except _remote_errors() as e:
+            return _unreachable(command, e)
+    return run
+
+
 def _filters(args) -> dict:
     return {k: getattr(args, k) for k in ("runbook", "severity", "environment", "cause", "since", "status")}
 
 
-def _no_index(command: str, folder: Path) -> int:
-    from smartops_nb.records import archive
-
-    if archive.record_files(folder):
-        return _fail(command, f"no index in {folder}: run `smartops archive reindex --archive {folder}`", EXIT_FAILED)
-    print(f"no records in {folder}", file=sys.stderr)
+def _no_index(command: str, loc) -> int:
+    if loc.storage.names():
+        return _fail(command, f"no index in {loc.index.label}: run `smartops archive reindex --archive {loc.url}`",
+                     EXIT_FAILED)
+    print(f"no records in {loc.url}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -106,20 +181,21 @@ def _table(rows: list[dict], limit: int, with_match: bool = False) -> None:
         print(f"(the first {limit}; --limit 0 for all)", file=sys.stderr)
 
 
+@_guarded
 def cmd_list(args) -> int:
     import sqlite3
 
     from smartops_nb.records import archive
 
-    folder = _folder(args)
+    loc = _location("list", args)
     try:
-        rows = archive.list_records(folder, limit=args.limit, **_filters(args))
+        rows = archive.list_records(loc.target, limit=args.limit, **_filters(args))
     except archive.IndexMissing:
-        return _no_index("list", folder)
+        return _no_index("list", loc)
     except ValueError as e:
         return _fail("list", str(e), EXIT_BAD_INPUT)
     except sqlite3.Error as e:
-        return _fail("list", f"the index {archive.index_path(folder)} is unreadable ({e}): run "
+        return _fail("list", f"the index {loc.index.label} is unreadable ({e}): run "
                              f"`smartops archive reindex`", EXIT_FAILED)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -128,20 +204,21 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
+@_guarded
 def cmd_search(args) -> int:
     import sqlite3
 
     from smartops_nb.records import archive
 
-    folder = _folder(args)
+    loc = _location("search", args)
     try:
-        rows = archive.search(folder, " ".join(args.text), limit=args.limit, **_filters(args))
+        rows = archive.search(loc.target, " ".join(args.text), limit=args.limit, **_filters(args))
     except archive.IndexMissing:
-        return _no_index("search", folder)
+        return _no_index("search", loc)
     except ValueError as e:  # SearchSyntaxError, a bad --since
         return _fail("search", str(e).splitlines()[0], EXIT_BAD_INPUT)
     except sqlite3.Error as e:
-        return _fail("search", f"the index {archive.index_path(folder)} is unreadable ({e})", EXIT_FAILED)
+        return _fail("search", f"the index {loc.index.label} is unreadable ({e})", EXIT_FAILED)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -149,14 +226,15 @@ def cmd_search(args) -> int:
     return EXIT_OK
 
 
+@_guarded
 def cmd_show(args) -> int:
     import nbformat
 
     from smartops_nb.records import archive
 
-    folder = _folder(args)
+    loc = _location("show", args)
     try:
-        path = archive.resolve(folder, args.record)
+        path = archive.resolve(loc.target, args.record)
         nb = nbformat.read(path, as_version=4)
     except LookupError as e:
         return _fail("show", str(e), EXIT_BAD_INPUT)
@@ -168,17 +246,20 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2, default=str))
         return EXIT_OK
-    print(_render(s, path, archive.file_sha256(path), archive.indexed_hash(path.parent, path.name)))
+    shown = path if loc.folder is not None else loc.storage.where(path.name)
+    indexed = archive.indexed_hash(path.parent if not loc.shared else loc, path.name)
+    plans = path.parent if not loc.shared else Path(loc.local_dir)  # a shared archive's plans: this machine's
+    print(_render(s, path, archive.file_sha256(path), indexed, shown=shown, plans=plans))
     return EXIT_OK
 
 
-def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
+def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, plans: Path | None = None) -> str:
     integrity = ("matches the index" if indexed == sha else "NOT in the index" if indexed is None
                  else "DIFFERS from the index: modified after it was written")
     diag = s.get("diagnosis") or {}
     lines = [
         f"{s.get('runbook')} — {s.get('title', '')} ({s.get('severity', '?')}, {s.get('environment', '?')})",
-        f"record:    {path}",
+        f"record:    {shown or path}",
         *([f"page:      {_page(path.name)}"] if _page(path.name) else []),
         f"sha256:    {sha} ({integrity})",
         f"incident:  {s.get('incident_id', '')}   operator: {s.get('operator', '')}   mode: {s.get('mode', '')}",
@@ -198,7 +279,7 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
               f"{a.get('operator', '')}) — {a.get('reason', '')}" for a in s.get("actions", [])] or ["  (none)"]
     if s.get("plans"):
         lines += ["", "Plans:"]
-        lines += [_plan_line(p, path.parent) for p in s["plans"]]
+        lines += [_plan_line(p, plans or path.parent) for p in s["plans"]]
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)
@@ -230,12 +311,13 @@ def _plan_line(p: dict, folder: Path) -> str:
     return f"  {p['id']}: {p['action']} on {p['target']}, until {p['expires_at']}: {state}{approve}"
 
 
+@_guarded
 def cmd_export(args) -> int:
     from smartops_nb.records import archive
 
-    folder = _folder(args)
+    loc = _location("export", args)
     try:
-        path = archive.resolve(folder, args.record)
+        path = archive.resolve(loc.target, args.record)
     except LookupError as e:
         return _fail("export", str(e), EXIT_BAD_INPUT)
     out = Path(args.output) if args.output else Path(path.stem + ".html")
@@ -248,40 +330,55 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _print_report(report, url: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"ok": report.ok, "entries": report.entries, "files": report.files, "tip": report.tip,
+                          "pruned": report.pruned, "problems": [vars(p) for p in report.problems],
+                          "warnings": report.warnings}, indent=2))
+        return EXIT_OK if report.ok else EXIT_FAILED
+    for p in report.problems:
+        print(f"{p.kind.upper():<13} {p.name}: {p.detail}")
+    for name in report.pruned:
+        print(f"{'PRUNED':<13} {name}: file deleted by retention, its chain entry kept (tombstone)")
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    verdict = "intact" if report.ok else f"{len(report.problems)} problem(s)"
+    pruned = f", {len(report.pruned)} pruned" if report.pruned else ""
+    print(f"{url}: {report.entries} indexed, {report.files} record files{pruned}, chain tip {report.tip[:16]}…: "
+          f"{verdict}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+@_guarded
 def cmd_verify(args) -> int:
     from smartops_nb.records import archive
 
-    folder = _folder(args)
     bad = [a for a in args.anchor if not re.fullmatch(rf"[0-9a-fA-F]{{{archive.ANCHOR_MIN_HEX},64}}", a.strip())]
     if bad:
         return _fail("verify", f"--anchor {bad[0]!r} is not a chain entry ({archive.ANCHOR_MIN_HEX} to 64 hex digits)",
                      EXIT_BAD_INPUT)
-    report = archive.verify(folder, args.anchor)
-    if args.json:
-        print(json.dumps({"ok": report.ok, "entries": report.entries, "files": report.files, "tip": report.tip,
-                          "problems": [vars(p) for p in report.problems], "warnings": report.warnings}, indent=2))
-        return EXIT_OK if report.ok else EXIT_FAILED
-    for p in report.problems:
-        print(f"{p.kind.upper():<13} {p.name}: {p.detail}")
-    for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    verdict = "intact" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"{folder}: {report.entries} indexed, {report.files} record files, chain tip {report.tip[:16]}…: {verdict}")
-    return EXIT_OK if report.ok else EXIT_FAILED
+    loc = _location("verify", args)
+    return _print_report(archive.verify(loc.target, args.anchor), loc.url, args.json)
 
 
+@_guarded
 def cmd_reindex(args) -> int:
     from smartops_nb.records import archive
 
-    folder = _folder(args)
-    if not folder.is_dir():
-        return _fail("reindex", f"no archive folder {folder}", EXIT_BAD_INPUT)
+    loc = _location("reindex", args)
+    if loc.folder is not None and not loc.folder.is_dir():
+        return _fail("reindex", f"no archive folder {loc.folder}", EXIT_BAD_INPUT)
+    if args.adopt:
+        adopted = archive.adopt(loc.target)
+        print(f"adopted {len(adopted)} record(s) into {loc.index.label} at the chain tip"
+              + "".join(f"\n  {n}" for n in adopted))
+        return EXIT_OK
     try:
-        r = archive.reindex(folder)
+        r = archive.reindex(loc.target)
     except archive.IndexUnavailable as e:
         return _fail("reindex", str(e), EXIT_FAILED)
     before = "no index before" if r.previous is None else f"{r.previous} entries before"
-    print(f"reindexed {len(r.indexed)} records into {archive.index_path(folder)} ({before}); the hash chain was "
+    print(f"reindexed {len(r.indexed)} records into {loc.index.label} ({before}); the hash chain was "
           f"rebuilt from the files as they are now")
     if r.moved_aside:
         print(f"  the old index was unreadable and was moved to {r.moved_aside}")
@@ -291,4 +388,56 @@ def cmd_reindex(args) -> int:
             print(f"  {label}: {', '.join(names)}")
     for name, why in r.skipped:
         print(f"  skipped {name}: {why}")
+    return EXIT_OK
+
+
+@_guarded
+def cmd_sync(args) -> int:
+    from smartops_nb.records import archive, spool
+
+    loc = _location("sync", args)
+    if not loc.shared:
+        print(f"{loc.url} is a local archive: records are written straight into it (nothing to sync)")
+        return EXIT_OK
+    waiting = len(spool.entries(loc.local_dir))
+    sent = archive.sync(loc)
+    for url in sent.values():
+        print(url)
+    print(f"sent {len(sent)} of {waiting} spooled record(s) to {loc.url}", file=sys.stderr)
+    return EXIT_OK
+
+
+@_guarded
+def cmd_migrate(args) -> int:
+    from smartops_nb.records import archive
+
+    source = _location("migrate", args)
+    target = _location("migrate", args, archive=args.to, index=args.to_index or "sqlite")
+    try:
+        m = archive.migrate(source, target)
+    except archive.ArchiveRefused as e:
+        return _fail("migrate", str(e), EXIT_FAILED if "does not verify" in str(e) else EXIT_BAD_INPUT)
+    print(f"migrated {len(m.copied)} records ({m.tombstones} tombstones) from {source.url} to {target.url}; "
+          f"chain tip {m.tip[:16]}… recorded as migrated_tip")
+    return _print_report(archive.verify(target), target.url, False)
+
+
+@_guarded
+def cmd_prune(args) -> int:
+    from smartops_nb.records import archive
+
+    loc = _location("prune", args)
+    try:
+        p = archive.prune(loc.target, args.older_than, keep_confirmed=args.keep_confirmed, dry_run=args.dry_run)
+    except ValueError as e:
+        return _fail("prune", str(e).replace("--since", "--older-than"), EXIT_BAD_INPUT)
+    verb = "would prune" if args.dry_run else "pruned"
+    for name in p.pruned:
+        print(f"{verb}: {name}")
+    for name in p.kept_open:
+        print(f"kept (incident still open): {name}")
+    for name in p.kept_confirmed:
+        print(f"kept (confirmed): {name}")
+    print(f"{verb} {len(p.pruned)} record(s) started before {p.cutoff}; their chain entries stay as tombstones",
+          file=sys.stderr)
     return EXIT_OK

@@ -21,8 +21,14 @@ def register(subparsers, parser_class) -> None:
     p.add_argument("--token", default="", help="access token (default: a random one; $SMARTOPS_LAB_TOKEN)")
     p.add_argument("--root", metavar="DIR", help="folder the file browser shows (default: this folder if it has "
                                                  "notebooks/, else the installed project)")
-    p.add_argument("--archive", metavar="DIR", help="archive folder for records (default $SMARTOPS_ARCHIVE or "
-                                                    "ROOT/incidents)")
+    p.add_argument("--archive", metavar="DIR|s3://BUCKET/PREFIX",
+                   help="archive for records (default $SMARTOPS_ARCHIVE or ROOT/incidents)")
+    p.add_argument("--index", metavar="sqlite|DSN",
+                   help="its index: sqlite (beside a folder) or a PostgreSQL DSN, required for s3:// "
+                        "(default $SMARTOPS_INDEX)")
+    p.add_argument("--record", metavar="RECORD", action="append", default=[],
+                   help="open this record of the archive (name or unique prefix; one from s3:// is fetched to a "
+                        "local read-only copy under ROOT/records-from-archive); repeatable")
     p.add_argument("-f", "--parameters-file", metavar="FILE",
                    help="parameters file runbooks read in this lab (default ROOT/parameters/demo.yaml if it "
                         "exists; '' for none: the notebooks' own parameters cells)")
@@ -37,8 +43,26 @@ def cmd_lab(args) -> int:
     if not root.is_dir():
         print(f"smartops lab: root folder {root} does not exist", file=sys.stderr)
         return 2
-    archive = Path(args.archive) if args.archive else (
-        Path(os.environ[ARCHIVE_ENV]) if os.environ.get(ARCHIVE_ENV) else root / "incidents")
+    from smartops_nb.contract import ParameterError
+    from smartops_nb.records.location import open_archive
+
+    index, refs = getattr(args, "index", None), getattr(args, "record", [])  # callers building args by hand
+    try:
+        if args.archive or os.environ.get(ARCHIVE_ENV):
+            loc = open_archive(args.archive, index)
+        else:
+            loc = open_archive(root / "incidents", index)
+        opened = _local_records(loc, refs, root)
+    except ParameterError as e:
+        print(f"smartops lab: {e}", file=sys.stderr)
+        return 2
+    except LookupError as e:
+        print(f"smartops lab: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the store or the index unreachable: one line
+        print(f"smartops lab: cannot fetch {', '.join(refs)}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    archive = Path(loc.url).resolve() if loc.folder is not None else loc.url
     if args.parameters_file is None:
         demo = root / lab.DEMO_PARAMETERS
         parameters = demo if demo.exists() else None
@@ -47,7 +71,7 @@ def cmd_lab(args) -> int:
     if parameters and not parameters.exists():
         print(f"smartops lab: parameters file not found: {parameters}", file=sys.stderr)
         return 2
-    server = lab.Lab(root, archive.resolve(), parameters, port=args.port,
+    server = lab.Lab(root, archive, parameters, port=args.port, index=index or "",
                      token=args.token or os.environ.get(LAB_TOKEN_ENV, ""))
     # before start(): `kill PID` (or Ctrl-C) during start-up stops JupyterLab too, as later
     old = signal.signal(signal.SIGTERM, _interrupt)
@@ -57,16 +81,19 @@ def cmd_lab(args) -> int:
         except (RuntimeError, TimeoutError) as e:
             print(f"smartops lab: {e}", file=sys.stderr)
             return 1
-        inside = archive.resolve().is_relative_to(root)
+        inside = isinstance(archive, Path) and archive.is_relative_to(root)
         print(f"root:       {root}", file=sys.stderr)
-        print(f"archive:    {archive.resolve()}" + ("" if inside else "  (outside the root: not in the file browser)"),
-              file=sys.stderr)
+        print(f"archive:    {archive}" + ("" if inside or not isinstance(archive, Path)
+                                          else "  (outside the root: not in the file browser)"), file=sys.stderr)
         print(f"parameters: {parameters.resolve() if parameters else '(none: the notebooks’ parameters cells)'}",
               file=sys.stderr)
         print(f"kernel:     runbooks use python3 = {sys.executable}; new notebooks get "
               f"'{lab.KERNEL_DISPLAY_NAME}'", file=sys.stderr)
         print("Ctrl-C stops JupyterLab and its kernels.", file=sys.stderr)
-        print(server.url("notebooks" if (root / "notebooks").is_dir() else ""), flush=True)
+        for path in opened:
+            print(server.url(str(path.relative_to(root))), flush=True)
+        if not opened:
+            print(server.url("notebooks" if (root / "notebooks").is_dir() else ""), flush=True)
         code = server.proc.wait()
         if code != 0:  # it stopped by itself, not by us
             print(f"smartops lab: jupyter lab exited with {code}", file=sys.stderr)
@@ -83,6 +110,32 @@ def cmd_lab(args) -> int:
         finally:
             signal.signal(signal.SIGTERM, old)
             signal.signal(signal.SIGINT, old_int)
+
+
+COPIES = "records-from-archive"
+
+
+def _local_records(loc, refs: list[str], root: Path) -> list[Path]:
+    """The records asked for, as files under ``root`` (what JupyterLab can open): a folder archive's
+    own files when they are under it, else read-only copies in ``ROOT/records-from-archive`` (not a
+    hidden folder: JupyterLab does not serve those)."""
+    import shutil
+
+    from smartops_nb.records import archive
+
+    out = []
+    for ref in refs:
+        path = archive.resolve(loc.target, ref).resolve()
+        if loc.folder is None or not path.is_relative_to(root):
+            copy = root / COPIES / path.name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if copy.exists():
+                copy.chmod(0o644)
+            shutil.copyfile(path, copy)
+            copy.chmod(0o444)
+            path = copy
+        out.append(path)
+    return out
 
 
 def _interrupt(*_) -> None:

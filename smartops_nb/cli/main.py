@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="YAML parameters file (repeatable, later files win)")
     r.add_argument("-p", "--parameter", action="append", nargs=2, default=[], metavar=("NAME", "VALUE"),
                    help="one parameter (repeatable); VALUE is parsed as YAML (numbers, true/false, [a, b])")
-    r.add_argument("--archive", metavar="DIR", help="archive folder for records (default $SMARTOPS_ARCHIVE or "
-                                                    "./incidents)")
+    from smartops_nb.cli.archive import add_location
+
+    add_location(r)
     r.add_argument("--cell-timeout", type=int, default=600, metavar="S", help="seconds one cell may run (600)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     r.set_defaults(func=cmd_run)
@@ -78,6 +79,7 @@ def cmd_runbooks(args) -> int:
 
 def cmd_run(args) -> int:
     from smartops_nb.records import record
+    from smartops_nb.records.location import open_archive
     from smartops_nb.execution.flow import investigate
     from smartops_nb.execution.prepare import prepare
     from smartops_nb.records.render import plan_command
@@ -85,10 +87,10 @@ def cmd_run(args) -> int:
     try:
         cli = {name: parse_cli_value(value) for name, value in args.parameter}
         prep = prepare(args.runbook, args.parameters_file, cli)
+        archive = open_archive(args.archive, args.index).target
     except ParameterError as e:
         print(f"smartops run: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    archive = record.archive_dir(args.archive)
     print(f"running {prep.runbook.id} ({prep.runbook.title}, {prep.runbook.severity}) ...", file=sys.stderr)
     try:
         result = investigate(prep, archive, progress=not args.no_progress, cell_timeout=args.cell_timeout)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("papermill", "blib2to3", "asyncio"):
+    for noisy in ("papermill", "blib2to3", "asyncio", "aiobotocore", "botocore", "s3fs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq teardown chatter at exit
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

@@ -14,11 +14,13 @@ def register(subparsers, parser_class) -> None:
                     "(several runs merge into one timeline). Charts are written beside the output as PNG "
                     "files. Exit 2 when the records are unreadable or of different incidents, 1 when the "
                     "output cannot be written.")
-    p.add_argument("records", nargs="*", metavar="RECORD", help="record (.ipynb) paths")
+    p.add_argument("records", nargs="*", metavar="RECORD",
+                   help="record (.ipynb) paths, or names (or unique name prefixes) in the archive")
     p.add_argument("--incident", metavar="INCIDENT_ID",
                    help="every record of this incident in the archive, with its plans and their fate")
-    p.add_argument("--archive", metavar="DIR", help="archive folder for --incident (default $SMARTOPS_ARCHIVE "
-                                                    "or ./incidents)")
+    from smartops_nb.cli.archive import add_location
+
+    add_location(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="Markdown file to write (default: postmortem-<incident_id>.md in the current folder)")
     p.add_argument("--impact", metavar="TEXT", help="the impact line (else the records' `impact` parameter, "
@@ -26,19 +28,34 @@ def register(subparsers, parser_class) -> None:
     p.set_defaults(func=cmd_postmortem)
 
 
-def _incident_records(incident_id: str, archive: str | None):
-    """The incident's record paths (oldest first) and its plans, from the archive."""
-    from smartops_nb.records.archive import IndexMissing
+def _incident_records(incident_id: str, archive: str | None, index: str | None = None):
+    """The incident's record paths (oldest first) and its plans, from the archive (an ``s3://``
+    archive's records fetched to local read-only copies)."""
+    from smartops_nb.contract import ParameterError
+    from smartops_nb.records import archive as record_archive
+    from smartops_nb.records.location import open_archive
     from smartops_nb.records.plans import PlanStore
-    from smartops_nb.records.record import archive_dir
     from smartops_nb.reports import incident, postmortem
 
-    folder = archive_dir(archive)
     try:
-        names = [name for name, _ in incident.summaries(folder, incident_id)]
-    except (incident.IncidentNotFound, IndexMissing) as e:
+        loc = open_archive(archive, index)
+    except ParameterError as e:
         raise postmortem.PostmortemError(str(e)) from None
-    return [folder / n for n in names], [p.to_dict() for p in PlanStore(folder).of_incident(incident_id)]
+    folder = loc.folder if not loc.shared else Path(loc.local_dir)
+    try:
+        if not loc.shared:
+            paths = [loc.folder / name for name, _ in incident.summaries(loc.folder, incident_id)]
+        else:
+            rows = record_archive.list_records(loc, limit=0, incident_id=incident_id)
+            paths = [record_archive.fetch(loc, r["name"]) for r in sorted(rows, key=lambda r: (r["started_at"],
+                                                                                              r["name"]))]
+            if not paths:
+                raise incident.IncidentNotFound(f"no record of incident {incident_id!r} in {loc.url}")
+    except (incident.IncidentNotFound, record_archive.IndexMissing) as e:
+        raise postmortem.PostmortemError(str(e)) from None
+    except Exception as e:  # the store or the index unreachable: one line, exit 1
+        raise _Unreachable(f"cannot read incident {incident_id}: {' '.join(str(e).split())}") from None
+    return paths, [p.to_dict() for p in PlanStore(folder).of_incident(incident_id)]
 
 
 def cmd_postmortem(args) -> int:
@@ -49,17 +66,47 @@ def cmd_postmortem(args) -> int:
         print("smartops postmortem: give RECORD paths or --incident INCIDENT_ID (one of them)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        paths, plans = list(args.records), []
+        paths, plans = _paths(args), []
         if args.incident:
-            paths, plans = _incident_records(args.incident, args.archive)
+            paths, plans = _incident_records(args.incident, args.archive, args.index)
         records = postmortem.one_incident([postmortem.load(p) for p in paths])
         out = Path(args.output or f"postmortem-{_slug(records[0].summary.get('incident_id') or 'incident')}.md")
         path = postmortem.write(records, out, args.impact, plans=plans)
     except postmortem.PostmortemError as e:
         print(f"smartops postmortem: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except _Unreachable as e:
+        print(f"smartops postmortem: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as e:  # the output (or its folder, or a chart beside it) cannot be written
         print(f"smartops postmortem: cannot write {e.filename or args.output}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
     print(path)
     return EXIT_OK
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _paths(args) -> list[Path]:
+    """Each RECORD as a local file: a path as given, else the archive's record (an ``s3://`` one fetched
+    to a local read-only copy)."""
+    from smartops_nb.contract import ParameterError
+    from smartops_nb.records import archive
+    from smartops_nb.records.location import open_archive
+    from smartops_nb.reports.postmortem import PostmortemError
+
+    paths, loc = [], None
+    for ref in args.records:
+        if Path(ref).is_file():
+            paths.append(Path(ref))
+            continue
+        try:
+            loc = loc or open_archive(args.archive, args.index)
+            paths.append(archive.resolve(loc.target, ref))
+        except (ParameterError, LookupError) as e:
+            raise PostmortemError(str(e)) from None
+        except Exception as e:  # the store or the index unreachable: one line, exit 1
+            raise _Unreachable(f"cannot fetch {ref}: {' '.join(str(e).split())}") from None
+    return paths

@@ -22,7 +22,9 @@ def register(subparsers, parser_class) -> None:
                    help=f"routes file mapping alerts to runbooks ({DEFAULT_ROUTES})")
     s.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="base YAML parameters file(s) for every run, as for `smartops run` (notify: too)")
-    s.add_argument("--archive", metavar="DIR", help="archive folder ($SMARTOPS_ARCHIVE or ./incidents)")
+    from smartops_nb.cli.archive import add_location
+
+    add_location(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; others need a token)")
     s.add_argument("--port", type=_port, default=9095, help="port (9095; 0: any free one)")
     s.add_argument("--token", help="bearer token POSTs must carry (default $SMARTOPS_SERVE_TOKEN)")
@@ -48,7 +50,7 @@ def _port(text: str) -> int:
 
 
 def cmd_serve(args) -> int:
-    from smartops_nb.records import record
+    from smartops_nb.records.location import open_archive
     from smartops_nb.server import serve
 
     token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
@@ -56,7 +58,8 @@ def cmd_serve(args) -> int:
         if args.workers < 1 or args.queue < 1:
             raise ParameterError("--workers and --queue must be at least 1")
         routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
-        return serve.serve(routes, record.archive_dir(args.archive), host=args.host, port=args.port, token=token,
+        archive = open_archive(args.archive, args.index).target
+        return serve.serve(routes, archive, host=args.host, port=args.port, token=token,
                            workers=args.workers, queue_size=args.queue, warm=args.warm,
                            drain_timeout=args.drain_timeout, cell_timeout=args.cell_timeout)
     except ParameterError as e:

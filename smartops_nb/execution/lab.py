@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smartops_nb import catalog
-from smartops_nb.contract import ARCHIVE_ENV, PARAMETERS_ENV
+from smartops_nb.contract import ARCHIVE_ENV, INDEX_ENV, PARAMETERS_ENV
 
 KERNEL_NAME = "smartops"
 TOKEN_ENV = "JUPYTER_TOKEN"  # jupyter_server's IdentityProvider takes its token from here (not argv: /proc)
@@ -67,17 +67,19 @@ class Lab:
     """One JupyterLab server on 127.0.0.1; :meth:`start`, :attr:`url`, :meth:`stop` (by pid)."""
 
     root: Path
-    archive: Path
+    archive: Path | str        # a folder, or s3://bucket/prefix (then ``index`` is its PostgreSQL DSN)
     parameters: Path | None = None
     port: int = 0
     token: str = ""
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    index: str = ""            # the archive's index, handed to kernels as $SMARTOPS_INDEX ("": as set)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
-        self.archive = Path(self.archive).resolve()
+        if not str(self.archive).startswith("s3://"):
+            self.archive = Path(self.archive).resolve()
         self.parameters = Path(self.parameters).resolve() if self.parameters else None
         self.port = self.port or free_port()
         self.token = self.token or secrets.token_hex(24)
@@ -123,6 +125,8 @@ class Lab:
         data = str(Path(sys.prefix) / "share" / "jupyter")
         env["JUPYTER_PATH"] = os.pathsep.join([data, *[p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p]])
         env[ARCHIVE_ENV] = str(self.archive)
+        if self.index:
+            env[INDEX_ENV] = self.index
         env[TOKEN_ENV] = self.token
         env.pop("JUPYTER_TOKEN_FILE", None)
         if self.parameters:
@@ -135,7 +139,8 @@ class Lab:
     def start(self, timeout: float = 60) -> "Lab":
         """Start the server (its own process group) and wait until its API answers."""
         ensure_kernel()
-        self.archive.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.archive, Path):
+            self.archive.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(self.command(), cwd=self.root, env=self.environment(), stdin=subprocess.DEVNULL,

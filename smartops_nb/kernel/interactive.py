@@ -163,7 +163,7 @@ def _injected_cell(applied: dict[str, Any]) -> nbformat.NotebookNode:
 # -- the record --------------------------------------------------------------------------------
 def save_record(run=None, archive: str | os.PathLike | None = None, *, timeout: float = 15) -> Path:
     """Save this notebook, as it is on the page, with the run's summary as an incident record; return its path."""
-    from smartops_nb.records import record
+    from smartops_nb.records.location import open_archive
     from smartops_nb.records.store import store
     from smartops_nb.params import iso, utcnow
 
@@ -185,8 +185,9 @@ def save_record(run=None, archive: str | os.PathLike | None = None, *, timeout: 
         summary["finished_at"] = iso(utcnow())
         summary["error"] = "saved from JupyterLab before run.finish()"
     secrets = redact.secrets_in(run.params.raw())
-    out, _ = store(nb, summary, record.archive_dir(archive), secrets=secrets, add_cell=not finished)
-    run.event(f"incident record saved: {out.name}")
+    # a folder, or s3://... with $SMARTOPS_INDEX (the lab hands both to its kernels)
+    out, _ = store(nb, summary, open_archive(archive).target, secrets=secrets, add_cell=not finished)
+    run.event(f"incident record saved: {Path(str(out)).name}")
     return out
 
 

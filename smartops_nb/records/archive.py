@@ -1,281 +1,106 @@
-"""The archive: an index beside the records, searching it, and proving that nothing was changed.
+"""The archive: records, an index of them, searching it, and proving that nothing was changed.
 
-The index is ``<archive>/.index.sqlite`` (SQLite, WAL, a busy timeout so parallel runs queue up
-instead of failing). :func:`write_record` writes a record and its index row in one step: the
-notebook goes to an fsynced temporary file, then under its record name, then the row is added in
-one ``BEGIN IMMEDIATE`` transaction, which also serialises reading and extending the chain tip.
+An archive is a storage for the record files (:mod:`.storage`: a folder, or ``s3://bucket/prefix``)
+and an index of them (:mod:`.index_sqlite` beside a folder, or :mod:`.index_postgres` for a team),
+chosen from ``--archive`` and ``--index`` (:mod:`.location`). :func:`write_record` is the one
+writer. A folder with its SQLite index writes as it always did: the notebook goes to an fsynced
+temporary file, then under its record name, then the row is added in one ``BEGIN IMMEDIATE``
+transaction, which also serialises reading and extending the chain tip. A shared archive spools
+the record locally first (:mod:`.spool`), then, holding the index's chain lock, writes the object
+and then its row: a crash between the two leaves an object that ``verify`` names and
+``reindex --adopt`` (or the next ``sync``) adopts.
 
-Rows form a hash chain in insertion order (``seq``)::
+Rows form a hash chain in insertion order (``seq``), see :mod:`.entries`::
 
     entry_hash = sha256(json([prev_hash, name, sha256, runbook, severity, environment,
                               incident_id, status, started_at, finished_at]))
 
 with ``prev_hash`` the previous row's ``entry_hash`` (64 zeros for the first) and ``sha256`` the
 record file's. :func:`verify` recomputes both and names every record modified, removed, or added
-outside the tool; :func:`reindex` rebuilds the index (and a fresh chain) from the notebooks.
+outside the tool, and every pruned one (a tombstone keeps its entry: :func:`prune`);
+:func:`reindex` rebuilds the index (and a fresh chain) from the records; :func:`migrate` copies a
+folder archive into a shared one, entries and hashes unchanged.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import re
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
+
+from . import record, spool
+# Names callers (notify, review, the CLI, the bench, the tests) have always taken from here: the
+# entry's definition, the SQLite index's connection, the folder's files. Re-exported, not copied.
+from .entries import (CHAINED, DEFAULT_LIMIT, GENESIS, MAX_OUTPUT_CHARS, TEXT_COLUMNS,  # noqa: F401
+                      IndexMissing, IndexUnavailable, SearchSyntaxError, describe, entry_hash, outputs_text,
+                      parse_since)
+from .entries import now as _now
+from .entries import public_row as _row  # noqa: F401
+from .index_sqlite import (INDEX_NAME, SqliteIndex, _append, _close, _immediate, connect,  # noqa: F401
+                           fts_query, index_path)
+from .location import Archive, open_archive
+from .storage import StorageUnavailable, file_sha256, record_files  # noqa: F401
 
 log = logging.getLogger("smartops.archive")
 
-INDEX_NAME = ".index.sqlite"
-GENESIS = "0" * 64
+#: Seconds a writer waits for the SQLite index's lock (read at each call: tests shorten it).
 BUSY_TIMEOUT_S = 30
-#: Summary fields that the chain covers, besides the record's name and SHA-256.
-CHAINED = ("runbook", "severity", "environment", "incident_id", "status", "started_at", "finished_at")
-#: Cap on the cell-output text indexed per record (a runbook that prints a whole log stays searchable).
-MAX_OUTPUT_CHARS = 200_000
-DEFAULT_LIMIT = 50
+#: What a shared archive can fail with while a record is written: the record stays in the spool.
+UNREACHABLE = (StorageUnavailable, IndexUnavailable, ValueError)
 
-_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS records (
-        seq              INTEGER PRIMARY KEY AUTOINCREMENT,  -- chain order
-        name             TEXT NOT NULL UNIQUE,
-        path             TEXT NOT NULL,                      -- relative to the archive folder
-        sha256           TEXT NOT NULL,                      -- of the record file's bytes
-        size             INTEGER NOT NULL,
-        prev_hash        TEXT NOT NULL,
-        entry_hash       TEXT NOT NULL,
-        runbook          TEXT NOT NULL,
-        title            TEXT NOT NULL DEFAULT '',
-        severity         TEXT NOT NULL DEFAULT '',
-        environment      TEXT NOT NULL DEFAULT '',
-        incident_id      TEXT NOT NULL DEFAULT '',
-        status           TEXT NOT NULL DEFAULT '',
-        confirmed        INTEGER NOT NULL DEFAULT 0,
-        causes           TEXT NOT NULL DEFAULT '',           -- space-separated cause codes
-        diagnosis        TEXT NOT NULL DEFAULT '',
-        detected_at      TEXT,
-        started_at       TEXT NOT NULL,                      -- ISO 8601 UTC, sorts as text
-        finished_at      TEXT,
-        mode             TEXT NOT NULL DEFAULT '',
-        operator         TEXT NOT NULL DEFAULT '',
-        actions_executed TEXT NOT NULL DEFAULT '[]',         -- JSON: ["action on target", ...]
-        findings         INTEGER NOT NULL DEFAULT 0,
-        indexed_at       TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS record_causes (cause TEXT NOT NULL, seq INTEGER NOT NULL, "
-    "PRIMARY KEY (cause, seq)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS records_started ON records (started_at, seq)",
-    *(f"CREATE INDEX IF NOT EXISTS records_{c} ON records ({c}, started_at)"
-      for c in ("runbook", "severity", "environment", "status", "incident_id")),
-    "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
-    "record, findings, diagnosis, outputs, parameters, tokenize='unicode61')",
-]
-_LIST_COLUMNS = ("name", "path", "sha256", "runbook", "title", "severity", "environment", "incident_id", "status",
-                 "confirmed", "causes", "diagnosis", "detected_at", "started_at", "finished_at", "mode", "operator",
-                 "actions_executed", "findings")
-
-
-class IndexMissing(LookupError):
-    pass
-
-
-# -- connection -----------------------------------------------------------------------------------
-def index_path(folder: Path) -> Path:
-    return Path(folder) / INDEX_NAME
-
-
-def connect(folder: Path, *, create: bool = True) -> sqlite3.Connection:
-    """Open the index (autocommit; transactions are explicit). ``create=False``: it must exist."""
-    path = index_path(folder)
-    if not create and not path.exists():
-        raise IndexMissing(f"no index at {path}")
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    try:
-        con.row_factory = sqlite3.Row
-        con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        if not create:
-            con = _readable(con, path)
-        else:
-            # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database
-            # is locked" at once (no busy wait) to writers racing that switch: serialise set-up.
-            with _setup_lock(path):
-                con.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
-                con.execute("PRAGMA synchronous = FULL")  # WAL's default (NORMAL) may lose a commit on power loss
-                if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'records_fts'").fetchone():
-                    with _immediate(con):
-                        for statement in _SCHEMA:
-                            con.execute(statement)
-                        con.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now(),))
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-@contextmanager
-def _setup_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (``<index>.lock``) around opening the index for writing."""
-    import fcntl
-
-    with open(f"{path}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _readable(con: sqlite3.Connection, path: Path) -> sqlite3.Connection:
-    """A reader on a full or read-only disk: WAL mode needs to create ``-shm``, which fails there.
-
-    Then read the database file as immutable: after the last writer closed, SQLite has checkpointed
-    the WAL into it, so nothing committed is missed (the ``disk-full`` incident's archive stays listable).
-    """
-    try:
-        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return con
-    except sqlite3.OperationalError as e:
-        if not any(m in str(e) for m in ("I/O", "unable to open", "readonly", "read-only")):
-            raise
-        con.close()
-    log.debug("index %s not writable here: reading it as immutable", path)
-    ro = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
-    ro.row_factory = sqlite3.Row
-    return ro
-
-
-@contextmanager
-def _immediate(con: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock at BEGIN, so the chain tip cannot move under us."""
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
-# -- what a record contributes to the index ---------------------------------------------------------
-def entry_hash(prev_hash: str, name: str, sha256: str, fields: Any) -> str:
-    material = [prev_hash, name, sha256, *[(fields[k] or "") for k in CHAINED]]
-    return hashlib.sha256(json.dumps(material, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-
-
-def _time(value: Any) -> str | None:
-    if not value:
-        return None
-    from smartops_nb.params import iso, parse_time
-
-    try:
-        return iso(parse_time(value))
-    except Exception:
-        return str(value)
-
-
-def _text(value: Any) -> str:
-    return "".join(value) if isinstance(value, list) else str(value or "")
-
-
-def outputs_text(nb) -> str:
-    """The stream, text/plain and error outputs of the code cells (already scrubbed in a record)."""
-    parts = []
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        for out in cell.get("outputs", []):
-            kind = out.get("output_type")
-            if kind == "stream":
-                parts.append(_text(out.get("text")))
-            elif kind in ("execute_result", "display_data"):
-                parts.append(_text(out.get("data", {}).get("text/plain")))
-            elif kind == "error":
-                parts.append(f"{out.get('ename', '')}: {out.get('evalue', '')}")
-    return "\n".join(p for p in parts if p)[:MAX_OUTPUT_CHARS]
-
-
-def describe(nb, data: bytes, name: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The index row (without chain fields) and the full-text columns of one record."""
-    s = nb.get("metadata", {}).get("smartops")
-    if not isinstance(s, dict) or not s.get("runbook"):
-        raise ValueError("no metadata.smartops summary (not a SmartOps record)")
-    diag = s.get("diagnosis") or {}
-    findings = s.get("findings") or []
-    actions = s.get("actions") or []
-    started = _time(s.get("started_at")) or ""
-    row = {
-        "name": name, "path": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-        "runbook": str(s.get("runbook", "")), "title": str(s.get("title", "")),
-        "severity": str(s.get("severity") or ""), "environment": str(s.get("environment") or ""),
-        "incident_id": str(s.get("incident_id") or ""), "status": str(s.get("status") or ""),
-        "confirmed": int(bool(diag.get("confirmed"))), "causes": " ".join(diag.get("causes") or []),
-        "diagnosis": str(diag.get("summary") or ""), "detected_at": _time(s.get("detected_at")),
-        "started_at": started, "finished_at": _time(s.get("finished_at")), "mode": str(s.get("mode") or ""),
-        "operator": str(s.get("operator") or ""),
-        "actions_executed": json.dumps([f"{a.get('action')} on {a.get('target')}" for a in actions
-                                        if a.get("mode") == "executed"]),
-        "findings": len(findings),
-    }
-    words = {
-        "record": " ".join(str(x) for x in (name, s.get("runbook"), s.get("title"), s.get("incident_id"),
-                                            s.get("environment"), s.get("severity"), s.get("operator")) if x),
-        "findings": "\n".join(f"{f.get('check', '')} {f.get('status', '')}: {f.get('summary', '')}" for f in findings),
-        "diagnosis": f"{diag.get('summary', '')}\n{' '.join(diag.get('causes') or [])}",
-        "outputs": outputs_text(nb),
-        "parameters": "\n".join(f"{k}={v}" for k, v in (s.get("parameters") or {}).items()),
-    }
-    return row, words
-
-
-def _append(con: sqlite3.Connection, row: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
-    """Add one row at the chain tip (call inside :func:`_immediate`)."""
-    tip = con.execute("SELECT entry_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-    prev = tip[0] if tip else GENESIS
-    row = {**row, "prev_hash": prev, "entry_hash": entry_hash(prev, row["name"], row["sha256"], row),
-           "indexed_at": _now()}
-    cols = list(row)
-    seq = con.execute(f"INSERT INTO records ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                      [row[c] for c in cols]).lastrowid
-    con.executemany("INSERT OR IGNORE INTO record_causes (cause, seq) VALUES (?, ?)",
-                    [(c, seq) for c in row["causes"].split()])
-    con.execute("INSERT INTO records_fts (rowid, record, findings, diagnosis, outputs, parameters) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (seq, words["record"], words["findings"], words["diagnosis"],
-                                              words["outputs"], words["parameters"]))
-    return row
-
-
-def _now() -> str:
-    from smartops_nb.params import iso, utcnow
-
-    return iso(utcnow())
+def location(archive: "str | os.PathLike | Archive | None", index: str | None = None) -> Archive:
+    """The archive a caller names: a folder path (as before), an ``s3://`` URL, or an :class:`Archive`."""
+    return open_archive(archive, index, busy_timeout=BUSY_TIMEOUT_S)
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def write_record(nb, summary: dict[str, Any], folder: Path) -> Path:
-    """Write the record and its index row together; return the record's path.
+def write_record(nb, summary: dict[str, Any], archive: "Path | Archive") -> "Path | str":
+    """Write the record and its index row; return the record's path (a folder) or URL (S3).
+
+    A folder with its SQLite index: see :func:`_write_local`. A shared archive: the record is
+    spooled locally, then the spool is sent in order (:func:`sync`, this record last). If the store
+    or the index cannot take it, :class:`~smartops_nb.records.record.RecordWriteError` says so and
+    names the spooled copy, which the next write or ``smartops archive sync`` sends.
+    """
+    import nbformat
+
+    loc = location(archive)
+    data = nbformat.writes(nb).encode()
+    if not loc.shared:
+        return _write_local(nb, data, summary, loc.folder, BUSY_TIMEOUT_S)
+    try:
+        # spooled and sent under the spool's lock: no other thread or command sends this entry meanwhile
+        with spool.draining(loc.local_dir):
+            entry = spool.put(loc.local_dir, data, record.record_name(summary))
+            try:
+                return _send_spool(loc)[entry.name]
+            except UNREACHABLE as e:
+                raise record.RecordWriteError(
+                    f"cannot write to {loc.url}: {_one_line(e)}; record kept in the spool at {entry} "
+                    f"(`smartops archive sync` sends it)", entry) from None
+    except record.RecordWriteError:
+        raise
+    except OSError as e:  # this machine's own disk refused the spool: the fallback folder, as for a folder
+        raise record._unsaved(data, summary, Path(loc.local_dir), e) from e
+
+
+def _write_local(nb, data: bytes, summary: dict[str, Any], folder: Path, timeout: float) -> Path:
+    """A folder archive with its SQLite index: the record file and its index row together.
 
     The file is complete or absent (staged, fsynced, then linked under its name). If the archive
     refuses the file, :class:`~smartops_nb.records.record.RecordWriteError` names the fallback copy and
     the index is untouched. If only the index refuses (locked too long, corrupt, full), the record
     is kept and the failure logged as an error: ``verify`` will name it, ``reindex`` adds it.
     """
-    import nbformat
-
-    from . import record
-
-    folder = Path(folder)
-    data = nbformat.writes(nb).encode()
     staged = record.stage(data, folder, summary)
     con: sqlite3.Connection | None = None
     problem: BaseException | None = None
     try:
-        con = connect(folder)
+        con = connect(folder, timeout=timeout)
         con.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as e:
         problem = e
@@ -299,151 +124,123 @@ def write_record(nb, summary: dict[str, Any], folder: Path) -> Path:
     return path
 
 
-def _close(con: sqlite3.Connection | None, *, rollback: bool) -> None:
-    if con is None:
-        return
-    try:
-        if rollback and con.in_transaction:
-            con.execute("ROLLBACK")
-        con.close()
-    except sqlite3.Error:
-        pass
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def sync(archive: "Path | Archive") -> dict[str, str]:
+    """Upload and index every spooled record of a shared archive, oldest first; spool entry → URL.
+
+    Stops at the first failure (raising it), so the order and the chain stay intact; what was
+    sent is gone from the spool.
+    """
+
+    loc = location(archive)
+    with spool.draining(loc.local_dir):
+        return _send_spool(loc)
+
+
+def _send_spool(loc: Archive) -> dict[str, str]:
+    """:func:`sync`'s work, the spool's lock held."""
+    import nbformat
+
+    sent: dict[str, str] = {}
+    for entry in spool.entries(loc.local_dir):
+        data = entry.read_bytes()
+        nb = nbformat.reads(data.decode(), as_version=4)
+        summary = nb.metadata["smartops"]
+        with loc.index.appending() as tx:
+            name = _place(loc, tx, data, summary)
+            row, words = describe(nb, data, name)
+            tx.append(row, words)
+        entry.unlink()
+        sent[entry.name] = loc.storage.where(name)
+        log.info("record %s archived", sent[entry.name])
+    return sent
+
+
+def _place(loc: Archive, tx, data: bytes, summary: dict[str, Any]) -> str:
+    """Write the object under a free record name (holding the chain lock); its name.
+
+    An object already there with these very bytes and no entry was written by an earlier attempt
+    that failed before its index row: it is adopted, not written twice.
+    """
+    digest = (hashlib.sha256(data).hexdigest(), len(data))
+    for n in range(1000):
+        name = record.record_name(summary, n)
+        if tx.has(name):
+            continue
+        if not loc.storage.exists(name):
+            break
+        if loc.storage.hashes([name]).get(name) == digest:
+            return name
+    return loc.storage.put_new(data, summary, taken=tx.has)
 
 
 # -- reading ---------------------------------------------------------------------------------------
-_SINCE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(text: str, now: dt.datetime | None = None) -> str:
-    """``7d``, ``24h``, ``30m``, ``2w`` or an ISO 8601 time → the ISO UTC cut-off (ValueError if neither)."""
-    from smartops_nb.params import ParameterError, iso, parse_time, utcnow
-
-    m = _SINCE.match(text)
-    if m:
-        return iso((now or utcnow()) - dt.timedelta(**{_UNITS[m[2]]: int(m[1])}))
-    try:
-        return iso(parse_time(text, name="since"))
-    except ParameterError:
-        raise ValueError(f"--since must be like 7d, 24h, 30m, 2w or an ISO 8601 time, got {text!r}") from None
-
-
-def _where(clauses: list[str], args: list[Any], runbook=None, severity=None, environment=None, cause=None,
-           since=None, status=None, incident_id=None) -> tuple[str, list[Any]]:
-    """A WHERE clause for the list filters (after ``clauses`` already given)."""
-    clauses, args = list(clauses), list(args)
-    for col, value in (("runbook", runbook), ("severity", severity), ("environment", environment),
-                       ("status", status), ("incident_id", incident_id)):
-        if value:
-            clauses.append(f"r.{col} = ?")
-            args.append(value)
-    if cause:
-        clauses.append("r.seq IN (SELECT seq FROM record_causes WHERE cause = ?)")
-        args.append(cause)
-    if since:
-        clauses.append("r.started_at >= ?")
-        args.append(parse_since(since))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-def _row(r: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
-    """An index row as list/search return it (from the index, or :func:`describe`'s row)."""
-    d = dict(r)
-    d["confirmed"] = bool(d["confirmed"])
-    d["causes"] = d["causes"].split()
-    executed = d["actions_executed"]
-    d["actions_executed"] = json.loads(executed) if executed and executed != "[]" else []
-    return d
-
-
-def list_records(folder: Path, *, limit: int = DEFAULT_LIMIT, **filters) -> list[dict[str, Any]]:
+def list_records(folder: "Path | Archive", *, limit: int = DEFAULT_LIMIT, **filters) -> list[dict[str, Any]]:
     """Index rows, newest first (``limit`` 0: all). Filters: runbook, severity, environment, cause,
-    since, status, incident_id. Reads the index only, never a notebook."""
-    where, args = _where([], [], **filters)
-    sql = (f"SELECT {', '.join('r.' + c for c in _LIST_COLUMNS)} FROM records r{where} "
-           f"ORDER BY r.started_at DESC, r.seq DESC")
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    con = connect(folder, create=False)
-    try:
-        return [_row(r) for r in con.execute(sql, args)]
-    finally:
-        con.close()
+    since, status, incident_id. Reads the index only, never a record."""
+    return location(folder).index.list(limit, **filters)
 
 
-class SearchSyntaxError(ValueError):
-    pass
+def search(folder: "Path | Archive", text: str, *, limit: int = DEFAULT_LIMIT, **filters) -> list[dict[str, Any]]:
+    """Records whose findings, diagnosis, outputs or parameters match ``text``, best first."""
+    return location(folder).index.search(text, limit, **filters)
 
 
-_FTS_SYNTAX = set('"()*^:+{}')
+def resolve(folder: "Path | Archive", ref: str) -> Path:
+    """A record by path, by name in the archive (``.ipynb`` optional), or by a unique name prefix.
 
-
-def fts_query(text: str) -> str:
-    """Quote plain words FTS5 would reject as barewords (``idle-connection-leak``, ``10.0.0.5``) so
-    they match as phrases; anything using FTS5 syntax (quotes, ``*``, ``:``, parentheses) is kept."""
-    out = []
-    for token in text.split():
-        plain = not (_FTS_SYNTAX & set(token)) and token not in ("AND", "OR", "NOT", "NEAR")
-        out.append(f'"{token}"' if plain and not re.fullmatch(r"\w+", token) else token)
-    return " ".join(out)
-
-
-def search(folder: Path, text: str, *, limit: int = DEFAULT_LIMIT, **filters) -> list[dict[str, Any]]:
-    """Records whose findings, diagnosis, outputs or parameters match ``text`` (FTS5), best first."""
-    where, args = _where(["records_fts MATCH ?"], [fts_query(text)], **filters)
-    sql = (f"SELECT {', '.join('r.' + c for c in _LIST_COLUMNS)}, "
-           f"snippet(records_fts, -1, '[', ']', '…', 10) AS match "
-           f"FROM records_fts JOIN records r ON r.seq = records_fts.rowid{where} "
-           f"ORDER BY records_fts.rank, r.started_at DESC")
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    con = connect(folder, create=False)
-    try:
-        con.execute("SELECT 1 FROM records_fts LIMIT 1").fetchall()  # an unreadable index is not a syntax error
-        try:
-            return [_row(r) for r in con.execute(sql, args)]
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "I/O" in str(e):
-                raise
-            raise SearchSyntaxError(f"bad search syntax in {text!r} ({e})") from None
-    finally:
-        con.close()
-
-
-def resolve(folder: Path, ref: str) -> Path:
-    """A record by path, by name in the archive (``.ipynb`` optional), or by a unique name prefix."""
-    for candidate in (Path(ref), Path(folder) / ref, Path(folder) / f"{ref}.ipynb"):
-        if candidate.is_file():
-            return candidate
-    matches = sorted(p for p in Path(folder).glob(f"{glob_escape(ref)}*.ipynb")) if Path(folder).is_dir() else []
+    A record in S3 is fetched to a local read-only copy (:func:`fetch`)."""
+    loc = location(folder)
+    if loc.folder is not None:
+        folder = loc.folder
+        for candidate in (Path(ref), Path(folder) / ref, Path(folder) / f"{ref}.ipynb"):
+            if candidate.is_file():
+                return candidate
+        names = [p.name for p in Path(folder).glob(f"{glob_escape(ref)}*.ipynb")] if Path(folder).is_dir() else []
+    else:
+        if Path(ref).is_file():
+            return Path(ref)
+        all_names = loc.storage.names()
+        exact = [n for n in (ref, f"{ref}.ipynb") if n in all_names]
+        names = exact[:1] or [n for n in all_names if n.startswith(ref)]
+    matches = sorted(names)
     if len(matches) == 1:
-        return matches[0]
+        return fetch(loc, matches[0]) if loc.folder is None else loc.folder / matches[0]
     if matches:
-        raise LookupError(f"{ref!r} matches {len(matches)} records in {folder}: "
-                          + ", ".join(p.name for p in matches[:5]) + (" ..." if len(matches) > 5 else ""))
-    raise LookupError(f"no record {ref!r} in {folder}")
+        raise LookupError(f"{ref!r} matches {len(matches)} records in {loc.url}: "
+                          + ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else ""))
+    raise LookupError(f"no record {ref!r} in {loc.url}")
+
+
+def fetch(archive: "Path | Archive", name: str) -> Path:
+    """A local read-only copy of one record (``<state>/archives/<key>/records/NAME``), fetched once."""
+    loc = location(archive)
+    if loc.folder is not None:
+        return loc.folder / name
+    target = Path(loc.local_dir) / "records" / name
+    if not target.is_file():
+        data = loc.storage.read(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{name}.tmp")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    return target
 
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def indexed_entry(folder: Path, name: str) -> dict[str, str] | None:
+def indexed_entry(folder: "Path | Archive", name: str) -> dict[str, str] | None:
     """The index's ``sha256`` and ``entry_hash`` for a record (None: not indexed, or no index)."""
-    try:
-        con = connect(folder, create=False)
-    except IndexMissing:
-        return None
-    try:
-        row = con.execute("SELECT sha256, entry_hash FROM records WHERE name = ?", (name,)).fetchone()
-        return {"sha256": row[0], "entry_hash": row[1]} if row else None
-    except sqlite3.Error:
-        return None
-    finally:
-        con.close()
+    return location(folder).index.entry(name)
 
 
-def indexed_hash(folder: Path, name: str) -> str | None:
+def indexed_hash(folder: "Path | Archive", name: str) -> str | None:
     """The SHA-256 the index holds for a record (None: not indexed, or no index)."""
     entry = indexed_entry(folder, name)
     return entry["sha256"] if entry else None
@@ -476,54 +273,48 @@ class Verification:
     tip: str = GENESIS
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)  # names whose tombstone keeps their entry
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def record_files(folder: Path) -> list[Path]:
-    """The notebooks in the archive folder (hidden and temporary files are not records)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("*.ipynb") if p.is_file() and not p.name.startswith("."))
-
-
 ANCHOR_MIN_HEX = 12
 
 
-def verify(folder: Path, anchors: Iterable[str] = ()) -> Verification:
+def verify(folder: "Path | Archive", anchors: Iterable[str] = ()) -> Verification:
     """Recompute every record's SHA-256 and the chain; name what changed outside the tool.
 
     ``anchors``: chain entries published outside the archive (each notification carries its
     record's ``entry_hash``; a prefix of at least :data:`ANCHOR_MIN_HEX` hex digits will do). The
     chain alone cannot tell that its newest entries were deleted together with their records, or
-    that it was recomputed from scratch; an anchor that is no longer in it can.
+    that it was recomputed from scratch; an anchor that is no longer in it can. A pruned record
+    (its tombstone in the index) is reported as pruned, not as removed.
     """
-    folder = Path(folder)
+    loc = location(folder)
     report = Verification()
-    unindexed = {p.name for p in record_files(folder)}
+    if loc.folder is not None and not loc.shared:
+        unindexed = {p.name for p in record_files(loc.folder)}
+    else:
+        unindexed = set(loc.storage.names())
     report.files = len(unindexed)
-    for p in sorted(folder.glob(".record-*.tmp")):
-        report.warnings.append(f"{p.name}: temporary file left by an interrupted write (not a record)")
+    for name in loc.storage.temporaries():
+        report.warnings.append(f"{name}: temporary file left by an interrupted write (not a record)")
+    waiting = spool.entries(loc.local_dir) if loc.shared else []
+    if waiting:
+        report.warnings.append(f"{len(waiting)} record(s) in this machine's spool not sent yet: "
+                               f"`smartops archive sync` sends them")
     try:
-        con = connect(folder, create=False)
-        rows = con.execute("SELECT * FROM records ORDER BY seq").fetchall()
-        con.close()
-    except (IndexMissing, sqlite3.Error) as e:
-        why = "missing" if isinstance(e, IndexMissing) else f"unreadable ({e})"
-        report.problems.append(Problem("index-altered", INDEX_NAME, f"the index is {why}"))
-        rows = []
+        rows = loc.index.rows()
+        tombstones = loc.index.tombstones()
+    except (IndexMissing, IndexUnavailable) as e:
+        why = "missing" if isinstance(e, IndexMissing) else _one_line(e)
+        why = why if why.startswith(("missing", "unreadable")) else f"unreadable ({why})"
+        report.problems.append(Problem("index-altered", loc.index.problem_name, f"the index is {why}"))
+        rows, tombstones = [], {}
     prev = GENESIS
+    present = []
     for r in rows:
         name = r["name"]
         if r["prev_hash"] != prev:
@@ -534,18 +325,24 @@ def verify(folder: Path, anchors: Iterable[str] = ()) -> Verification:
                                            "its hash"))
         prev = r["entry_hash"]
         unindexed.discard(r["path"])
-        path = folder / r["path"]
-        if not path.is_file():
-            report.problems.append(Problem("removed", name, "in the index, missing from the folder"))
+        tomb = tombstones.get(name)
+        if tomb is not None:
+            report.pruned.append(name)
+            if tomb["sha256"] != r["sha256"]:
+                report.problems.append(Problem("index-altered", name, "tombstone does not match its entry's hash"))
             continue
-        try:
-            actual = file_sha256(path)
-        except OSError as e:
-            report.problems.append(Problem("unreadable", name, str(e)))
-            continue
-        if actual != r["sha256"]:
-            report.problems.append(Problem("modified", name, f"SHA-256 {actual[:12]}… differs from the index's "
-                                           f"{r['sha256'][:12]}… (size {path.stat().st_size}, was {r['size']})"))
+        present.append(r)
+    hashes = loc.storage.hashes([r["path"] for r in present])
+    for r in present:
+        name, got = r["name"], hashes.get(r["path"])
+        if isinstance(got, FileNotFoundError) or got is None:
+            report.problems.append(Problem("removed", name, "in the index, missing from the "
+                                           + ("folder" if loc.folder is not None else "store")))
+        elif isinstance(got, Exception):
+            report.problems.append(Problem("unreadable", name, _one_line(got)))
+        elif got[0] != r["sha256"]:
+            report.problems.append(Problem("modified", name, f"SHA-256 {got[0][:12]}… differs from the index's "
+                                           f"{r['sha256'][:12]}… (size {got[1]}, was {r['size']})"))
     report.entries, report.tip = len(rows), prev
     chain = [r["entry_hash"] for r in rows]
     for anchor in anchors:
@@ -555,8 +352,9 @@ def verify(folder: Path, anchors: Iterable[str] = ()) -> Verification:
                                            "the chain: records were removed from its end, or the chain was "
                                            "rebuilt (reindex) since"))
     for name in sorted(unindexed):
-        report.problems.append(Problem("added", name, "in the folder, not in the index (added outside the tool, "
-                                       "or written while the index was unavailable)"))
+        report.problems.append(Problem("added", name, "in the " + ("folder" if loc.folder is not None else "store")
+                                       + ", not in the index (added outside the tool, or written while the index "
+                                       "was unavailable)"))
     return report
 
 
@@ -571,40 +369,26 @@ class Reindexed:
     moved_aside: Path | None = None                       # an unreadable index, kept for inspection
 
 
-class IndexUnavailable(RuntimeError):
-    """The index cannot be rebuilt now (locked by another run, unwritable); it was left as it is."""
+def reindex(folder: "Path | Archive") -> Reindexed:
+    """Rebuild the index from the records' ``metadata["smartops"]``, chained in started_at order.
 
-
-def reindex(folder: Path) -> Reindexed:
-    """Rebuild the index from the notebooks' ``metadata["smartops"]``, chained in started_at order.
-
-    Trusts the files as they are now: run it when the index is lost, or after ``verify`` found
+    Trusts the records as they are now: run it when the index is lost, or after ``verify`` found
     drift that you have looked at. One transaction, so a concurrent reader sees old or new.
-    The files are listed and read inside that transaction: a writer holds the same lock while it
-    publishes a record, so every file seen is complete and none appears unindexed meanwhile.
-    An index that is not a database is moved aside; one that is busy (``database is locked``)
+    The records are listed and read inside that transaction: a writer holds the same lock while it
+    publishes a record, so every record seen is complete and none appears unindexed meanwhile.
+    A SQLite index that is not a database is moved aside; one that is busy (``database is locked``)
     or unwritable raises :class:`IndexUnavailable` and is left alone.
     """
-    folder = Path(folder)
+    loc = location(folder)
     out = Reindexed()
-    con, old = _begin_rebuild(folder, out)
-    try:
-        described = _describe_all(folder, out)
-        for table in ("records_fts", "record_causes", "records"):
-            con.execute(f"DELETE FROM {table}")
-        con.execute("DELETE FROM sqlite_sequence WHERE name = 'records'")
-        for _, name, row, words in described:
-            _append(con, row, words)
-            out.indexed.append(name)
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('reindexed_at', ?)", (_now(),))
-        con.execute("COMMIT")
-    except sqlite3.Error as e:
-        _close(con, rollback=True)
-        raise IndexUnavailable(f"cannot rebuild the index {index_path(folder)}: {e}") from None
-    except BaseException:
-        _close(con, rollback=True)
-        raise
-    _close(con, rollback=False)
+    described: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
+
+    def describe_all():
+        described.extend(_describe_all(loc, out))
+        return [(row, words) for _, _, row, words in described]
+
+    old = loc.index.rebuild(describe_all, out)
+    out.indexed = [name for _, name, _, _ in described]
     current = {row["name"]: row["sha256"] for _, _, row, _ in described}
     out.new = sorted(set(current) - set(old)) if out.previous is not None else []
     out.dropped = sorted(set(old) - set(current))
@@ -612,54 +396,160 @@ def reindex(folder: Path) -> Reindexed:
     return out
 
 
-def _corrupt(e: sqlite3.Error) -> bool:
-    """The index file itself is damaged (as opposed to busy, read-only, or a full disk)."""
-    return any(m in str(e) for m in ("not a database", "malformed"))
+def adopt(folder: "Path | Archive") -> list[str]:
+    """Index the records that have no entry (an upload whose row was never written), at the chain tip.
 
-
-def _begin_rebuild(folder: Path, out: Reindexed) -> tuple[sqlite3.Connection, dict[str, str]]:
-    """Open the index (a new one if missing or damaged) in ``BEGIN IMMEDIATE``; the previous entries."""
-    existed = index_path(folder).exists()
-    for attempt in (1, 2):
-        con: sqlite3.Connection | None = None
-        try:
-            con = connect(folder)
-            con.execute("BEGIN IMMEDIATE")
-            old = dict(con.execute("SELECT name, sha256 FROM records").fetchall())
-            out.previous = len(old) if existed else None
-            return con, old
-        except sqlite3.Error as e:
-            _close(con, rollback=True)
-            if attempt == 2 or not _corrupt(e):
-                why = " (another smartops command is writing it; try again)" if "locked" in str(e) else ""
-                raise IndexUnavailable(f"cannot rebuild the index {index_path(folder)}: {e}{why}") from None
-            out.moved_aside = _move_aside(folder)
-            existed = False
-    raise AssertionError("unreachable")
-
-
-def _describe_all(folder: Path, out: Reindexed) -> list[tuple[str, str, dict[str, Any], dict[str, str]]]:
-    """Every record file's index row, in chain order (started_at, then name); the others in ``skipped``."""
+    Unlike :func:`reindex`, the chain is kept: entries published before stay valid."""
     import nbformat
 
+    loc = location(folder)
+    adopted = []
+    with loc.index.appending() as tx:
+        for name in loc.storage.names():
+            if tx.has(name):
+                continue
+            data = loc.storage.read(name)
+            try:
+                row, words = describe(nbformat.reads(data.decode(), as_version=4), data, name)
+            except Exception as e:  # not a SmartOps record: verify keeps naming it
+                log.warning("not adopted: %s (%s)", name, _one_line(e))
+                continue
+            tx.append(row, words)
+            adopted.append(name)
+    return adopted
+
+
+def _describe_all(loc: Archive, out: Reindexed) -> list[tuple[str, str, dict[str, Any], dict[str, str]]]:
+    """Every record's index row, in chain order (started_at, then name); the others in ``skipped``."""
+    import nbformat
+
+    if loc.folder is not None:
+        names = [p.name for p in record_files(loc.folder)]  # module-level: tests watch it
+    else:
+        names = loc.storage.names()
     described = []
-    for path in record_files(folder):
+    for name in names:
         try:
-            data = path.read_bytes()
-            row, words = describe(nbformat.reads(data.decode(), as_version=4), data, path.name)
+            data = loc.storage.read(name)
+            row, words = describe(nbformat.reads(data.decode(), as_version=4), data, name)
+        except StorageUnavailable:
+            raise
         except Exception as e:  # not JSON, not a notebook, not a SmartOps record
-            out.skipped.append((path.name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            out.skipped.append((name, str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
-        described.append((row["started_at"], path.name, row, words))
+        described.append((row["started_at"], name, row, words))
     described.sort(key=lambda x: (x[0], x[1]))
     return described
 
 
-def _move_aside(folder: Path) -> Path:
-    stamp = _now().replace(":", "-")
-    target = index_path(folder).with_name(f"{INDEX_NAME}.broken-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(f"{index_path(folder)}{suffix}")
-        if src.exists():
-            os.replace(src, Path(f"{target}{suffix}"))
-    return target
+# -- moving and retention ------------------------------------------------------------------------------
+class ArchiveRefused(ValueError):
+    """The command cannot be done on these archives as they are (one line; nothing was changed)."""
+
+
+@dataclass
+class Migrated:
+    copied: list[str] = field(default_factory=list)
+    tombstones: int = 0
+    tip: str = GENESIS
+
+
+def migrate(source: "Path | Archive", target: "Path | Archive") -> Migrated:
+    """Copy an archive into another (a folder into ``s3://`` + PostgreSQL): same bytes, same entries.
+
+    The source must verify and the target's index must be empty. Every entry is copied as it is
+    (``prev_hash``, ``entry_hash``), so hashes and anchors published before stay valid, and the new
+    archive's chain goes on from the old tip, which is recorded in both indexes' meta
+    (``migrated_tip``). Objects are written before their entries, under the chain lock.
+    """
+    import nbformat
+
+    src, dst = location(source), location(target)
+    if src.url == dst.url and type(src.index) is type(dst.index):
+        raise ArchiveRefused(f"--to {dst.url} is the archive itself")
+    report = verify(src)
+    if not report.ok:
+        raise ArchiveRefused(f"{src.url} does not verify ({len(report.problems)} problem(s)): "
+                             f"run `smartops archive verify` and fix that first")
+    rows, tombs = src.index.rows(), src.index.tombstones()
+    out = Migrated(tip=report.tip)
+    with dst.index.appending() as tx:
+        if not tx.empty():
+            raise ArchiveRefused(f"the target index {dst.index.label} is not empty: migrate into a new one")
+        for r in rows:
+            name = r["name"]
+            if name in tombs:
+                tx.copy(r, {**{c: "" for c in TEXT_COLUMNS}, "record": name})  # its words went with it
+                tx.tombstone(name, r["sha256"], tombs[name]["why"])
+                out.tombstones += 1
+                continue
+            data = src.storage.read(name)
+            try:
+                dst.storage.put(name, data)
+            except FileExistsError:
+                if dst.storage.hashes([name]).get(name) != (r["sha256"], len(data)):
+                    raise ArchiveRefused(f"{dst.storage.where(name)} exists with other bytes") from None
+            _, words = describe(nbformat.reads(data.decode(), as_version=4), data, name)
+            tx.copy(r, words)
+            out.copied.append(name)
+        for key, value in (("migrated_from", src.url), ("migrated_tip", report.tip), ("migrated_at", _now())):
+            tx.set_meta(key, value)
+    with src.index.appending() as tx:
+        tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
+    return out
+
+
+@dataclass
+class Pruned:
+    cutoff: str
+    pruned: list[str] = field(default_factory=list)
+    kept_open: list[str] = field(default_factory=list)       # of an incident still open
+    kept_confirmed: list[str] = field(default_factory=list)  # --keep-confirmed
+
+
+def open_incidents(rows: list[dict[str, Any]]) -> set[str]:
+    """Incident ids whose latest record is not a completed run that confirms nothing (not resolved yet)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        i = r["incident_id"]
+        if i and (i not in latest or (r["started_at"], r["seq"]) > (latest[i]["started_at"], latest[i]["seq"])):
+            latest[i] = r
+    return {i for i, r in latest.items() if not (r["status"] == "completed" and not r["confirmed"])}
+
+
+def prune(archive: "Path | Archive", older_than: str, *, keep_confirmed: bool = False,
+          dry_run: bool = False) -> Pruned:
+    """Delete the record files started before ``older_than`` (``400d``), keeping their chain entries.
+
+    Each pruned entry gets a tombstone (its hash, when, why), so ``verify`` reports it as pruned and
+    the chain still verifies; records of an incident still open are never pruned. The tombstones
+    are committed before any file is deleted: an interrupted prune leaves files that are merely
+    kept longer.
+    """
+    loc = location(archive)
+    out = Pruned(cutoff=parse_since(older_than))
+    rows, tombs = loc.index.rows(), loc.index.tombstones()
+    opened = open_incidents(rows)
+    doomed = []
+    for r in rows:
+        if r["started_at"] >= out.cutoff or r["name"] in tombs:
+            continue
+        if r["incident_id"] in opened:
+            out.kept_open.append(r["name"])
+        elif keep_confirmed and r["confirmed"]:
+            out.kept_confirmed.append(r["name"])
+        else:
+            doomed.append(r)
+    out.pruned = [r["name"] for r in doomed]
+    if dry_run or not doomed:
+        return out
+    why = f"retention: started before {out.cutoff} (--older-than {older_than})"
+    with loc.index.appending() as tx:
+        for r in doomed:
+            tx.tombstone(r["name"], r["sha256"], why)
+    for r in doomed:
+        try:
+            loc.storage.delete(r["path"])
+        except FileNotFoundError:
+            pass
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from . import archive as record_archive  # `archive` is the folder argument below
 from . import plans, record
@@ -18,24 +18,31 @@ from . import plans, record
 if TYPE_CHECKING:
     import nbformat
 
+    from .location import Archive
+
 log = logging.getLogger("smartops.records")
 
 
-def store(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Path, *, secrets: Iterable[str] = (),
-          add_cell: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Summary + executed notebook → scrubbed record in the archive; return its path and stored summary.
+def store(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Union[Path, "Archive"], *,
+          secrets: Iterable[str] = (), add_cell: bool = False) -> tuple[Union[Path, str], dict[str, Any]]:
+    """Summary + executed notebook → scrubbed record in the archive; return its path (a folder) or
+    URL (``s3://``) and the stored summary.
 
     ``add_cell``: the notebook did not show the summary itself (it did not reach ``run.finish()``),
     so it is appended as a last cell. Raises :class:`~smartops_nb.records.record.RecordWriteError`
-    when the archive refuses it (the notebook is kept in a fallback folder the error names).
+    when the archive refuses it (the notebook is kept in a fallback folder, or for a shared archive
+    in the local spool, which the error names).
     """
     record.attach_summary(nb, summary, add_cell=add_cell)
     nb = record.scrub_notebook(nb, list(secrets))
     path = record_archive.write_record(nb, summary, archive)  # the record and its index entry
     stored = nb.metadata["smartops"]
     if stored.get("plans"):  # what a person may approve from the alert (smartops approve PLAN_ID)
+        name = Path(str(path)).name
+        # a shared archive's plans are kept on this machine for now (beside its spool)
+        folder = archive if isinstance(archive, (str, Path)) else archive.local_dir
         try:
-            plans.PlanStore(archive).register(stored, path.name)
+            plans.PlanStore(folder).register(stored, name)
         except (OSError, sqlite3.Error) as e:  # the record is written; only approving from it is lost
-            log.error("plans of %s not registered (%s): they cannot be approved; re-run the runbook", path.name, e)
+            log.error("plans of %s not registered (%s): they cannot be approved; re-run the runbook", name, e)
     return path, stored

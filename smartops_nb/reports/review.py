@@ -35,20 +35,23 @@ POSTMORTEM_FOLDER = "postmortems"
 NOTEBOOK = "incident_review.ipynb"
 #: The review notebook's parameters (its parameters cell is generated from these).
 PARAMETERS = (
-    Param("archive", str, "incidents", "the archive folder to review"),
+    Param("archive", str, "incidents", "the archive to review: a folder or s3://bucket/prefix"),
+    Param("index", str, "", "its index: sqlite or a PostgreSQL DSN (empty: $SMARTOPS_INDEX, else sqlite)"),
     Param("since", str, "", "first day reviewed (ISO 8601 or 7d, 4w) (empty: from the first record)"),
     Param("until", str, "", "last day reviewed (ISO 8601, empty: up to now)"),
 )
 
 
 # -- reading the archive ----------------------------------------------------------------------------
-def load_rows(archive: str | Path) -> pd.DataFrame:
-    """The archive's index rows; the records' own metadata when there is no index."""
+def load_rows(archive: str | Path, index_dsn: str = "") -> pd.DataFrame:
+    """The archive's index rows; a folder's records' own metadata when there is no index."""
     from smartops_nb.records import archive as index
+    from smartops_nb.records.location import open_archive
 
-    folder = Path(archive)
+    loc = open_archive(archive, index_dsn or None)
+    folder = loc.folder if loc.folder is not None else Path(loc.local_dir)
     try:
-        rows = index.list_records(folder, limit=0)
+        rows = index.list_records(loc.target, limit=0)
     except index.IndexMissing:
         import nbformat
 
@@ -93,12 +96,17 @@ def between(df: pd.DataFrame, since: str = "", until: str = "") -> pd.DataFrame:
 
 
 def postmortems_in(archive: str | Path) -> set[str]:
-    """Incident ids that have a ``postmortem-<id>.md`` in the archive or its ``postmortems/`` folder."""
-    folder = Path(archive)
-    found = set()
-    for where in (folder, folder / POSTMORTEM_FOLDER):
-        found |= {p.stem[len("postmortem-"):] for p in where.glob("postmortem-*.md")} if where.is_dir() else set()
-    return found
+    """Incident ids that have a ``postmortem-<id>.md`` in the archive or its ``postmortems/`` folder
+    (for an ``s3://`` archive: under its prefix, or ``postmortems/`` below it)."""
+    if str(archive).startswith("s3://"):
+        from smartops_nb.records.storage import S3Storage
+
+        names = S3Storage(str(archive)).files(("", POSTMORTEM_FOLDER))
+    else:
+        folder = Path(archive)
+        names = [p.name for where in (folder, folder / POSTMORTEM_FOLDER) if where.is_dir()
+                 for p in where.glob("postmortem-*.md")]
+    return {Path(n).stem[len("postmortem-"):] for n in names if n.startswith("postmortem-") and n.endswith(".md")}
 
 
 # -- incidents --------------------------------------------------------------------------------------

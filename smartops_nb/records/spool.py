@@ -1,0 +1,52 @@
+"""The local spool of a shared archive: records finished but not yet uploaded and indexed.
+
+A record for a shared archive (``s3://``, or a PostgreSQL index) is written here first, fsynced, then
+uploaded and indexed by :func:`smartops_nb.records.archive.sync`, which empties the spool in order
+(oldest first). If the store or the index is down, the record stays here and the next successful
+write, or ``smartops archive sync``, sends it: no record is ever only in memory.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def folder(local_dir: Path) -> Path:
+    return Path(local_dir) / "spool"
+
+
+def put(local_dir: Path, data: bytes, name: str) -> Path:
+    """Keep ``data`` durably as the newest spool entry (``<time_ns>-<name>``); its path."""
+    spool = folder(local_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    target = spool / f"{time.time_ns():020d}-{name}"
+    tmp = spool / f".{target.name}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def entries(local_dir: Path) -> list[Path]:
+    """Spooled records, oldest first."""
+    spool = folder(local_dir)
+    return sorted(spool.glob("*.ipynb")) if spool.is_dir() else []
+
+
+@contextmanager
+def draining(local_dir: Path) -> Iterator[None]:
+    """One sender at a time per spool (threads of ``serve`` and other commands on this machine)."""
+    spool = folder(local_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    with open(spool / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
