@@ -28,6 +28,7 @@ ARCHIVE_ENV = "SMARTOPS_ARCHIVE"         # the archive (a folder today)
 FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"   # where a record the archive refused is kept
 NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (default: the repository's)
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`
+QUEUE_ENV = "SMARTOPS_QUEUE"             # the job queue's PostgreSQL DSN (`serve`, `worker`, `queue`)
 LAB_TOKEN_ENV = "SMARTOPS_LAB_TOKEN"     # token of `smartops lab`
 SANDBOX_DIR_ENV = "SMARTOPS_SANDBOX_DIR"  # the sandbox's state folder
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Fixtures for real engines, registered here once (so pytest rewrites their asserts); each starts
 # its engine only when a test asks for it.
 pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.deployments",
-                  "tests.fixtures.kube"]
+                  "tests.fixtures.kube", "tests.fixtures.queue"]
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from smartops_nb.params import ParameterError, parse_cli_value
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
 EXTRA_COMMANDS: list[str] = ["smartops_nb.cli.sandbox", "smartops_nb.cli.postmortem", "smartops_nb.cli.serve",
-                             "smartops_nb.cli.lab", "smartops_nb.cli.archive"]
+                             "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.queue"]
 log = logging.getLogger("smartops")
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("papermill", "blib2to3", "asyncio"):
+    for noisy in ("papermill", "blib2to3", "asyncio", "procrastinate.periodic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq teardown chatter at exit
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
