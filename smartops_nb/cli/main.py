@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("papermill", "blib2to3", "asyncio", "procrastinate.periodic"):
+    for noisy in ("papermill", "blib2to3", "asyncio", "procrastinate.periodic", "procrastinate.blueprints"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq teardown chatter at exit
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

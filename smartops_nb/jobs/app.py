@@ -86,13 +86,11 @@ def make_app(dsn: str, *, pool_timeout: float = 5.0, max_size: int = 10):
     """A Procrastinate App on ``dsn`` with SmartOps' tasks (not opened). Connections are checked
     when taken from the pool (a restarted PostgreSQL is reconnected to), and bounded in time."""
     import procrastinate
-    from psycopg_pool import AsyncConnectionPool
-
     from . import tasks
 
     connector = procrastinate.PsycopgConnector(
         conninfo=dsn, min_size=1, max_size=max_size, timeout=pool_timeout,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT}, check=AsyncConnectionPool.check_connection)
+        kwargs={"connect_timeout": CONNECT_TIMEOUT})  # Procrastinate's pool checks connections when taken
     app = procrastinate.App(connector=connector)
     app.add_tasks_from(tasks.blueprint, namespace=NAMESPACE)
     return app

@@ -224,7 +224,7 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
                     Worker(app, queues=[queue_app.RUNS_QUEUE], concurrency=concurrency,
                            shutdown_graceful_timeout=drain_timeout, **common),
                     Worker(app, queues=[queue_app.MAINTENANCE_QUEUE], concurrency=1, shutdown_graceful_timeout=5,
-                           **common)]
+                           delete_jobs="successful", **common)]  # sweeps that found nothing leave no rows
                 tasks = [asyncio.create_task(w.run()) for w in current]
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for w in current:  # one stopped (signal, or its connection failed): stop the other too

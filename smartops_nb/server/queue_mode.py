@@ -9,6 +9,7 @@ Queue unreachable → 503 and one log line; nothing half-written (one job, one s
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Mapping
@@ -23,6 +24,16 @@ log = logging.getLogger("smartops.serve")
 
 RUNNING_SQL = "SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'doing' LIMIT 1"
 HEALTH_TIMEOUT = 3.0
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    import psycopg
+    from procrastinate.exceptions import ConnectorException
+
+    return (ConnectorException, psycopg.Error, OSError, asyncio.TimeoutError)
+
+
+UNREACHABLE = _unreachable_errors()
 
 
 class QueueIntake:
@@ -61,7 +72,7 @@ class QueueIntake:
 
         key = routes_mod.dedup_key(p.alert)
         try:
-            running = await self.app.connector.execute_query_one_async(RUNNING_SQL, lock=key)
+            running = await self.app.connector.execute_query_all_async(RUNNING_SQL, lock=key)
             if running:
                 outcome = "deduplicated"
             else:
@@ -70,7 +81,7 @@ class QueueIntake:
                 outcome = "accepted"
         except AlreadyEnqueued:
             outcome = "deduplicated"
-        except Exception as e:  # connection refused, pool timeout, server restarting...
+        except UNREACHABLE as e:  # connection refused, pool timeout, server restarting...
             return self._down(e)
         self._up()
         if outcome == "deduplicated":
@@ -88,14 +99,12 @@ class QueueIntake:
         return status_of(out)
 
     async def health_async(self) -> tuple[int, dict[str, Any]]:
-        import asyncio
-
         body: dict[str, Any] = {"status": "ok" if self.accepting else "draining", "mode": "queue",
                                 "accepted": self.accepted}
         try:
             row = await asyncio.wait_for(self.app.connector.execute_query_one_async(
                 queue_app.DEPTH_SQL.replace("%s", "%(queue)s"), queue=queue_app.RUNS_QUEUE), HEALTH_TIMEOUT)
-        except Exception as e:
+        except UNREACHABLE as e:
             self._down(e)  # still 200: serve itself is alive (a liveness probe must not restart it)
             body["status"] = "queue unreachable"
             body["queue"] = {"reachable": False}
