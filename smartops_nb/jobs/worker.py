@@ -51,6 +51,13 @@ SELECT o.id FROM procrastinate_jobs o
 """
 
 
+class _QuietSweeps(logging.Filter):
+    """The stalled-job sweep runs every few seconds: keep its routine INFO lines out of the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "retry_stalled" not in record.getMessage()
+
+
 class Runner:
     """The worker process's side of a job: its routes and ``-f`` files, archive, kernel pool, limits."""
 
@@ -108,6 +115,14 @@ class Runner:
                      iid, kind, other, job.id)
             self._note(job.id, f"duplicate: job {other} for the same incident ran meanwhile; nothing ran")
             return f"duplicate of job {other}"
+        if attempt > 1:
+            done_by = self._recorded_already(job.id, iid)
+            if done_by is not None:
+                log.warning("job %s: an earlier attempt wrote record %s but its end never reached the queue; "
+                            "not running it again", job.id, done_by.name)
+                self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {done_by.name} "
+                                   f"(its end was not acknowledged: the queue was unreachable)")
+                return str(done_by)
         earlier = self._earlier(job.id)
         annotate = {"queue": {"job": job.id, "attempt": attempt, "worker": context.worker_name,
                               "earlier_attempts": earlier}}
@@ -152,6 +167,28 @@ class Runner:
         self._note(job.id, f"attempt {attempt}: {where}")
         return str(result.record)
 
+    def _recorded_already(self, job_id: int, iid: str) -> Path | None:
+        """The record an earlier attempt of this job finished (not one handed back), if any: its worker
+        lost the queue before it could mark the job done, so the stalled sweep handed it out again."""
+        import nbformat
+
+        from smartops_nb.records import archive
+
+        try:
+            rows = archive.list_records(self.archive, incident_id=iid, limit=50)
+        except Exception:  # no index yet: no record either
+            return None
+        for row in rows:
+            path = self.archive / row["name"]
+            try:
+                meta = nbformat.read(path, as_version=4).metadata["smartops"]
+            except Exception:
+                continue
+            q = meta.get("queue") or {}
+            if q.get("job") == job_id and HANDED_BACK not in str(meta.get("error") or ""):
+                return path
+        return None
+
     def _bad(self, job, reason: str) -> str:
         log.error("job %s failed: %s", job.id, reason)
         self._note(job.id, f"failed: {reason}")
@@ -182,6 +219,9 @@ def run_worker(dsn: str, runner: Runner, *, concurrency: int = 2, drain_timeout:
                heartbeat: float = 10.0, poll: float = 5.0) -> int:
     """Work until SIGTERM/SIGINT; then drain. Reconnects (bounded waits) when the queue goes away."""
     queue_app.ensure_schema(dsn)  # ParameterError (exit 2) if unreachable at start
+    quiet = _QuietSweeps()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
     runner.pool.start()
     name = f"{socket.gethostname()}:{os.getpid()}"
     log.info("worker %s on %s (concurrency %d, warm kernels %d, run deadline %.0f s, archive %s)", name,

@@ -233,14 +233,14 @@ def test_a_burst_of_200_in_process_gets_every_request_answered(tmp_path, base_pa
 @pytest.mark.timeout(600)
 def test_a_burst_of_200_in_queue_mode_gets_every_request_answered(team, healthy_sandbox):
     s = team.serve()
-    # 200 requests for 40 incidents at once: every one answered, 40 runs queued, the rest deduplicated
-    bodies = [json.dumps(payload(pool_alert(f"q{i % 40}"))).encode() for i in range(200)]
+    # 200 requests for 20 incidents at once: every one answered, 20 runs queued, the rest deduplicated
+    bodies = [json.dumps(payload(pool_alert(f"q{i % 20}"))).encode() for i in range(200)]
     statuses = burst(f"http://127.0.0.1:{team.ports[s]}/alerts", bodies)
     assert statuses == [202] * 200, sorted(set(map(str, statuses)))
-    assert team.status()["waiting"] == 40
+    assert team.status()["waiting"] == 20
     team.worker("--concurrency", "2")
-    recs = team.wait_idle(40, 400)
-    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-q{i}" for i in range(40))
+    recs = team.wait_idle(20, 400)
+    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-q{i}" for i in range(20))
 
 
 # -- dedup across replicas, records by workers -----------------------------------------------------
@@ -375,3 +375,68 @@ def test_an_unreachable_queue_at_start_is_one_line_and_exit_2(tmp_path, command)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "queue unreachable at smartops@127.0.0.1" in lines[0], out.stderr
     assert "hunter2" not in out.stderr
+
+
+# -- drain, a dead serve replica, a restarted PostgreSQL -------------------------------------------
+@pytest.mark.timeout(300)
+def test_sigterm_hands_a_running_job_back_and_another_worker_completes_it(team, healthy_sandbox):
+    s = team.serve()
+    first = team.worker("--drain-timeout", "1")
+    assert team.post(s, payload(alert("SlowProbe", "drain1")))[0] == 202
+    assert until(lambda: "run started: high-latency" in first.text(), 60, 0.2), first.text()
+    assert first.stop(timeout=60) == 0
+    assert "handing it back" in first.text()
+    team.worker()
+    recs = team.wait_idle(2, 120)
+    handed, done = sorted(recs, key=lambda r: r["queue"]["attempt"])
+    assert handed["status"] == "failed" and "handed back to the queue" in handed["error"]
+    assert done["status"] == "completed" and done["queue"]["attempt"] == 2
+    assert any("handed back on shutdown" in line for line in done["queue"]["earlier_attempts"])
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_serve_replica_loses_nothing_it_accepted(team, healthy_sandbox):
+    a, b = team.serve(), team.serve()
+    team.worker(), team.worker()
+    accepted, pending = [], [pool_alert(f"k{i}") for i in range(20)]
+    for i, al in enumerate(list(pending)):
+        if i == 10:
+            a.kill()
+        target = a if i % 2 and a.proc.poll() is None else b
+        status, _ = team.post(target, payload(al))
+        if status == 202:
+            accepted.append(al["fingerprint"])
+    assert len(accepted) == 20  # the dead replica was not asked again; the other took the rest
+    recs = team.wait_idle(20, 500)
+    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-{fp}" for fp in accepted)
+
+
+@pytest.mark.timeout(900)
+def test_postgresql_restarted_during_a_storm_503s_then_recovers_losing_and_repeating_nothing(
+        team, queue_postgres, healthy_sandbox):
+    s = team.serve()
+    workers = [team.worker("--drain-timeout", "120"), team.worker("--drain-timeout", "120")]
+    answers: dict[str, list[int]] = {}
+
+    def send(fp: str) -> int:
+        status, _ = team.post(s, payload(pool_alert(fp)))
+        answers.setdefault(fp, []).append(status)
+        return status
+
+    for i in range(10):
+        assert send(f"pg{i}") == 202
+    queue_postgres.stop()
+    down = [send(f"pg{i}") for i in range(10, 16)]
+    assert down == [503] * 6
+    assert team.health(s)["queue"] == {"reachable": False}
+    queue_postgres.start(timeout=60)
+    # Alertmanager retries what got 503; serve recovers by itself
+    assert until(lambda: send("pg10") == 202, 60, 1.0), team.logs()
+    for i in range(11, 20):
+        assert until(lambda i=i: send(f"pg{i}") == 202, 30, 1.0)
+    recs = team.wait_idle(20, 700)
+    ids = [r["incident_id"] for r in recs]
+    assert sorted(ids) == sorted(f"PoolAlert-pg{i}" for i in range(20)), ids  # none lost, none twice
+    log = team.procs[0].text()
+    assert log.count("queue unreachable (") == 1 and "queue reachable again" in log
+    assert all(w.proc.poll() is None for w in workers)
