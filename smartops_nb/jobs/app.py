@@ -92,7 +92,7 @@ def make_app(dsn: str, *, pool_timeout: float = 5.0, max_size: int = 10):
         conninfo=dsn, min_size=1, max_size=max_size, timeout=pool_timeout,
         kwargs={"connect_timeout": CONNECT_TIMEOUT})  # Procrastinate's pool checks connections when taken
     app = procrastinate.App(connector=connector)
-    app.add_tasks_from(tasks.blueprint, namespace=NAMESPACE)
+    tasks.register(app, runs_queue=RUNS_QUEUE, maintenance_queue=MAINTENANCE_QUEUE, namespace=NAMESPACE)
     return app
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 
 import procrastinate
-from procrastinate import Blueprint, JobContext
+from procrastinate import JobContext
 
 log = logging.getLogger("smartops.worker")
-
-blueprint = Blueprint()
 
 class BadJob(Exception):
     """The job cannot run here (its route is gone, its alert malformed): fails, with the reason noted."""
@@ -30,15 +28,20 @@ class HandedBack(Exception):
 RETRY = procrastinate.RetryStrategy(max_attempts=5, retry_exceptions={HandedBack})
 
 
-@blueprint.task(name="run", queue="smartops-runs", pass_context=True, retry=RETRY)
 def run(context: JobContext, alert: dict, route: str) -> str:
     """Run the alert's runbook; return the record's path (or why nothing ran)."""
     return context.additional_context["smartops"].run_job(context, alert, route)
 
 
-@blueprint.periodic(cron="* * * * * */5")
-@blueprint.task(name="retry_stalled", queue="smartops-maintenance", pass_context=True)
 async def retry_stalled(context: JobContext, timestamp: int) -> int:
     """Jobs whose worker stopped heartbeating go back to the queue (Procrastinate's recipe): a worker
     killed mid-run loses nothing but time. The lost attempt is noted on the job."""
     return await context.additional_context["smartops"].retry_stalled(context.app)
+
+
+def register(app: procrastinate.App, *, runs_queue: str, maintenance_queue: str, namespace: str) -> None:
+    """Register the tasks on ``app`` (fresh Task objects per App: a Blueprint can be added to one App
+    only, and a worker that reconnects, or a test process, may build more than one)."""
+    app.task(name=f"{namespace}:run", queue=runs_queue, pass_context=True, retry=RETRY)(run)
+    sweep = app.task(name=f"{namespace}:retry_stalled", queue=maintenance_queue, pass_context=True)(retry_stalled)
+    app.periodic(cron="* * * * * */5")(sweep)  # every 5 s

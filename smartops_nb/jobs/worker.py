@@ -256,8 +256,8 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
     common = dict(additional_context={"smartops": runner}, install_signal_handlers=False,
                   update_heartbeat_interval=heartbeat, stalled_worker_timeout=runner.stalled_after,
                   fetch_job_polling_interval=poll, abort_job_polling_interval=poll, name=name)
+    app = queue_app.make_app(dsn)  # one App; reopened after a lost connection
     while not stop.is_set():
-        app = queue_app.make_app(dsn)
         try:
             async with app.open_async():
                 current[:] = [
@@ -276,7 +276,7 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
         except Exception as e:
             if stop.is_set():
                 break
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
             log.error("queue connection lost (%s: %s); reconnecting in %.0f s", type(e).__name__, reason,
                       RECONNECT_S)
         current.clear()

@@ -58,7 +58,7 @@ class QueueIntake:
         """One log line when the queue goes away (not one per alert), one when it is back."""
         if self._down_since is None:
             self._down_since = time.monotonic()
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
             log.error("queue unreachable (%s: %s): answering 503 until it is back", type(e).__name__, reason)
         return "queue unreachable"
 
