@@ -440,3 +440,13 @@ def test_postgresql_restarted_during_a_storm_503s_then_recovers_losing_and_repea
     log = team.procs[0].text()
     assert log.count("queue unreachable (") == 1 and "queue reachable again" in log
     assert all(w.proc.poll() is None for w in workers)
+
+
+@pytest.mark.timeout(600)
+def test_the_readme_team_demo_runs():
+    """README, "Team mode: the queue": the one-command demo really runs and prints the record."""
+    out = subprocess.run([sys.executable, str(REPO / "deploy" / "smartops" / "team_demo.py")], cwd=REPO,
+                         capture_output=True, text=True, timeout=540)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "POST /alerts -> 202" in out.stdout and "jobs: succeeded 1" in out.stdout
+    assert "incident PostgresConnectionsNearLimit-demo1, completed, CONFIRMED" in out.stdout
