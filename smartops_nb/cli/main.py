@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("papermill", "blib2to3", "asyncio", "procrastinate.periodic", "procrastinate.blueprints"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq teardown chatter at exit
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a reconnect attempt per line: serve/worker say it once
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return args.func(args)
 

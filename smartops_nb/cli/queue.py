@@ -129,6 +129,11 @@ def _steer(dsn: str, what: str, job_id: int) -> dict:
 
     from smartops_nb.jobs import app as queue_app
 
+    try:
+        with queue_app.connect(dsn):  # unreachable: one line now, not a pool's 30 s of retries
+            pass
+    except psycopg.Error as e:
+        raise queue_app.unreachable(dsn, e) from None
     app = queue_app.make_app(dsn)
     try:
         with app.open():

@@ -450,3 +450,30 @@ def test_the_readme_team_demo_runs():
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "POST /alerts -> 202" in out.stdout and "jobs: succeeded 1" in out.stdout
     assert "incident PostgresConnectionsNearLimit-demo1, completed, CONFIRMED" in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
+    team = Team(tmp_path, queue_dsn, {"mode": "investigate"})
+    try:
+        s = team.serve()  # no worker: the job waits
+        assert team.post(s, payload(pool_alert("c1")))[0] == 202
+        (job,) = team.status()["latest"]
+        assert job["status"] == "todo" and job["key"] == "PoolAlert-c1:firing"
+        out = team.queue("cancel", str(job["id"]), "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["job"] == job["id"], out.stderr
+        assert team.status()["jobs"] == {"cancelled": 1}
+        again = team.queue("cancel", str(job["id"]))
+        assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+        retry = team.queue("retry", "999999")
+        assert retry.returncode == 1 and "cannot be retried" in retry.stderr, retry.stderr
+        # cancelled, the incident can be queued again
+        assert team.post(s, payload(pool_alert("c1")))[1] == {"accepted": [
+            {"incident_id": "PoolAlert-c1", "runbook": "db-pool-exhausted", "kind": "firing"}]}
+        assert team.status()["waiting"] == 1
+        h = team.health(s)
+        assert h["queue"]["reachable"] and h["queue"]["depth"] == 1 and h["queue"]["oldest_waiting_s"] >= 0
+    finally:
+        team.stop()
+        subprocess.run([sys.executable, "-m", "smartops_nb.cli", "queue", "cancel",
+                        str(team.status()["latest"][0]["id"]), "--queue", queue_dsn], cwd=REPO, timeout=60)
