@@ -477,3 +477,17 @@ def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
         team.stop()
         subprocess.run([sys.executable, "-m", "smartops_nb.cli", "queue", "cancel",
                         str(team.status()["latest"][0]["id"]), "--queue", queue_dsn], cwd=REPO, timeout=60)
+
+
+@pytest.mark.timeout(300)
+def test_a_run_past_its_deadline_has_its_kernel_killed_and_the_worker_goes_on(team, healthy_sandbox):
+    s = team.serve()
+    w = team.worker("--run-timeout", "3")   # the SlowProbe run samples for 8 s
+    assert team.post(s, payload(alert("SlowProbe", "late1")))[0] == 202
+    (rec,) = team.wait_idle(1, 120)
+    assert rec["status"] == "failed" and rec["error"].startswith("interrupted: deadline: the run took longer than 3 s")
+    assert w.proc.poll() is None and "ending run: deadline" in w.text()
+    job = team.status()["latest"][0]
+    assert job["status"] == "succeeded" and "record" in job["last_note"] and "failed" in job["last_note"]
+    assert team.post(s, payload(pool_alert("next1")))[0] == 202   # the slot is free again
+    assert len(team.wait_idle(2, 120)) == 2
