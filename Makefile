@@ -1,6 +1,7 @@
 # SmartOps: two commands for a fresh machine (Python 3.11+):
 #   make demo   bring up the sandbox, inject a connection leak, run db-pool-exhausted headless
 #   make test   the whole test suite (unit + scenario tests against real services)
+#   make test-fast   the unit tests only (no services, under a minute)
 # Each sets up its own virtual environment in .venv on first use.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test test-fast venv clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -rs tests/unit
 
 clean-demo:
 	-$(BIN)/smartops sandbox down

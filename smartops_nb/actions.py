@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 RECOMMENDED, DRY_RUN, EXECUTED, FAILED = "recommended", "dry-run", "executed", "failed"
+#: A run carrying out an approved plan found the plan's cause gone or its target changed: nothing done.
+REFUSED = "refused"
 
 
 @dataclass

@@ -30,7 +30,7 @@ NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (defaul
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`
 QUEUE_ENV = "SMARTOPS_QUEUE"             # the job queue's PostgreSQL DSN (`serve`, `worker`, `queue`)
 LAB_TOKEN_ENV = "SMARTOPS_LAB_TOKEN"     # token of `smartops lab`
-SANDBOX_DIR_ENV = "SMARTOPS_SANDBOX_DIR"  # the sandbox's state folder
+PUBLIC_URL_ENV = "SMARTOPS_PUBLIC_URL"   # where people reach `smartops serve`'s pages (links in notifications)
 
 DEFAULT_ARCHIVE = "incidents"
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, asdict
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 STATUSES = ("ok", "warn", "critical", "error")
 
@@ -44,6 +44,24 @@ class Diagnosis:
     def to_dict(self) -> dict[str, Any]:
         return {"confirmed": self.confirmed, "causes": list(self.causes), "summary": self.summary,
                 "inconclusive": self.inconclusive, "incomplete_steps": list(self.incomplete)}
+
+
+Rule = TypeVar("Rule", bound=Callable)
+
+
+def reads(*steps: str) -> Callable[[Rule], Rule]:
+    """Declare the steps a diagnosis rule reads (``@reads(Step.LOGIN, Step.USAGE)``).
+
+    :meth:`smartops_nb.kernel.run.Run.diagnose` records a step that did not run as an ``error``
+    finding, so the diagnosis says it is inconclusive instead of silently "not confirmed"."""
+    def mark(rule: Rule) -> Rule:
+        rule.reads = tuple(str(s) for s in steps)
+        return rule
+    return mark
+
+
+def steps_read_by(rule: Callable) -> tuple[str, ...]:
+    return getattr(rule, "reads", ())
 
 
 def by_check(findings: list[Finding]) -> dict[str, Finding]:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .contract import ParameterError
-from .redact import ENV_PREFIX, register_secret, resolve_env
+from .redact import ENV_PREFIX, register_secret, resolve_env  # noqa: F401  (ENV_PREFIX: re-exported)
 
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
@@ -75,6 +75,10 @@ COMMON: tuple[Param, ...] = (
     _p("incident_id", str, "", "runs of one incident share it (empty: <runbook>-<UTC time>)"),
     _p("detected_at", str, "", "ISO 8601 time the incident was detected (empty: when the run started)"),
     _p("operator", str, "", "who runs it (default: the OS user); recorded with every action"),
+    _p("approval_expires_minutes", float, 0.0,
+       "how long a recommended action's plan can be approved (0: the severity's response target)"),
+    _p("plan_id", str, "", "set by smartops approve: this run carries out that plan and nothing else"),
+    _p("plan_target", str, "", "set by smartops approve: the target the plan's evidence named"),
 )
 COMMON_DEFAULTS: dict[str, Any] = {p.name: p.default for p in COMMON}
 

@@ -28,9 +28,8 @@ import os
 import re
 from typing import Any, Mapping
 
-from .params import iso, parse_time
-
 from .contract import CONTACTS_ENV
+from .params import iso, parse_time
 
 TARGETS: dict[str, dt.timedelta] = {
     "P1": dt.timedelta(minutes=15), "P2": dt.timedelta(hours=1),

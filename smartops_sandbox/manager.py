@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from smartops_nb.contract import SANDBOX_DIR_ENV
-
 from .postgres_server import PostgresServer, _pid_is, _wait_gone
 from .redis_server import RedisServer
+
+SANDBOX_DIR_ENV = "SMARTOPS_SANDBOX_DIR"  # the sandbox's state folder (default ~/.smartops/sandbox)
 
 DEFAULT_PORTS = {"api": 18000, "postgres": 15432, "redis": 16379}
 STATE_FILE = "state.json"
@@ -127,7 +127,7 @@ class Sandbox:
                          "max_connections": pg.max_connections,
                          "superuser_reserved_connections": pg.superuser_reserved_connections,
                          "reserved_connections": pg.reserved_connections,
-                         "app_dsn": pg.dsn(user="smartamazon"), "monitor_dsn": pg.dsn(user="smartops"),
+                         "app_dsn": pg.dsn(user="smartamazon"), "monitor_dsn": pg.dsn(user="exporter"),
                          "admin_dsn": pg.dsn(user="postgres"), "log": str(pg.log_path)},
             "redis": {"port": self.redis.port, "pid": self.redis.pid, "url": self.redis.url,
                       "maxmemory": self.redis.maxmemory, "policy": self.redis.policy,

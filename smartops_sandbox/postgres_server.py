@@ -230,6 +230,9 @@ class PostgresServer:
             if "smartops" not in roles:
                 c.execute("CREATE ROLE smartops LOGIN NOSUPERUSER")
             c.execute("GRANT pg_monitor, pg_signal_backend, pg_use_reserved_connections TO smartops")
+            if "exporter" not in roles:  # what postgres_exporter logs in as: its own role, not the runbooks'
+                c.execute("CREATE ROLE exporter LOGIN NOSUPERUSER")
+            c.execute("GRANT pg_monitor, pg_use_reserved_connections TO exporter")
             if not c.execute("SELECT 1 FROM pg_database WHERE datname='smartamazon'").fetchone():
                 c.execute("CREATE DATABASE smartamazon OWNER smartamazon")
         with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=5) as c:

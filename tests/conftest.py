@@ -6,6 +6,7 @@ fault before and after a test so scenarios do not leak into each other.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Fixtures for real engines, registered here once (so pytest rewrites their asserts); each starts
 # its engine only when a test asks for it.
 pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.deployments",
-                  "tests.fixtures.kube", "tests.fixtures.queue"]
+                  "tests.fixtures.kube", "tests.fixtures.archives", "tests.fixtures.leak", "tests.fixtures.queue"]
 
 
 def free_port() -> int:
@@ -107,12 +108,51 @@ class Record:
         return [a for a in self.summary["actions"] if mode is None or a["mode"] == mode]
 
 
+class WarmKernels:
+    """The scenario tests' session-wide warm kernel pool (tests/scenarios/conftest.py starts it).
+
+    A warm kernel was started with the environment of that moment; a test that changed the
+    environment since (``monkeypatch.setenv`` for an ``env:`` reference, another notebooks folder)
+    gets a cold kernel, which sees it, exactly as ``smartops run`` would.
+    """
+
+    pool = None
+    env: dict[str, str] = {}
+    VOLATILE = ("PYTEST_CURRENT_TEST",)
+
+    @classmethod
+    def start(cls, size: int = 2):
+        from smartops_nb.execution.kernels import KernelPool
+
+        cls.env = cls._snapshot()
+        cls.pool = KernelPool(size).start()
+        return cls.pool
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.pool is not None:
+            cls.pool.close()
+        cls.pool = None
+
+    @classmethod
+    def _snapshot(cls) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if k not in cls.VOLATILE}
+
+    @classmethod
+    def lease(cls):
+        if cls.pool is None or cls._snapshot() != cls.env:
+            return contextlib.nullcontext(None)
+        return cls.pool.lease(timeout=60)
+
+
 def run_runbook(runbook: str, archive: Path, params: dict[str, Any], files: tuple[str, ...] = (),
-                cell_timeout: int = 120) -> Record:
-    """Run a runbook headless exactly as `smartops run` does and return its record."""
+                cell_timeout: int = 120, cold: bool = False) -> Record:
+    """Run a runbook headless as `smartops run` does (on a warm kernel when the session has them,
+    unless ``cold``) and return its record."""
     known = catalog.get(runbook).parameters
     prep = prepare(runbook, files, {k: v for k, v in params.items() if k in known})
-    return Record(investigate(prep, archive, progress=False, cell_timeout=cell_timeout))
+    with (contextlib.nullcontext(None) if cold else WarmKernels.lease()) as kernel:
+        return Record(investigate(prep, archive, progress=False, cell_timeout=cell_timeout, kernel=kernel))
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
     python tools/notebook_parameters.py --check   # exit 1 naming each drifted notebook (the suite runs this)
 
 Runbook parameters are declared in ``smartops_nb/catalog.py`` (common and shared ones in
-``smartops_nb/params.py``), the review notebook's in ``smartops_nb/reports/review.py``. The cell is
+``smartops_nb/params.py``), the review notebook's in ``smartops_nb/reports/review.py``, the plans
+notebook's in ``smartops_nb/kernel/approvals.py``. The cell is
 written in papermill's annotated form, ``idle_minutes: float = 5.0  # idle age ...``, so that
 ``papermill --help-notebook notebooks/X.ipynb`` shows every parameter's type and help.
 """
@@ -20,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from smartops_nb import catalog  # noqa: E402
+from smartops_nb.kernel import approvals  # noqa: E402
 from smartops_nb.reports import review  # noqa: E402
 
 HEADER = "# Generated from the declaration in {source} by tools/notebook_parameters.py: edit it there."
@@ -29,6 +31,8 @@ def declared() -> dict[Path, tuple[str, list]]:
     """notebook path -> (where it is declared, its parameters in order)."""
     out = {rb.path: ("smartops_nb/catalog.py", list(rb.parameters.values())) for rb in catalog.RUNBOOKS.values()}
     out[catalog.notebook_dir() / review.NOTEBOOK] = ("smartops_nb/reports/review.py", list(review.PARAMETERS))
+    out[catalog.notebook_dir() / approvals.PLANS_NOTEBOOK] = ("smartops_nb/kernel/approvals.py",
+                                                              list(approvals.PLANS_PARAMETERS))
     return out
 
 

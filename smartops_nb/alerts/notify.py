@@ -34,10 +34,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from smartops_nb import redact
+from smartops_nb.contract import PUBLIC_URL_ENV
 from smartops_nb.params import ParameterError, iso, resolve_env, utcnow
+from smartops_nb.records.render import plan_command
 
 log = logging.getLogger("smartops.notify")
 
@@ -55,9 +57,11 @@ def targets(config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     section = {} if section is None else section
     if not isinstance(section, Mapping):
         raise ParameterError("'notify' must be a mapping (slack:, pagerduty:, timeout_s:)")
-    unknown = set(section) - {"slack", "pagerduty", "timeout_s"}
+    unknown = set(section) - {"slack", "pagerduty", "timeout_s", "public_url"}
     if unknown:
-        raise ParameterError(f"unknown notify setting {sorted(unknown)[0]!r} (slack, pagerduty, timeout_s)")
+        raise ParameterError(f"unknown notify setting {sorted(unknown)[0]!r} (slack, pagerduty, timeout_s, public_url)")
+    if not isinstance(section.get("public_url", ""), str):
+        raise ParameterError("notify public_url must be the URL of `smartops serve`'s pages")
     timeout = section.get("timeout_s", DEFAULT_TIMEOUT_S)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 60:
         raise ParameterError("notify timeout_s must be a number of seconds in (0, 60]")
@@ -163,26 +167,65 @@ def _evidence_text(evidence: Mapping[str, str] | None) -> str:
     return f" · sha256 {evidence['sha256']} · chain entry {evidence['entry_hash']}"
 
 
+def public_url(config: Mapping[str, Any] | None) -> str:
+    """Where people reach `smartops serve`'s pages: ``notify: public_url:``, else $SMARTOPS_PUBLIC_URL."""
+    import os
+
+    section = (config or {}).get("notify") or {}
+    return str(section.get("public_url") or os.environ.get(PUBLIC_URL_ENV, "")).rstrip("/")
+
+
+def links(base: str, summary: Mapping[str, Any], record: Path | None) -> dict[str, str]:
+    """The incident's and the record's pages, when the pages have a public URL."""
+    if not base:
+        return {}
+    out = {"incident": f"{base}/incidents/{quote(str(summary.get('incident_id', '')), safe='')}"}
+    if record is not None:
+        out["record"] = f"{base}/records/{quote(Path(record).name, safe='')}"
+    return out
+
+
+def _pending_plans(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [p for p in summary.get("plans") or [] if p.get("status", "pending") == "pending"]
+
+
 def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
-                  evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  evidence: Mapping[str, str] | None = None, pages: Mapping[str, str] | None = None) -> dict[str, Any]:
     diag = summary.get("diagnosis", {})
     causes = ", ".join(diag.get("causes") or []) or "none"
+    where = pages.get("record") if pages else None
     lines = [headline(summary, event), f"Runbook: {summary.get('runbook')} · causes: {causes}",
              f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}",
-             f"Record: {record}{_evidence_text(evidence)}"]
-    return {
-        "text": "\n".join(lines),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
-            {"type": "context", "elements": [{"type": "mrkdwn",
-                                              "text": f"Record: `{record}`{_evidence_text(evidence)}"}]},
-        ],
-    }
+             f"Record: {where or record}{_evidence_text(evidence)}"]
+    if pages:
+        lines.insert(4, f"Incident: {pages['incident']}")
+    plan_lines = [f"Plan {p['id']}: {p['action']} on {p['target']} (until {p['expires_at']}) · approve: "
+                  f"`{plan_command(p)}`" for p in _pending_plans(summary)]
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
+    ]
+    if plan_lines:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(plan_lines)}})
+    if pages:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"<{pages['incident']}|Incident page> · <{pages['record']}|Record with its charts>")}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
+                                                    "text": f"Record: `{record}`{_evidence_text(evidence)}"}]})
+    return {"text": "\n".join(lines + plan_lines), "blocks": blocks}
+
+
+def plan_message(plan: Mapping[str, Any], record: Path | None) -> str:
+    """One line: what became of a plan (executed, refused, failed, denied), by whom, and its record."""
+    who = f" by {plan.get('decided_by')}" if plan.get("decided_by") else ""
+    tail = f" · record {Path(record).name}" if record else ""
+    return (f"[{plan.get('severity')}] plan {plan['id']} {str(plan.get('state') or plan.get('status')).upper()}{who}: "
+            f"{plan['action']} on {plan['target']} (incident {plan['incident_id']}): {plan.get('reason') or ''}{tail}")
 
 
 def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, routing_key: str,
-                      evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+                      evidence: Mapping[str, str] | None = None, pages: Mapping[str, str] | None = None
+                      ) -> dict[str, Any]:
     body: dict[str, Any] = {"routing_key": routing_key, "event_action": event,
                             "dedup_key": f"smartops:{summary.get('incident_id')}"}
     if event == "trigger":
@@ -193,8 +236,13 @@ def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, rout
             "severity": PD_SEVERITY.get(str(summary.get("severity")), "error"),
             "custom_details": {"runbook": summary.get("runbook"), "causes": diag.get("causes", []),
                                "actions": _actions_text(summary), "record": str(record),
+                               "plans": [{"id": p["id"], "action": p["action"], "target": p["target"],
+                                          "expires_at": p["expires_at"], "approve": plan_command(p)}
+                                         for p in _pending_plans(summary)],
                                "detected_at": summary.get("detected_at"),
                                "record_sha256": (evidence or {}).get("sha256"),
+                               "incident_page": (pages or {}).get("incident"),
+                               "record_page": (pages or {}).get("record"),
                                "chain_entry": (evidence or {}).get("entry_hash")},
         }
     return body
@@ -221,7 +269,7 @@ def _where(url: str) -> str:
 
 
 def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, event: str,
-         evidence: Mapping[str, str] | None = None) -> dict[str, Any]:
+         evidence: Mapping[str, str] | None = None, pages: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Send one notification; the outcome as a dict (``ok``, ``status`` or ``error``). Never raises.
 
     ``evidence``: the record's ``sha256`` and archive ``entry_hash``; sent with the message, they
@@ -229,26 +277,34 @@ def send(target: Mapping[str, Any], summary: Mapping[str, Any], record: Path, ev
     outcome: dict[str, Any] = {"at": iso(utcnow()), "target": target["kind"], "event": event,
                                "incident_id": summary.get("incident_id"), "record": Path(record).name,
                                "chain_entry": (evidence or {}).get("entry_hash")}
-    try:
+
+    def build() -> tuple[str, dict[str, Any]]:
         if target["kind"] == "slack":
-            url = _secret(target, "webhook_url")
-            body = slack_payload(summary, record, event, evidence)
-        else:
-            url = _secret(target, "url")
-            body = pagerduty_payload(summary, record, event, _secret(target, "routing_key"), evidence)
-        outcome["where"] = _where(url)
-        outcome["status"] = _post(url, body, target["timeout_s"])
-        outcome["ok"] = True
-    except urllib.error.HTTPError as e:
-        outcome.update(ok=False, status=e.code, error=redact.scrub(f"HTTP {e.code} {e.reason}"))
-    except Exception as e:  # timeouts, refused connections, unset env references, a URL without scheme...
-        reason = getattr(e, "reason", None) or e
-        outcome.update(ok=False, error=redact.scrub(f"{type(e).__name__}: {reason}"))
+            return _secret(target, "webhook_url"), slack_payload(summary, record, event, evidence, pages)
+        return _secret(target, "url"), pagerduty_payload(summary, record, event, _secret(target, "routing_key"),
+                                                         evidence, pages)
+
+    _deliver(target, outcome, build)
     if outcome["ok"]:
         log.info("notified %s (%s) of %s: incident %s", target["kind"], outcome.get("where"), event,
                  summary.get("incident_id"))
     else:
         log.error("notification to %s (%s) failed: %s", target["kind"], outcome.get("where", "?"), outcome["error"])
+    return outcome
+
+
+def _deliver(target: Mapping[str, Any], outcome: dict[str, Any], build) -> dict[str, Any]:
+    """POST what ``build()`` returns (url, body) to a target and note how it went in ``outcome``.
+    Never raises: timeouts, refused connections, unset env references, a URL without scheme..."""
+    try:
+        url, body = build()
+        outcome["where"] = _where(url)
+        outcome["status"] = _post(url, body, target["timeout_s"])
+        outcome["ok"] = True
+    except urllib.error.HTTPError as e:
+        outcome.update(ok=False, status=e.code, error=redact.scrub(f"HTTP {e.code} {e.reason}"))
+    except Exception as e:
+        outcome.update(ok=False, error=redact.scrub(f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"))
     return outcome
 
 
@@ -264,7 +320,8 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
             return []
         from smartops_nb.records import archive as record_archive
         evidence = record_archive.indexed_entry(archive, Path(record).name)
-        outcomes = [send(t, summary, record, event, evidence) for t in configured
+        pages = links(public_url(config), summary, record)
+        outcomes = [send(t, summary, record, event, evidence, pages) for t in configured
                     if t["kind"] != "pagerduty" or summary.get("severity") in t["severities"]]
         _append_log(archive, outcomes)
         return outcomes
@@ -272,6 +329,51 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         error = redact.scrub(f"{type(e).__name__}: {e}")
         log.error("notifications skipped: %s", error)
         return [{"ok": False, "error": error, "record": Path(record).name}]
+
+
+def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record: Path | None,
+               archive: Path) -> list[dict[str, Any]]:
+    """Tell the targets what became of a plan. Slack hears every outcome; PagerDuty hears those of
+    approved plans (its incident is still open then) on the incident's dedup key. Never raises."""
+    try:
+        configured = targets(config)
+        pages = links(public_url(config), plan, record)
+        text = plan_message(plan, record) + (f" · {pages['incident']}" if pages else "")
+        outcomes = []
+        for t in configured:
+            if t["kind"] == "pagerduty" and (plan.get("severity") not in t["severities"]
+                                            or plan.get("status") == "denied"):
+                continue
+            outcomes.append(_send_plan(t, plan, text, record))
+        _append_log(archive, outcomes)
+        return outcomes
+    except Exception as e:  # never costs the approval its outcome
+        error = redact.scrub(f"{type(e).__name__}: {e}")
+        log.error("plan notifications skipped: %s", error)
+        return [{"ok": False, "error": error, "plan": plan.get("id")}]
+
+
+def _send_plan(target: Mapping[str, Any], plan: Mapping[str, Any], text: str, record: Path | None) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"at": iso(utcnow()), "target": target["kind"], "event": f"plan-{plan.get('status')}",
+                               "incident_id": plan.get("incident_id"), "plan": plan.get("id"),
+                               "record": Path(record).name if record else None}
+
+    def build() -> tuple[str, dict[str, Any]]:
+        if target["kind"] == "slack":
+            return _secret(target, "webhook_url"), {"text": text}
+        return _secret(target, "url"), {
+            "routing_key": _secret(target, "routing_key"), "event_action": "trigger",
+            "dedup_key": f"smartops:{plan.get('incident_id')}",
+            "payload": {"summary": text[:1024], "source": "smartops/approve",
+                        "severity": PD_SEVERITY.get(str(plan.get("severity")), "error"),
+                        "custom_details": {"plan": plan.get("id"), "status": plan.get("status"),
+                                           "reason": plan.get("reason"), "decided_by": plan.get("decided_by"),
+                                           "record": str(record) if record else None}}}
+
+    _deliver(target, outcome, build)
+    if not outcome["ok"]:
+        log.error("plan notification to %s failed: %s", target["kind"], outcome["error"])
+    return outcome
 
 
 def _append_log(archive: Path, outcomes: list[dict[str, Any]]) -> None:

@@ -6,12 +6,25 @@ the Docker driver already infers it from exit 137 + a memory limit (``oom_killed
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 from typing import Any
 
 import pandas as pd
 
-from smartops_nb.findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check, reads
 from .common import MIB, check_health, check_logs, database_status, measured, mib, state_table  # noqa: F401
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    HEALTH = "health"
+    WORKLOAD = "workload-state"
+    LOGS = "api-logs"
+    MEMORY = "memory"
+    DATABASE = "database"
+
 
 CRASH_STATUSES = {"exited", "dead", "CrashLoopBackOff", "Error", "OOMKilled", "missing", "NotFound",
                   "RunContainerError", "CreateContainerError", "NoPods"}
@@ -94,9 +107,10 @@ def check_database(h: dict[str, Any], db_state: dict[str, Any] | None) -> Findin
 
 
 # -- diagnosis ---------------------------------------------------------------------------------------
+@reads(Step.HEALTH, Step.WORKLOAD, Step.MEMORY, Step.DATABASE)
 def diagnose(findings: list[Finding], params) -> Diagnosis:
     f = by_check(findings)
-    health, wl, mem, db = (f.get(k) for k in ("health", "workload-state", "memory", "database"))
+    health, wl, mem, db = (f.get(k) for k in (Step.HEALTH, Step.WORKLOAD, Step.MEMORY, Step.DATABASE))
     causes, why = [], []
     oom = bool(mem and (mem.data.get("oom_killed") or mem.data.get("near_limit")))
     api_failing = bool(health and health.status == "critical")
@@ -114,7 +128,7 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     if not causes:
         return Diagnosis([], ("The API is failing but no cause was confirmed: " + health.summary + "."
                               if api_failing else "API down not confirmed: "
-                              + measured(f, ("health", "workload-state", "memory", "database"))))
+                              + measured(f, (Step.HEALTH, Step.WORKLOAD, Step.MEMORY, Step.DATABASE))))
     todo = {"container-crashed": "restart-api", "out-of-memory": "restart-api, then scale-api or raise the limit",
             "database-unreachable": "restart-database"}
     rec = "; ".join(f"{c} → {todo[c]}" for c in causes)

@@ -4,11 +4,24 @@ Pure functions: data from the PostgreSQL probe in, :class:`Finding` or :class:`D
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pandas as pd
 
-from smartops_nb.findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check, reads
 from .common import measured
 from smartops_nb.probes.postgres import LoginAttempt
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    LOGIN = "login"
+    USAGE = "connection-usage"
+    BREAKDOWN = "connections-breakdown"
+    IDLE = "idle-connections"
+    POOL_ERRORS = "api-pool-errors"
+
 
 POOL_ERROR = "connection pool exhausted"
 #: Idle connections are a leak only when the server is this busy (share of max_connections in use).
@@ -106,11 +119,12 @@ def check_pool_errors(lines: list[str]) -> Finding:
     return Finding("ok", f"no '{POOL_ERROR}' error in the last {len(lines)} API log lines", data)
 
 
+@reads(Step.LOGIN, Step.USAGE, Step.IDLE)
 def diagnose(findings: list[Finding], params) -> Diagnosis:
     """connections-near-limit from usage or a refused login; idle-connection-leak from idle age."""
     f = by_check(findings)
     causes, why = [], []
-    login, usage_f, idle_f = f.get("login"), f.get("connection-usage"), f.get("idle-connections")
+    login, usage_f, idle_f = f.get(Step.LOGIN), f.get(Step.USAGE), f.get(Step.IDLE)
     if usage_f and usage_f.status == "critical":
         causes.append("connections-near-limit")
         why.append(usage_f.summary)
@@ -123,7 +137,7 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
         why.append(idle_f.summary)
     if not causes:
         return Diagnosis([], "Connection pool exhaustion not confirmed: " + measured(
-            f, ("connection-usage", "idle-connections")))
+            f, (Step.USAGE, Step.IDLE)))
     action = (" Recommended: terminate-idle-connections (idle > "
               f"{params.idle_minutes:g} min), then find the code path that leaks them."
               if "idle-connection-leak" in causes else

@@ -5,10 +5,22 @@ Pure functions: data from the disk probe (and the platform's ``docker system df`
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pandas as pd
 
-from smartops_nb.findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check, reads
 from .common import measured, mib
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    USAGE = "disk-usage"
+    LARGEST = "largest"
+    OLD_LOGS = "old-logs"
+    OLD_BACKUPS = "old-backups"
+    ENGINE_DISK = "docker-disk-usage"
 
 
 def check_usage(df: pd.DataFrame, warn_pct: float) -> Finding:
@@ -91,15 +103,16 @@ def docker_table(df: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["type", "count", "size_mib", "reclaimable_mib"])
 
 
-CONTRIBUTORS = {"old-logs": "old-logs", "old-backups": "old-backups", "docker-reclaimable": "docker-disk-usage"}
+CONTRIBUTORS = {"old-logs": Step.OLD_LOGS, "old-backups": Step.OLD_BACKUPS, "docker-reclaimable": Step.ENGINE_DISK}
 
 
+@reads(Step.USAGE, Step.OLD_LOGS, Step.OLD_BACKUPS, Step.ENGINE_DISK)
 def diagnose(findings: list[Finding], params) -> Diagnosis:
     """disk-nearly-full from usage; what fills it only counts while a disk is nearly full."""
     f = by_check(findings)
-    usage_f = f.get("disk-usage")
+    usage_f = f.get(Step.USAGE)
     if not (usage_f and usage_f.data.get("full")):
-        return Diagnosis([], "Disk full not confirmed: " + measured(f, ("disk-usage",)))
+        return Diagnosis([], "Disk full not confirmed: " + measured(f, (Step.USAGE,)))
     causes, why = ["disk-nearly-full"], [usage_f.summary + "."]
     for cause, check in CONTRIBUTORS.items():
         x = f.get(check)

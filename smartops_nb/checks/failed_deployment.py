@@ -6,13 +6,27 @@ the evidence is read the same way whichever produced it.
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import re
 from typing import Any
 
 import pandas as pd
 
-from smartops_nb.findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check, reads
 from .common import check_health, check_logs, measured, state_table, time_or_none  # noqa: F401
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    IMAGES = "images"
+    WORKLOAD = "workload-state"
+    ROLLOUT = "rollout"
+    HEALTH = "health"
+    LOGS = "logs"
+    ENVIRONMENT = "environment"
+
 
 # Kubernetes waiting reasons for an image the node cannot get
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -138,11 +152,12 @@ def check_environment(env: dict[str, str]) -> Finding:
 
 # ------------------------------------------------------------------------------ diagnosis
 
+@reads(Step.IMAGES, Step.WORKLOAD, Step.HEALTH)
 def diagnose(findings: list, params) -> Diagnosis:
     """crash-on-start and image-unavailable from the state; health-check-failing when the workload
     runs but /health is not 200."""
     f = by_check(findings)
-    state, health = f.get("workload-state"), f.get("health")
+    state, health = f.get(Step.WORKLOAD), f.get(Step.HEALTH)
     causes, why = [], []
     if state and state.data.get("image_unavailable"):
         causes.append("image-unavailable")
@@ -157,8 +172,8 @@ def diagnose(findings: list, params) -> Diagnosis:
         unknown = (" /health is failing but the workload's state is unknown, so the deploy is not confirmed as "
                    "the cause." if health and health.status == "critical" and (not state or state.status == "error")
                    else "")
-        return Diagnosis([], "Failed deployment not confirmed: " + measured(f, ("workload-state", "health")) + unknown)
-    images = f.get("images")
+        return Diagnosis([], "Failed deployment not confirmed: " + measured(f, (Step.WORKLOAD, Step.HEALTH)) + unknown)
+    images = f.get(Step.IMAGES)
     target = images.data.get("previous_image") if images else None
     advice = (f" Recommended: rollback to {target}." if target else
               " No previous image is known: redeploy a known-good version by hand.")

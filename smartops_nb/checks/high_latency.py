@@ -4,13 +4,29 @@ Pure functions: probe data in (DataFrames and dicts), :class:`Finding` / :class:
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import math
 from typing import Any
 
 import pandas as pd
 
-from smartops_nb.findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check, reads
 from .common import check_health, measured  # noqa: F401
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    HEALTH = "api-health"
+    LATENCY = "endpoint-latency"
+    REQUEST_RATE = "request-rate"
+    REDIS_LATENCY = "redis-latency"
+    ACTIVE = "active-queries"
+    STATEMENTS = "statement-stats"
+    PLAN = "query-plan"
+    CACHE = "cache-hit-rate"
+
 
 MONITORING_HANDLERS = ("/metrics",)   # the runbook's own scrapes are not user traffic
 POOL_IN_USE = "smartamazon_db_pool_in_use"
@@ -173,11 +189,12 @@ def check_hit_rate(pings: pd.DataFrame, api_hits: float | None, api_misses: floa
     return Finding("ok", text, {**data, "low": False})
 
 
+@reads(Step.LATENCY, Step.REQUEST_RATE, Step.ACTIVE, Step.STATEMENTS, Step.PLAN, Step.CACHE)
 def diagnose(findings: list[Finding], params) -> Diagnosis:
     f = by_check(findings)
     causes, why = [], []
-    plan, lat = f.get("query-plan"), f.get("endpoint-latency")
-    active, stats = f.get("active-queries"), f.get("statement-stats")
+    plan, lat = f.get(Step.PLAN), f.get(Step.LATENCY)
+    active, stats = f.get(Step.ACTIVE), f.get(Step.STATEMENTS)
     slow_evidence = []
     if lat and lat.data.get("slow_db_endpoints"):
         slow_evidence.append(f"p95 above {params.latency_p95_threshold_s:g} s on "
@@ -189,19 +206,19 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
     if plan and plan.status == "critical" and slow_evidence:
         causes.append("slow-queries")
         why.append(f"Slow queries: {plan.summary}; {'; '.join(slow_evidence)}. Recommended: create-index.")
-    hit = f.get("cache-hit-rate")
+    hit = f.get(Step.CACHE)
     if hit and hit.data.get("low"):
         causes.append("cache-misses")
         fix = ("Warming will not help: check the API's cache configuration"
                if hit.data.get("api_bypasses_cache") else "Recommended: warm-cache, then review TTLs")
         why.append(f"Cache misses: {hit.summary}. {fix}.")
-    load = f.get("request-rate")
+    load = f.get(Step.REQUEST_RATE)
     if load and load.status == "critical":
         causes.append("high-load")
         why.append(f"High load: {load.summary}. Recommended: scale-api.")
     if not causes:
         return Diagnosis([], "High latency not confirmed: " + measured(
-            f, ("endpoint-latency", "query-plan", "cache-hit-rate", "request-rate")))
+            f, (Step.LATENCY, Step.PLAN, Step.CACHE, Step.REQUEST_RATE)))
     return Diagnosis(causes, "High API latency. " + " ".join(why))
 
 

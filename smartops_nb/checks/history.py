@@ -7,12 +7,21 @@ runbooks' diagnoses are made from their live checks, so these findings name no c
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import math
 from typing import Any
 
 import pandas as pd
 
 from smartops_nb.findings import Finding
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    HISTORY = "prometheus-history"
+
 
 NO_PROMETHEUS = "no prometheus_url: sampled /metrics instead"
 

@@ -4,10 +4,23 @@ Pure functions: data from the Redis probe in, :class:`Finding` or :class:`Diagno
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pandas as pd
 
-from smartops_nb.findings import Diagnosis, Finding, by_check
+from smartops_nb.findings import Diagnosis, Finding, by_check, reads
 from .common import measured, mib
+
+
+class Step(StrEnum):
+    """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
+
+    MEMORY = "memory-usage"
+    POLICY = "eviction-policy"
+    EVICTIONS = "evictions"
+    REFUSALS = "write-refusals"
+    NO_TTL = "keys-without-ttl"
+    PREFIXES = "key-prefixes"
 
 
 def usage(mem: dict, ceiling: dict) -> dict:
@@ -68,7 +81,7 @@ def check_evictions(c: dict, warn_total: int) -> Finding:
     return Finding("ok", text, data)
 
 
-REFUSAL_INPUTS = ("memory-usage", "eviction-policy", "evictions")
+REFUSAL_INPUTS = (Step.MEMORY, Step.POLICY, Step.EVICTIONS)
 
 
 def write_refusals(findings: list[Finding]) -> dict:
@@ -157,11 +170,12 @@ def check_prefixes(table: pd.DataFrame) -> Finding:
                    {"prefixes": table.head(20).to_dict("records")})
 
 
+@reads(Step.MEMORY, Step.POLICY, Step.EVICTIONS, Step.REFUSALS, Step.NO_TTL)
 def diagnose(findings: list[Finding], params) -> Diagnosis:
     """Name the mechanism: refusals under noeviction, evictions under LRU, memory pinned by no-TTL keys."""
     f = by_check(findings)
-    mem, pol, ev, wr, ttl = (f.get(k) for k in ("memory-usage", "eviction-policy", "evictions",
-                                                 "write-refusals", "keys-without-ttl"))
+    mem, pol, ev, wr, ttl = (f.get(k) for k in (Step.MEMORY, Step.POLICY, Step.EVICTIONS,
+                                                 Step.REFUSALS, Step.NO_TTL))
     causes, why = [], []
     reached = bool(mem and mem.data.get("at_limit"))
     refusing = bool(wr and wr.data.get("refusing"))
@@ -198,7 +212,7 @@ def diagnose(findings: list[Finding], params) -> Diagnosis:
         why.append(f"Memory pinned by keys that never expire: {ttl.summary}.")
     if not causes:
         return Diagnosis([], "Redis memory full not confirmed: " + measured(
-            f, ("memory-usage", "write-refusals", "evictions")))
+            f, (Step.MEMORY, Step.REFUSALS, Step.EVICTIONS)))
     advice = (" Recommended: raise-maxmemory (if the host has room) or flush-cache (drops every key of this "
               "database); then give cache keys a TTL and prefer allkeys-lru for a cache.")
     return Diagnosis(causes, "Redis memory full. " + " ".join(why) + advice)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
 ARCHIVE_HELP = "archive folder (default $SMARTOPS_ARCHIVE or ./incidents)"
 
 
@@ -178,6 +179,7 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
     lines = [
         f"{s.get('runbook')} — {s.get('title', '')} ({s.get('severity', '?')}, {s.get('environment', '?')})",
         f"record:    {path}",
+        *([f"page:      {_page(path.name)}"] if _page(path.name) else []),
         f"sha256:    {sha} ({integrity})",
         f"incident:  {s.get('incident_id', '')}   operator: {s.get('operator', '')}   mode: {s.get('mode', '')}",
         f"detected:  {s.get('detected_at')}   started: {s.get('started_at')}   finished: {s.get('finished_at')}",
@@ -194,9 +196,38 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None) -> str:
     lines += ["", "Actions:"]
     lines += [f"  {a.get('action')} on {a.get('target')}: {a.get('mode')} ({a.get('at', '')}, "
               f"{a.get('operator', '')}) — {a.get('reason', '')}" for a in s.get("actions", [])] or ["  (none)"]
+    if s.get("plans"):
+        lines += ["", "Plans:"]
+        lines += [_plan_line(p, path.parent) for p in s["plans"]]
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)
+
+
+def _page(name: str) -> str:
+    """The record's page on `smartops serve` when its public URL is known ($SMARTOPS_PUBLIC_URL)."""
+    import os
+    from urllib.parse import quote
+
+    from smartops_nb.contract import PUBLIC_URL_ENV
+
+    base = os.environ.get(PUBLIC_URL_ENV, "").rstrip("/")
+    return f"{base}/records/{quote(name, safe='')}" if base else ""
+
+
+def _plan_line(p: dict, folder: Path) -> str:
+    """A plan of the record with what became of it since (the plan store), and how to approve it."""
+    from smartops_nb.records.plans import PENDING, PlanRefused, PlanStore
+    from smartops_nb.records.render import plan_command
+
+    try:
+        now = PlanStore(folder).get(p["id"])
+        state = now.state + (f" by {now.decided_by}" if now.decided_by else "") + (
+            f": {now.reason}" if now.reason else "")
+    except PlanRefused:
+        now, state = None, "not in the plan store"
+    approve = f" — approve: {plan_command(p)}" if now is not None and now.state == PENDING else ""
+    return f"  {p['id']}: {p['action']} on {p['target']}, until {p['expires_at']}: {state}{approve}"
 
 
 def cmd_export(args) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from smartops_nb.contract import ARCHIVE_ENV, LAB_TOKEN_ENV
 
 HELP = ("Start JupyterLab on 127.0.0.1 with a token: the project's notebooks, parameters and incident archive "
-        "in its file browser, the sandbox's parameters file preselected (a runbook run by hand takes its "
+        "in its file browser, parameters/demo.yaml preselected (a runbook run by hand takes its "
         "values from it, as `smartops run -f` would), and `smartops_nb.save_record()` / the \"Save incident "
         "record\" button writing records into the archive. Prints the URL; Ctrl-C stops it and its kernels.")
 
@@ -32,7 +32,6 @@ def register(subparsers, parser_class) -> None:
 
 def cmd_lab(args) -> int:
     from smartops_nb.execution import lab
-    from smartops_nb.records import record
 
     root = Path(args.root).resolve() if args.root else lab.project_root()
     if not root.is_dir():

@@ -13,12 +13,13 @@ import os
 import sys
 
 from smartops_nb import catalog
+from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from smartops_nb.params import ParameterError, parse_cli_value
 
-from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
 EXTRA_COMMANDS: list[str] = ["smartops_nb.cli.sandbox", "smartops_nb.cli.postmortem", "smartops_nb.cli.serve",
-                             "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.queue"]
+                             "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.approve",
+                             "smartops_nb.cli.queue"]
 log = logging.getLogger("smartops")
 
 
@@ -80,6 +81,7 @@ def cmd_run(args) -> int:
     from smartops_nb.records import record
     from smartops_nb.execution.flow import investigate
     from smartops_nb.execution.prepare import prepare
+    from smartops_nb.records.render import plan_command
 
     try:
         cli = {name: parse_cli_value(value) for name, value in args.parameter}
@@ -102,6 +104,9 @@ def cmd_run(args) -> int:
     print(f"summary: {diag['summary']}")
     for a in s.get("actions", []):
         print(f"action: {a['action']} on {a['target']}: {a['mode']}")
+    for p in s.get("plans", []):
+        print(f"plan: {p['id']} ({p['action']}, until {p['expires_at']}): {plan_command(p)}")
+    print(f"incident: {s['incident_id']}")
     print(result.record)
     return result.exit_code
 

@@ -38,6 +38,7 @@ WARMUP_CODE = """\
 def __smartops_warmup():
     import importlib, pkgutil
     import pandas, matplotlib.pyplot
+    import psycopg, redis  # drivers the probes import at first use (psycopg alone: ~0.3 s)
     import smartops_nb, smartops_nb.kernel.plots
     # the package's notebook API is lazy (the CLI must start fast): load what begin() needs
     import smartops_nb.kernel.run, smartops_nb.kernel.interactive, smartops_nb.kernel.approvals, smartops_nb.platforms

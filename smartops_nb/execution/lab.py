@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smartops_nb import catalog
-from smartops_nb.records import record
+from smartops_nb.contract import ARCHIVE_ENV, PARAMETERS_ENV
 
 KERNEL_NAME = "smartops"
 TOKEN_ENV = "JUPYTER_TOKEN"  # jupyter_server's IdentityProvider takes its token from here (not argv: /proc)
 KERNEL_DISPLAY_NAME = "SmartOps (runbooks)"
-from smartops_nb.contract import ARCHIVE_ENV, PARAMETERS_ENV
 DEMO_PARAMETERS = Path("parameters") / "demo.yaml"
 
 

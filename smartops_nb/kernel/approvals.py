@@ -15,12 +15,12 @@ from typing import Any
 
 from smartops_nb import redact
 from smartops_nb.actions import EXECUTED, Action, carry_out
-from smartops_nb.params import iso, utcnow
-
-#: ``off`` never offers a widget, ``on`` skips the front-end check (the papermill checks still hold).
 from smartops_nb.contract import APPROVALS_ENV, HEADLESS_ENV, SESSION_ENV, STATE_ENV
-#: Set by :mod:`smartops_nb.execution.runner` in every kernel it starts.
-#: jupyter_server gives the kernels of its sessions (JupyterLab, Notebook 7) the notebook's path here.
+from smartops_nb.params import Param, iso, utcnow
+
+# APPROVALS_ENV: ``off`` never offers a widget, ``on`` skips the front-end check (the papermill
+# checks still hold). HEADLESS_ENV: set by the runner in every kernel it starts. SESSION_ENV:
+# jupyter_server gives the kernels of its sessions (JupyterLab, Notebook 7) the notebook's path there.
 # papermill injects a cell tagged injected-parameters whose source starts with this comment
 _PAPERMILL_MARKER = "# Parameters"
 
@@ -105,6 +105,11 @@ class Approval:
             "confirmation": redact.scrub(self.text.value.strip()),
             "result": redact.scrub_obj(json.loads(json.dumps(result, default=str))),
         }
+        plan = next((p for p in self.run.plans if p["id"] == self.recommended.get("plan_id")), None)
+        if plan is not None:  # approved here: the saved record must not offer it again
+            entry["plan_id"] = plan["id"]
+            plan.update(status="executed" if mode == EXECUTED else "failed", decided_by=self.run.params.operator,
+                        decided_at=entry["at"])
         self.done = self.run.record_action(entry)  # persisted into the run state with the other actions
         self.status.value = f"<p><b>{html.escape(mode)}</b> at {entry['at']} by {html.escape(entry['operator'])}</p>"
         return self.done
@@ -117,3 +122,86 @@ def offer(run, action: Action, recommended: dict[str, Any]) -> Approval:
     approval = Approval(run, action, recommended)
     display(approval.widget)
     return approval
+
+
+# -- plans of archived records (headless runs), approved from JupyterLab -----------------------------
+PLANS_NOTEBOOK = "plans.ipynb"
+#: The plans notebook's parameters (its parameters cell is generated from these).
+PLANS_PARAMETERS = (
+    Param("archive", str, "incidents", "the archive folder whose pending plans are shown"),
+    Param("record", str, "", "only the plans of this record (its file name), empty for all"),
+    Param("operator", str, "", "who approves (asked in the control when empty)"),
+)
+
+def pending_plans(archive, record: str = "") -> list[dict[str, Any]]:
+    """The plans awaiting approval in an archive (of one record when ``record`` names it)."""
+    from smartops_nb.records.plans import PlanStore
+
+    return [p.to_dict() for p in PlanStore(archive).pending() if not record or p.record == record]
+
+
+class PlanApproval:
+    """The control for one pending plan: typed confirmation of its target (or id), then ``smartops
+    approve`` itself — the code path of the command line and of ``serve``, not a copy of it."""
+
+    def __init__(self, plan: dict[str, Any], archive, operator: str = ""):
+        import ipywidgets as w
+
+        self.plan, self.archive = plan, archive
+        self.header = w.HTML(
+            f"<h4>Plan <code>{html.escape(plan['id'])}</code>: <code>{html.escape(plan['action'])}</code></h4>"
+            f"<p><b>Target:</b> <code>{html.escape(plan['target'])}</code><br><b>Incident:</b> "
+            f"{html.escape(plan['incident_id'])} ({html.escape(plan['severity'])}) · <b>causes:</b> "
+            f"{html.escape(', '.join(plan.get('causes', [])))}<br><b>Approvable until:</b> "
+            f"{html.escape(plan['expires_at'])} · record <code>{html.escape(plan['record'])}</code></p>")
+        self.operator = w.Text(value=operator, description="Operator:", placeholder="your name")
+        self.text = w.Text(placeholder=f"type {plan['target']} or {plan['id']} to confirm", description="Confirm:",
+                           layout=w.Layout(width="60%"))
+        self.button = w.Button(description=f"Approve {plan['id']}", button_style="danger", icon="check")
+        self.status = w.HTML("")
+        self.button.on_click(self.confirm)
+        self.widget = w.VBox([self.header, self.operator, w.HBox([self.text, self.button]), self.status])
+
+    def confirm(self, _button=None) -> int | None:
+        import subprocess
+        import sys
+
+        if self.text.value.strip() not in {self.plan["target"], self.plan["id"]}:
+            self.status.value = (f"<p style='color:#cf222e'>Not approved: type <code>{html.escape(self.plan['target'])}"
+                                 f"</code> or <code>{html.escape(self.plan['id'])}</code> to confirm.</p>")
+            return None
+        if not self.operator.value.strip():
+            self.status.value = "<p style='color:#cf222e'>Not approved: say who approves (Operator).</p>"
+            return None
+        self.button.disabled = self.text.disabled = True
+        self.status.value = "<p>Carrying out the plan (the runbook re-checks before acting)…</p>"
+        done = subprocess.run([sys.executable, "-m", "smartops_nb.cli", "approve", self.plan["id"], "--operator",
+                               self.operator.value.strip(), "--archive", str(self.archive)],
+                              capture_output=True, text=True, timeout=1800)
+        said = redact.scrub((done.stdout + done.stderr).strip())
+        self.status.value = f"<pre>{html.escape(said)}</pre>"
+        return done.returncode
+
+
+def offer_plans(archive, record: str = "", operator: str = "") -> list[dict[str, Any]]:
+    """Show each pending plan with its approval control (live JupyterLab), or the command that approves
+    it (anywhere else); return the plans."""
+    from smartops_nb.records.render import plan_command
+
+    from . import display
+
+    found = pending_plans(archive, record)
+    if not found:
+        display.show_message(f"No plan awaits approval in {archive}" + (f" for {record}" if record else ""), "ok")
+        return found
+    display.show_table([{k: p[k] for k in ("id", "action", "target", "incident_id", "severity", "expires_at",
+                                           "record")} for p in found], "Plans awaiting approval")
+    if not interactive():
+        for p in found:
+            display.show_message(f"{p['id']}: {plan_command(p)}", "warn")
+        return found
+    from IPython.display import display as ipy_display
+
+    for p in found:
+        ipy_display(PlanApproval(p, archive, operator).widget)
+    return found

@@ -14,12 +14,14 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from . import approvals, display
 from smartops_nb import catalog, redact, response
+from smartops_nb.actions import RECOMMENDED, REFUSED, Action, carry_out, decide
 from smartops_nb.contract import RECORD_SCHEMA, STATE_ENV
-from smartops_nb.actions import Action, carry_out, decide
-from smartops_nb.findings import Diagnosis, Finding
-from smartops_nb.params import COMMON_DEFAULTS, Params, iso, parse_time, utcnow
+from smartops_nb.findings import Diagnosis, Finding, steps_read_by
+from smartops_nb.params import Params, iso, parse_time, utcnow
+from smartops_nb.records import plans
+
+from . import approvals, display
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 
@@ -36,7 +38,7 @@ def _parameters_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
 class Run:
     def __init__(self, runbook_id: str, values: Mapping[str, Any]):
         self.runbook = catalog.get(runbook_id)
-        merged = {**COMMON_DEFAULTS, **values}
+        merged = {**self.runbook.defaults(), **values}
         self.started_at = utcnow()
         merged["severity"] = merged.get("severity") or self.runbook.severity
         merged["detected_at"] = iso(parse_time(merged["detected_at"], name="detected_at")) if merged.get(
@@ -48,6 +50,7 @@ class Run:
         self.app_name = f"smartops:{self.runbook.id}"
         self.findings: list[Finding] = []
         self.actions: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []     # recommended actions waiting for approval (records/plans.py)
         self.timeline: list[dict[str, str]] = []
         self.diagnosis: Diagnosis | None = None
         self.finished_at: str | None = None
@@ -92,7 +95,7 @@ class Run:
 
     def finding(self, finding: Finding, check: str | None = None) -> Finding:
         """Record a check's conclusion (the current step's check name unless it has one)."""
-        finding.check = finding.check or check or getattr(self, "_current_check", "") or "unnamed"
+        finding.check = str(finding.check or check or getattr(self, "_current_check", "") or "unnamed")
         finding.summary = redact.scrub(finding.summary)
         finding.data = redact.scrub_obj(_jsonable(finding.data))
         self.findings.append(finding)
@@ -120,7 +123,15 @@ class Run:
             self.event(f"step finished: {title} ({last.status if last else 'no finding'})")
 
     def diagnose(self, rule: Callable[[list[Finding], Params], Diagnosis]) -> Diagnosis:
-        """Turn the findings into cause codes with the runbook's rule, and show the verdict."""
+        """Turn the findings into cause codes with the runbook's rule, and show the verdict.
+
+        A step the rule reads (``@reads``) that left no finding — a cell skipped, or renamed — is
+        recorded as an ``error`` finding first: the diagnosis then says it is incomplete."""
+        seen = {f.check for f in self.findings}
+        for step in steps_read_by(rule):
+            if step not in seen:
+                self.finding(Finding("error", f"step {step!r} did not run: the diagnosis needs its finding",
+                                     {"error": "step did not run", "missing_step": step}), step)
         diagnosis = rule(self.findings, self.params)
         unknown = set(diagnosis.causes) - set(self.runbook.causes)
         if unknown:
@@ -137,31 +148,78 @@ class Run:
         return diagnosis
 
     def act(self, action: Action, when: str | Iterable[str]) -> dict[str, Any] | None:
-        """Recommend or run a mitigation if the diagnosis has one of the causes it is for."""
+        """Recommend or run a mitigation if the diagnosis has one of the causes it is for.
+
+        A recommended action gets a plan (:mod:`smartops_nb.records.plans`) that a person can
+        approve later; a run carrying out a plan (``plan_id``) acts only when the plan's cause still
+        holds on the plan's target, and otherwise records the refusal and why."""
         causes = {when} if isinstance(when, str) else set(when)
         if action.name not in self.runbook.actions:
             raise ValueError(f"{action.name!r} is not an action of runbook {self.runbook.id}")
-        if not self.diagnosis or not causes & set(self.diagnosis.causes):
+        held = causes & set(self.diagnosis.causes if self.diagnosis else ())
+        refusal = self._plan_refusal(action, held, causes)
+        if refusal:
+            return self.record_action(self._entry(action, REFUSED, refusal, {}))
+        if not held:
             display.show_message(f"{action.name}: not needed (none of {', '.join(sorted(causes))} confirmed)", "ok")
             return None
         decision, reason = decide(action, mode=self.params.mode, approved=self.params.approved_actions,
                                   dry_run=bool(self.params.dry_run))
         mode, result = carry_out(action, decision)
-        entry = ActionEntry({
-            "action": action.name, "target": redact.scrub(action.target), "mode": mode, "at": iso(utcnow()),
-            "operator": self.params.operator, "reason": reason, "description": action.description,
-            "result": redact.scrub_obj(_jsonable(result)),
-        })
+        entry = self._entry(action, mode, reason, result)
+        if mode == RECOMMENDED and not action.manual and not self.params.dry_run and not self.params.plan_id:
+            entry["plan_id"] = self._plan(action, held, entry["result"])["id"]
         self.record_action(entry)
-        if mode == "recommended" and not action.manual and not self.params.dry_run and approvals.interactive():
+        if mode == RECOMMENDED and not action.manual and not self.params.dry_run and approvals.interactive():
             approvals.offer(self, action, entry)  # a live JupyterLab session: a person may approve it here
         return entry
+
+    def _entry(self, action: Action, mode: str, reason: str, result: dict[str, Any]) -> "ActionEntry":
+        entry = ActionEntry({
+            "action": action.name, "target": redact.scrub(action.target), "mode": mode, "at": iso(utcnow()),
+            "operator": self.params.operator, "reason": redact.scrub(reason), "description": action.description,
+            "result": redact.scrub_obj(_jsonable(result)),
+        })
+        if self.params.plan_id and action.name in self.params.approved_actions:
+            entry.update(plan_id=self.params.plan_id, approved_by=self.params.operator)
+        return entry
+
+    def _plan_refusal(self, action: Action, held: set[str], causes: set[str]) -> str | None:
+        """Why a run carrying out a plan must not act (None: it may): the cause is gone, or the
+        evidence now names another target than the one the plan was approved for."""
+        p = self.params
+        if not p.plan_id or action.name not in p.approved_actions:
+            return None
+        if not held:
+            now = self.diagnosis.summary if self.diagnosis else "no diagnosis reached"
+            return f"plan {p.plan_id}: {' / '.join(sorted(causes))} no longer holds, nothing done. Now: {now}"
+        target = redact.scrub(action.target)
+        if p.plan_target and target != p.plan_target:
+            return (f"plan {p.plan_id}: the evidence now names {target!r}, the plan was approved for "
+                    f"{p.plan_target!r}; nothing done")
+        return None
+
+    def _plan(self, action: Action, held: set[str], preview: Any) -> dict[str, Any]:
+        raw = self.params.raw()
+        evidence = {"target": action.target, "preview": preview,
+                    "findings": [f.to_dict() for f in self.findings if f.status in ("critical", "warn")]}
+        plan = plans.make(runbook=self.runbook.id, incident_id=raw["incident_id"], severity=raw["severity"],
+                          action=action.name, target=redact.scrub(action.target), causes=sorted(held),
+                          parameters=raw, evidence=_jsonable(evidence),
+                          expires_minutes=float(self.params.approval_expires_minutes or 0))
+        self.plans.append(plan)
+        self.event(f"plan {plan['id']}: {action.name} awaits approval until {plan['expires_at']} "
+                   f"({plans.approve_command(plan)})")
+        return plan
 
     def record_action(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Add an action entry (decided here or approved interactively), log it and show it."""
         self.actions.append(entry)
-        self.event(f"action {entry['action']} on {entry['target']}: {entry['mode']}")
-        status = {"executed": "ok", "failed": "error", "recommended": "warn", "dry-run": "warn"}[entry["mode"]]
+        plan = f" (plan {entry['plan_id']}, approved by {entry['approved_by']})" if entry.get("approved_by") and \
+            entry.get("plan_id") else ""
+        self.event(f"action {entry['action']} on {entry['target']}: {entry['mode']}{plan}")
+        status = {"executed": "ok", "failed": "error", "recommended": "warn", "dry-run": "warn",
+                  "refused": "warn"}[entry["mode"]]
         display.show_message(f"{entry['action']} → {entry['target']}: {entry['mode']}. {entry['description']}. "
                              f"{entry['reason']}", status)
         return entry
@@ -200,6 +258,7 @@ class Run:
                           else {"confirmed": False, "causes": [], "summary": "no diagnosis reached"}),
             "findings": [f.to_dict() for f in self.findings],
             "actions": list(self.actions),
+            "plans": list(self.plans),
             "timeline": list(self.timeline),
             "response": self.response(),
             "parameters": redact.scrub_obj({k: redact.mask_url(v) if isinstance(v, str) else v

@@ -72,7 +72,7 @@ class DockerPlatform(Platform):
     name = "docker"
 
     def __init__(self, base_url: str | None = None, timeout: int = 5, *, stop_timeout: int = 10) -> None:
-        if base_url and base_url.startswith("unix://~"):   # e.g. the sandbox's ~/.smartops/sandbox/podman/...
+        if base_url and base_url.startswith("unix://~"):   # e.g. unix://~/run/podman.sock
             base_url = "unix://" + os.path.expanduser(base_url[len("unix://"):])
         self.base_url = base_url
         self.timeout = timeout

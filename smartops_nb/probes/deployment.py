@@ -13,7 +13,7 @@ import pandas as pd
 from smartops_nb import platforms, redact
 from . import workloads
 
-# Set by a deploy that could not create the container (see smartops_sandbox.deploy): the
+# Set by a deploy tool that could not create the container (a placeholder carries it): the
 # engine's error, e.g. "no such image: ...: image not known".
 DEPLOY_ERROR_LABEL = "com.smartamazon.deploy-error"
 HISTORY_COLUMNS = ["revision", "image", "created_at", "current"]

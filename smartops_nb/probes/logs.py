@@ -1,4 +1,4 @@
-"""Read the API's recent log lines: from a log file (sandbox, bare hosts) or from the platform."""
+"""Read the API's recent log lines: from a log file (bare hosts) or from the platform."""
 from __future__ import annotations
 
 import os

@@ -7,8 +7,7 @@ into an ``error`` finding that says why.
 
 The queries of :func:`api_history` are those of the shipped alert rules (``deploy/prometheus/``):
 latency quantiles from ``http_request_duration_seconds_bucket``, request and 5xx rates, the
-PostgreSQL client connections (``pg_stat_activity_count``, the postgres_exporter name, which the
-sandbox API also exports) and the API's own DB pool.
+PostgreSQL client connections (``pg_stat_activity_count``, postgres_exporter's name) and the API's own DB pool.
 """
 from __future__ import annotations
 

@@ -449,22 +449,11 @@ def indexed_hash(folder: Path, name: str) -> str | None:
     return entry["sha256"] if entry else None
 
 
-_EXTERNAL_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>', re.I)
-
-
 def export_html(path: Path, out: Path) -> Path:
-    """A standalone HTML page of the record (plots embedded as data: URIs), scrubbed, written atomically."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    """A standalone HTML page of the record (:func:`~.render.record_html`), written atomically."""
+    from .render import record_html
 
-    from smartops_nb import redact
-
-    nb = nbformat.read(path, as_version=4)
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
-    # The template loads require.js and MathJax from a CDN; a record needs neither, and opening
-    # one must not reach out to the internet. CSS and plots are inline already.
-    body = _EXTERNAL_SCRIPT.sub("", body)
-    body = redact.scrub(body)
+    body = record_html(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(body, encoding="utf-8")

@@ -7,7 +7,39 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from pathlib import Path
 from typing import Any
+
+#: Every script element: a record needs none (its charts are images, its tables HTML), and one that
+#: came from a hostile log line must never run where the record is read.
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script\s*>", re.I | re.S)
+#: What the HTML of a record's outputs and markdown may keep (bleach, through nbconvert's SanitizeHTML):
+#: the tags our tables, summaries and notes use. No img, a, iframe, form, style or event attribute:
+#: charts are image outputs, rendered by the template itself, never HTML from an output.
+SAFE_TAGS = ["p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "b", "strong", "i", "em", "code", "pre",
+             "span", "div", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "details", "summary",
+             "blockquote", "sub", "sup"]
+SAFE_ATTRIBUTES = {"*": ["class"], "span": ["style"], "td": ["style"], "th": ["style"], "table": ["border"]}
+SAFE_STYLES = ["color", "font-weight", "text-align"]
+
+
+def record_html(path: Path) -> str:
+    """The record as one standalone HTML page: charts embedded, every output's and note's HTML
+    sanitized to :data:`SAFE_TAGS`, no script at all (nor the CDN loads of nbconvert's template:
+    opening a record reaches nothing), scrubbed of secrets. ``archive export`` writes it; ``serve``
+    shows it (under a policy that forbids scripts besides)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+
+    from smartops_nb import redact
+
+    nb = nbformat.read(path, as_version=4)
+    clean = SanitizeHTML(tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES, styles=SAFE_STYLES, strip=True)
+    nb, _ = clean.preprocess(nb, {})
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    return redact.scrub(_SCRIPT.sub("", body))
 
 _COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "critical": "#cf222e", "error": "#8250df"}
 _ICONS = {"ok": "✔", "warn": "⚠", "critical": "✖", "error": "⁉"}
@@ -48,6 +80,12 @@ def summary_html(s: dict[str, Any]) -> str:
                        [[e(a["action"]), e(a["target"]), e(a["mode"]), e(a["at"]),
                          e(json.dumps(a.get("result"), default=str)[:300])] for a in acts])
                  if acts else "<p><i>No action recommended or run.</i></p>")
+    pending = [p for p in s.get("plans") or [] if p.get("status", "pending") == "pending"]
+    if pending:
+        parts.append("<h4>Plans awaiting approval</h4>")
+        parts.append(_rows(["plan", "action", "target", "expires", "approve with"],
+                           [[e(p["id"]), e(p["action"]), e(p["target"]), e(p["expires_at"]),
+                             f"<code>{e(plan_command(p))}</code>"] for p in pending]))
     parts.append("<h4>Timeline</h4>")
     parts.append(_rows(["at", "event"], [[e(t["at"]), e(t["event"])] for t in s.get("timeline", [])]))
     return "\n".join(parts)
@@ -73,6 +111,11 @@ def _response_rows(r: dict[str, Any] | None) -> list[list[str]]:
     return rows
 
 
+def plan_command(plan: dict[str, Any]) -> str:
+    """The command that approves a plan (the same text in the record, the CLI and notifications)."""
+    return f"smartops approve {plan['id']} --operator NAME"
+
+
 def summary_text(s: dict[str, Any]) -> str:
     diag = s.get("diagnosis") or {}
     lines = [
@@ -90,4 +133,6 @@ def summary_text(s: dict[str, Any]) -> str:
                   for x in r.get("escalations", []) if x["status"] in ("due", "overdue")]
     lines += [f"  [{f['status']}] {f['check']}: {f['summary']}" for f in s.get("findings", [])]
     lines += [f"  action {a['action']} on {a['target']}: {a['mode']}" for a in s.get("actions", [])]
+    lines += [f"  plan {p['id']}: {p['action']} on {p['target']}, until {p['expires_at']}: {plan_command(p)}"
+              for p in s.get("plans") or [] if p.get("status", "pending") == "pending"]
     return "\n".join(lines)

@@ -7,14 +7,18 @@ its entry in the archive's index.
 """
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import archive as record_archive  # `archive` is the folder argument below
-from . import record
+from . import plans, record
 
 if TYPE_CHECKING:
     import nbformat
+
+log = logging.getLogger("smartops.records")
 
 
 def store(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Path, *, secrets: Iterable[str] = (),
@@ -28,4 +32,10 @@ def store(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Path, *
     record.attach_summary(nb, summary, add_cell=add_cell)
     nb = record.scrub_notebook(nb, list(secrets))
     path = record_archive.write_record(nb, summary, archive)  # the record and its index entry
-    return path, nb.metadata["smartops"]
+    stored = nb.metadata["smartops"]
+    if stored.get("plans"):  # what a person may approve from the alert (smartops approve PLAN_ID)
+        try:
+            plans.PlanStore(archive).register(stored, path.name)
+        except (OSError, sqlite3.Error) as e:  # the record is written; only approving from it is lost
+            log.error("plans of %s not registered (%s): they cannot be approved; re-run the runbook", path.name, e)
+    return path, stored

@@ -97,8 +97,16 @@ def _t(at: str) -> dt.datetime:
     return parse_time(at, name="time")
 
 
-def timeline(records: list[Evidence]) -> list[tuple[str, str]]:
-    """(time, event) in time order: the seed's milestones from the records' own timelines."""
+def _approval(a: dict[str, Any]) -> str:
+    """How an executed action was approved, for a person reading the post-mortem."""
+    if a.get("plan_id"):
+        return f" (plan {a['plan_id']} approved by {a.get('approved_by', '')})"
+    return " (approved interactively)" if a.get("approved_by") else ""
+
+
+def timeline(records: list[Evidence], plans: list[dict[str, Any]] = ()) -> list[tuple[str, str]]:
+    """(time, event) in time order: the seed's milestones from the records' own timelines, and what
+    became of the plans a person was asked to approve."""
     events: list[tuple[dt.datetime, str]] = []
     first = records[0].summary
     events.append((_t(first["detected_at"]), "Incident detected"))
@@ -115,9 +123,18 @@ def timeline(records: list[Evidence]) -> list[tuple[str, str]]:
             identified = True
         for a in s.get("actions", []):
             if a["mode"] in ("executed", "failed"):
-                who = f"by {a.get('operator', '')}" + (" (approved interactively)" if a.get("approved_by") else "")
+                who = f"by {a.get('operator', '')}{_approval(a)}"
                 events.append((_t(a["at"]), f"Mitigation {'applied' if a['mode'] == 'executed' else 'FAILED'}: "
                                             f"{a['action']} on {a['target']} {who}"))
+            elif a["mode"] == "refused":
+                events.append((_t(a["at"]), f"Mitigation refused: {a['action']} on {a['target']}: {a['reason']}"))
+    for p in plans:
+        events.append((_t(p["created_at"]), f"Plan {p['id']} proposed: {p['action']} on {p['target']} "
+                                            f"(approvable until {p['expires_at']})"))
+        if p.get("decided_at"):
+            how = "denied" if p["status"] == "denied" else "approved"
+            events.append((_t(p["decided_at"]), f"Plan {p['id']} {how} by {p.get('decided_by')}: {p['state']}"
+                                                + (f" ({p['reason']})" if p.get("reason") else "")))
     end = resolved_at(records)
     if end is not None:
         events.append((end, f"Incident resolved: a later {first['runbook']} run confirms nothing"))
@@ -144,7 +161,8 @@ def _duration(start: dt.datetime, end: dt.datetime | None) -> str:
     return f"{minutes / 60:.1f} hours ({minutes:.0f} min)" if minutes >= 60 else f"{minutes:.0f} min"
 
 
-def render(records: list[Evidence], charts: list[str] = (), impact: str | None = None) -> str:
+def render(records: list[Evidence], charts: list[str] = (), impact: str | None = None,
+           plans: list[dict[str, Any]] = ()) -> str:
     """The post-mortem Markdown; ``charts`` are the file names of the charts written beside it.
 
     ``impact`` wins over an ``impact`` parameter of the records (runbooks may define one).
@@ -166,7 +184,7 @@ def render(records: list[Evidence], charts: list[str] = (), impact: str | None =
            f"**Duration:** {_duration(detected, end)}",
            f"**Impact:** {impact or TO_FILL}", "",
            "## Timeline"]
-    out += [f"- {t} - {e}" for t, e in timeline(records)]
+    out += [f"- {t} - {e}" for t, e in timeline(records, plans)]
     out += ["", "## Root Cause"]
     if confirmed:
         diag = confirmed[0].summary["diagnosis"]
@@ -178,7 +196,7 @@ def render(records: list[Evidence], charts: list[str] = (), impact: str | None =
         out.append(f"No run confirmed a cause. {TO_FILL}")
     out += ["", "## Resolution"]
     out += [f"- `{a['action']}` on `{a['target']}` at {a['at']} by {a.get('operator', '')}"
-            f"{' (approved interactively)' if a.get('approved_by') else ''}: {a.get('description', '')}"
+            f"{_approval(a)}: {a.get('description', '')}"
             for a in executed] or [f"No mitigation was executed by SmartOps. {TO_FILL}"]
     if end is not None:
         out.append(f"- Confirmed resolved at {end.strftime('%Y-%m-%d %H:%M:%S')} by a later run that finds nothing.")
@@ -220,7 +238,8 @@ def checklist(records: list[Evidence], severity: str, end: dt.datetime | None) -
     ]
 
 
-def write(records: list[Evidence | str | Path], out: str | Path, impact: str | None = None) -> Path:
+def write(records: list[Evidence | str | Path], out: str | Path, impact: str | None = None,
+          plans: list[dict[str, Any]] = ()) -> Path:
     """Write the post-mortem to ``out`` and the records' charts beside it as PNG files.
 
     ``records``: loaded :class:`Evidence` (as the command has it already) or record paths.
@@ -234,5 +253,5 @@ def write(records: list[Evidence | str | Path], out: str | Path, impact: str | N
             name = f"{out.stem}-{r.path.stem}-chart{i}.png"
             (out.parent / name).write_bytes(png)
             names.append(name)
-    out.write_text(render(records, names, impact))
+    out.write_text(render(records, names, impact, plans))
     return out

@@ -43,6 +43,7 @@ from typing import Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
+from smartops_nb.contract import SERVE_TOKEN_ENV as TOKEN_ENV
 from smartops_nb.execution.flow import investigate_on_pool
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
@@ -51,7 +52,6 @@ from .intake import answer, plan, status_of
 
 log = logging.getLogger("smartops.serve")
 
-from smartops_nb.contract import SERVE_TOKEN_ENV as TOKEN_ENV  # noqa: E402
 MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large
 SHUTDOWN_REASON = "smartops serve shut down before the run finished"
 

@@ -26,7 +26,7 @@ import yaml
 
 from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port
-from tests.test_serve import alert, payload
+from tests.scenarios.test_serve import alert, payload
 
 pytestmark = pytest.mark.scenario
 

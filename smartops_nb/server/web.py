@@ -1,0 +1,278 @@
+"""The archive in a browser: incidents, one incident's timeline, a record with its charts, and the
+plans awaiting approval — served by ``smartops serve`` beside the webhook.
+
+Pages come from Jinja2 templates (``server/templates/``) with autoescaping: everything that comes
+from a system under investigation (log lines, label values, key names, query text) is escaped. A
+record is rendered by nbconvert with its HTML sanitizer on, served under a Content-Security-Policy
+that allows no script at all, inside a sandboxed frame: a hostile log line cannot run in the viewer.
+
+Access: the webhook's token. A browser signs in once with ``?token=…`` (a cookie marked HttpOnly and
+SameSite=Strict follows, as Jupyter does); every page answers 401 without it. Approve and Deny are
+POST forms carrying a CSRF token derived from the server's token, and call the same code as
+``smartops approve`` / ``smartops deny``. ``POST /approvals/PLAN_ID`` is the same approval for
+automation (bearer token, JSON body ``{"operator": "..."}``). Without a token, ``serve`` listens on
+loopback only and the pages are open to that machine, as today.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import quote, urlencode
+
+from smartops_nb.contract import ParameterError
+from smartops_nb.execution import approve as approvals
+from smartops_nb.records import archive as record_archive
+from smartops_nb.records.plans import PlanRefused, PlanStore, UnknownPlan
+from smartops_nb.records.render import record_html
+from smartops_nb.reports import incident as incidents
+
+log = logging.getLogger("smartops.web")
+
+COOKIE = "smartops_token"
+#: Records are notebooks rendered to HTML: images inline, styles inline, no script, no network.
+RECORD_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+              "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
+PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; frame-src 'self'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+FILTERS = ("runbook", "severity", "environment", "cause", "since", "q")
+
+
+class Access:
+    """Who may see the pages and act: the serve token (cookie, ``?token=``, or bearer header)."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+
+    def allowed(self, request) -> bool:
+        if self.token is None:  # serve refuses to listen beyond loopback without a token
+            return True
+        given = [request.cookies.get(COOKIE, ""), request.query_params.get("token", "")]
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("Bearer "):
+            given.append(auth[len("Bearer "):])
+        return any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given)
+
+    def csrf(self) -> str:
+        """The token every state-changing form carries (an attacker's page cannot read it)."""
+        return hmac.new((self.token or "loopback").encode(), b"smartops-csrf", hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, given: str) -> bool:
+        return bool(given) and hmac.compare_digest(given.encode(), self.csrf().encode())
+
+
+def _templates():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("smartops_nb.server", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters["urlq"] = lambda s: quote(str(s), safe="")
+    return env
+
+
+def page_url(public_url: str, path: str) -> str:
+    """An absolute link to a page when serve has a public URL (notifications), else the path."""
+    return f"{public_url.rstrip('/')}{path}" if public_url else path
+
+
+def incident_path(incident_id: str) -> str:
+    return f"/incidents/{quote(incident_id, safe='')}"
+
+
+def record_path(name: str) -> str:
+    return f"/records/{quote(name, safe='')}"
+
+
+def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), public_url: str = "") -> list:
+    """The pages and the approval endpoints, as Starlette routes to put before the webhook's."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.routing import Route
+
+    access, env, files = Access(token), _templates(), list(files)
+
+    def html(template: str, status: int = 200, **ctx) -> HTMLResponse:
+        body = env.get_template(template).render(csrf=access.csrf(), **ctx)
+        return HTMLResponse(body, status_code=status, headers={"Content-Security-Policy": PAGE_CSP,
+                                                                "X-Content-Type-Options": "nosniff",
+                                                                "Referrer-Policy": "no-referrer"})
+
+    def guarded(handler):
+        async def endpoint(request: Request):
+            if not access.allowed(request):
+                return html("error.html", 401, title="Sign in", message="This page needs the serve token: open "
+                            "the link from the alert, or add ?token=… once.")
+            if request.method == "GET" and "token" in request.query_params and access.token is not None:
+                # signed in with ?token=: keep it in a cookie, and drop it from the address bar
+                rest = {k: v for k, v in request.query_params.items() if k != "token"}
+                to = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+                out = RedirectResponse(to, status_code=303)
+                out.set_cookie(COOKIE, access.token, httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https", path="/")
+                return out
+            try:
+                return await handler(request)
+            except (record_archive.IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
+                return html("error.html", 404, title="Not found", message=str(e))
+        return endpoint
+
+    async def incidents_page(request: Request):
+        filters = {k: request.query_params.get(k, "").strip() for k in FILTERS}
+        rows = await run_in_threadpool(_incident_rows, archive, filters)
+        return html("incidents.html", incidents=rows, filters=filters, title="Incidents")
+
+    async def incident_page(request: Request):
+        incident_id = request.path_params["incident_id"]
+        inc = await run_in_threadpool(incidents.show, archive, incident_id)
+        return html("incident.html", inc=inc, title=f"Incident {incident_id}", message=request.query_params.get("m"),
+                    events=_events(inc), record_path=record_path)
+
+    async def record_page(request: Request):
+        name = request.path_params["name"]
+        info = await run_in_threadpool(_record_info, archive, name)
+        return html("record.html", title=name, **info, incident_path=incident_path)
+
+    async def record_view(request: Request):
+        path = record_archive.resolve(archive, request.path_params["name"])
+        body = await run_in_threadpool(record_html, path)
+        return HTMLResponse(body, headers={"Content-Security-Policy": RECORD_CSP, "X-Content-Type-Options": "nosniff"})
+
+    async def record_download(request: Request):
+        path = record_archive.resolve(archive, request.path_params["name"])
+        return Response(path.read_bytes(), media_type="application/x-ipynb+json",
+                        headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+    async def postmortem_draft(request: Request):
+        text = await run_in_threadpool(_postmortem, archive, request.path_params["incident_id"])
+        return Response(text, media_type="text/markdown; charset=utf-8")
+
+    async def decide(request: Request):
+        form = await request.form()
+        plan_id, verb = request.path_params["plan_id"], request.path_params["verb"]
+        if not access.csrf_ok(str(form.get("csrf", ""))):
+            log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
+            return html("error.html", 403, title="Refused", message="This form is stale or was not sent by this "
+                                                                     "page (CSRF check): nothing was done.")
+        plan = PlanStore(archive).get(plan_id)
+        operator = str(form.get("operator", "")).strip()
+        if verb == "approve":
+            if str(form.get("confirm", "")).strip() not in (plan.target, plan.id):
+                said = f"not approved: type the target ({plan.target}) or the plan id to confirm"
+            else:
+                said = await run_in_threadpool(_approve, plan_id, operator, archive, files)
+        else:
+            said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files)
+        return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
+
+    async def approval_api(request: Request):
+        if not access.allowed(request) or (access.token is not None and COOKIE in request.cookies
+                                           and not request.headers.get("authorization")):
+            # automation presents the bearer token; a browser's cookie alone does not approve (CSRF)
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="smartops"'})
+        try:
+            body = json.loads(await request.body() or b"{}")
+            operator = str(body.get("operator", "")) if isinstance(body, dict) else ""
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON: {\"operator\": NAME}"}, status_code=400)
+        plan_id = request.path_params["plan_id"]
+        try:
+            out = await run_in_threadpool(approvals.carry_out, plan_id, operator, archive, files=files)
+        except ParameterError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        except PlanRefused as e:
+            return JSONResponse({"plan": plan_id, "status": "refused", "reason": str(e)},
+                                status_code=404 if isinstance(e, UnknownPlan) else 409)
+        return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason,
+                             "record": out.result.record.name if out.result else None},
+                            status_code=200 if out.status == "executed" else 409)
+
+    async def home(request: Request):
+        return RedirectResponse("/incidents", status_code=303)
+
+    return [
+        Route("/", guarded(home), methods=["GET"]),
+        Route("/incidents", guarded(incidents_page), methods=["GET"]),
+        Route("/incidents/{incident_id}", guarded(incident_page), methods=["GET"]),
+        Route("/incidents/{incident_id}/postmortem", guarded(postmortem_draft), methods=["GET"]),
+        Route("/records/{name}", guarded(record_page), methods=["GET"]),
+        Route("/records/{name}/view", guarded(record_view), methods=["GET"]),
+        Route("/records/{name}/download", guarded(record_download), methods=["GET"]),
+        Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
+        Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
+    ]
+
+
+# -- what the pages show ------------------------------------------------------------------------
+def _incident_rows(archive: Path, filters: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
+    """Incidents newest first (of the records matching the filters), each with its status."""
+    wanted = {k: v for k, v in filters.items() if v and k != "q"}
+    if filters.get("since"):
+        wanted["since"] = record_archive.parse_since(filters["since"])
+    rows = (record_archive.search(archive, filters["q"], limit=500, **wanted) if filters.get("q")
+            else record_archive.list_records(archive, limit=500, **wanted))
+    out, seen = [], set()
+    for row in sorted(rows, key=lambda r: r["started_at"], reverse=True):
+        incident_id = row["incident_id"]
+        if not incident_id or incident_id in seen:
+            continue
+        seen.add(incident_id)
+        inc = incidents.show(archive, incident_id)
+        causes = sorted({c for e in inc["records"] for c in e["diagnosis"].get("causes") or []})
+        out.append({**{k: inc[k] for k in ("incident_id", "runbook", "severity", "environment", "detected_at",
+                                            "status", "pending_plans")},
+                    "causes": causes, "response": inc["response"], "records": len(inc["records"])})
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _events(inc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The incident's timeline: records, their actions, and the plans with their fate, in time order."""
+    events = []
+    for e in inc["records"]:
+        events.append({"at": e["started_at"], "kind": "record", "entry": e})
+        for a in e["actions"]:
+            events.append({"at": a["at"], "kind": "action", "entry": a, "record": e["record"]})
+    for p in inc["plans"]:
+        events.append({"at": p["created_at"], "kind": "plan", "entry": p})
+    return sorted(events, key=lambda x: str(x["at"]))
+
+
+def _record_info(archive: Path, name: str) -> dict[str, Any]:
+    path = record_archive.resolve(archive, name)
+    summary = json.loads(path.read_text()).get("metadata", {}).get("smartops", {})
+    sha = record_archive.file_sha256(path)
+    entry = record_archive.indexed_entry(path.parent, path.name)
+    verified = entry is not None and entry.get("sha256") == sha
+    return {"name": path.name, "summary": summary, "sha256": sha, "entry": entry, "verified": verified}
+
+
+def _postmortem(archive: Path, incident_id: str) -> str:
+    from smartops_nb.reports import postmortem
+
+    names = [n for n, _ in incidents.summaries(archive, incident_id)]
+    records = postmortem.one_incident([postmortem.load(archive / n) for n in names])
+    plans = [p.to_dict() for p in PlanStore(archive).of_incident(incident_id)]
+    return postmortem.render(records, [], None, plans)
+
+
+def _approve(plan_id: str, operator: str, archive: Path, files: list[str]) -> str:
+    try:
+        out = approvals.carry_out(plan_id, operator, archive, files=files)
+    except (PlanRefused, ParameterError) as e:
+        return f"refused: {e}"
+    return f"plan {plan_id} {out.status}: {out.reason}"
+
+
+def _deny(plan_id: str, operator: str, reason: str, archive: Path, files: list[str]) -> str:
+    try:
+        plan = approvals.deny(plan_id, operator, reason, archive, files=files)
+    except (PlanRefused, ParameterError) as e:
+        return f"refused: {e}"
+    return f"plan {plan.id} denied by {plan.decided_by}: {plan.reason}"
+

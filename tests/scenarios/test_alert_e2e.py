@@ -1,0 +1,106 @@
+"""Alert to record, end to end, with real processes and the shipped configuration.
+
+The session's sandbox gets the ``slow-queries`` fault (searches take seconds). Debian's Prometheus
+scrapes its API every second and evaluates ``deploy/prometheus/rules.yml`` every second (a copy
+whose ``for:`` is 0s: the test cannot wait a minute); Debian's Alertmanager, configured from
+``deploy/prometheus/alertmanager.yml`` (bearer token from a file, short group_wait), sends the
+``HighAPILatency`` notification to a real ``smartops serve`` process using the shipped
+``parameters/routes.yaml``. The test waits (bounded) for the record in the archive and checks
+that it is the alert's incident, diagnosed ``slow-queries``, with the Prometheus history in it.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from tests.conftest import REPO, free_port, require
+from tests.fixtures.monitoring import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    alertmanager_config,
+    rules_with_for,
+    start_alertmanager,
+    start_prometheus,
+    start_serve,
+)
+
+WAIT_S = 150
+TOKEN = "e2e-" + "x" * 28
+
+
+def _records(archive: Path) -> list[dict]:
+    out = []
+    for p in sorted(archive.glob("**/*.ipynb")):
+        try:
+            meta = nbformat.read(p, as_version=4).metadata.get("smartops", {})
+        except Exception:   # being written
+            continue
+        if meta:
+            out.append({**meta, "_path": str(p)})
+    return out
+
+
+def _alerts(am_url: str) -> list[dict]:
+    with urllib.request.urlopen(am_url + "/api/v2/alerts", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_high_latency_alert_becomes_a_record(healthy_sandbox, sandbox_params, tmp_path):
+    require("prometheus", bool(PROMETHEUS), "apt-get install prometheus")
+    require("alertmanager", bool(ALERTMANAGER), "apt-get install prometheus-alertmanager")
+    archive = tmp_path / "incidents"
+    procs = []
+    try:
+        # serve first: the webhook must be there when the first notification goes out
+        prom_port = free_port()
+        token_file = tmp_path / "serve.token"
+        token_file.write_text(TOKEN)
+        token_file.chmod(0o600)
+        base = tmp_path / "base.yaml"   # what every run gets: the sandbox, a short window, Prometheus
+        base.write_text(yaml.safe_dump({**sandbox_params, "sample_seconds": 3.0, "sample_interval": 1.0,
+                                        "prometheus_url": f"http://127.0.0.1:{prom_port}", "lookback": "5m"}))
+        serve = start_serve(tmp_path / "serve", REPO / "parameters" / "routes.yaml", archive, TOKEN,
+                            files=[base], extra=["--cell-timeout", "120"])
+        procs.append(serve)
+        am = start_alertmanager(tmp_path / "alertmanager", alertmanager_config(serve.url + "/alerts", token_file))
+        procs.append(am)
+        procs.append(start_prometheus(tmp_path / "prometheus", f"127.0.0.1:{healthy_sandbox.api_port}",
+                                      rules=rules_with_for(tmp_path / "rules.yml", "0s"),
+                                      alertmanager=am.url.removeprefix("http://"), port=prom_port))
+
+        healthy_sandbox.fault("slow-queries")
+        deadline, found = time.monotonic() + WAIT_S, None
+        while time.monotonic() < deadline and not found:
+            found = next((r for r in _records(archive) if r.get("runbook") == "high-latency"
+                          and r.get("incident_id", "").startswith("HighAPILatency-")
+                          and r.get("status") == "completed"), None)
+            time.sleep(1)
+        assert found, (f"no high-latency record within {WAIT_S}s; alerts: {_safe(_alerts, am.url)}\n"
+                       f"--- serve log:\n{serve.tail()}\n--- alertmanager log:\n{am.tail(15)}")
+
+        firing = [a for a in _alerts(am.url) if a["labels"]["alertname"] == "HighAPILatency"]
+        by_fp = {f"HighAPILatency-{a['fingerprint']}": a for a in firing}
+        assert found["incident_id"] in by_fp, (found["incident_id"], list(by_fp))
+        alert = by_fp[found["incident_id"]]
+        assert found["detected_at"][:19] == alert["startsAt"][:19]
+        assert found["runbook"] == alert["labels"]["runbook"] == "high-latency"
+        assert found["severity"] == "P2" and found["environment"] == "sandbox"
+        assert "slow-queries" in found["diagnosis"]["causes"], found["diagnosis"]
+        history = next(f for f in found["findings"] if f["check"] == "prometheus-history")
+        assert history["status"] != "error" and history["data"]["prometheus"], history
+        assert [a["mode"] for a in found["actions"] if a["action"] == "create-index"] == ["recommended"]
+    finally:
+        for p in reversed([p for p in procs if p is not None]):
+            p.stop()
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - only for the failure message
+        return repr(e)

@@ -1,0 +1,34 @@
+"""Warm kernels: a pooled run's record has the form of a cold run's, and no state survives a run."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from smartops_nb.execution import kernels
+from smartops_nb.execution.flow import investigate
+from smartops_nb.execution.prepare import prepare
+from tests.conftest import Record
+
+
+def _form(rec: Record) -> tuple:
+    nb = rec.nb
+    return (sorted(nb.metadata), sorted(nb.metadata["smartops"]), len(nb.cells),
+            [c.cell_type for c in nb.cells], [c.get("execution_count") for c in nb.cells if c.cell_type == "code"])
+
+
+@pytest.mark.timeout(240)
+def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandbox_params, archive):
+    healthy_sandbox.fault("connection-leak")
+    prep = prepare("db-pool-exhausted", (), {**sandbox_params, "idle_minutes": 0.01})
+    with kernels.KernelPool(1) as pool, pool.lease(timeout=60) as kernel:
+        assert kernel is not None
+        warm = Record(investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel))
+    cold = Record(investigate(prep, archive, progress=False, cell_timeout=120))
+    assert warm.summary["status"] == cold.summary["status"] == "completed"
+    assert warm.summary["diagnosis"]["causes"] == cold.summary["diagnosis"]["causes"] == [
+        "connections-near-limit", "idle-connection-leak"]
+    assert warm.summary["diagnosis"]["confirmed"] and cold.summary["diagnosis"]["confirmed"]
+    assert _form(warm) == _form(cold)  # same metadata keys, cells, execution counts (warm-up left no trace)
+    assert "__smartops_warmup" not in nbformat.writes(warm.nb)
+    assert not kernel.folder.exists()  # the lease's end shut the kernel down and removed its folder
+

@@ -1,0 +1,102 @@
+"""Plans and their store: made with an expiry from the seed's targets, approved at most once."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from smartops_nb.contract import ParameterError
+from smartops_nb.execution.approve import outcome_of, plan_parameters
+from smartops_nb.params import parse_time
+from smartops_nb.records import plans
+from smartops_nb.records.plans import PlanRefused, PlanStore
+
+
+def _plan(severity="P1", minutes=0.0, **params):
+    return plans.make(runbook="db-pool-exhausted", incident_id="INC-1", severity=severity,
+                      action="terminate-idle-connections", target="database smartamazon", causes=["idle-connection-leak"],
+                      parameters={"postgres_dsn": "postgresql://u:hunter2@db/x", "mode": "investigate",
+                                  "idle_minutes": 5.0, **params},
+                      evidence={"pids": [1, 2]}, expires_minutes=minutes)
+
+
+@pytest.mark.parametrize("severity, minutes", [("P1", 15), ("P2", 60), ("P3", 240), ("P4", 1440)])
+def test_a_plan_expires_after_its_severity_target(severity, minutes):
+    p = _plan(severity)
+    assert (parse_time(p["expires_at"]) - parse_time(p["created_at"])).total_seconds() == minutes * 60
+    assert (parse_time(_plan(severity, 2)["expires_at"]) - parse_time(p["created_at"])).total_seconds() <= 121
+
+
+def test_a_plan_keeps_no_secret_and_not_the_run_s_own_mode():
+    p = _plan()
+    assert "hunter2" not in str(p) and p["parameters"]["postgres_dsn"] == "postgresql://u:******@db/x"
+    assert "mode" not in p["parameters"] and p["id"].startswith("pl-") and len(p["id"]) == 11
+    assert p["evidence_digest"] == plans.digest({"pids": [1, 2]})
+
+
+def test_only_one_of_many_concurrent_approvals_wins(tmp_path):
+    store = PlanStore(tmp_path)
+    p = _plan()
+    store.register({"plans": [p]}, "r.ipynb")
+    wins, refusals = [], []
+
+    def approve(who):
+        try:
+            wins.append(store.claim(p["id"], who).decided_by)
+        except PlanRefused as e:
+            refusals.append(str(e))
+
+    threads = [threading.Thread(target=approve, args=(f"op{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(refusals) == 7
+    assert all("already approved" in r for r in refusals)
+
+
+def test_denied_expired_unknown_and_finished_plans_are_refused(tmp_path):
+    store = PlanStore(tmp_path)
+    denied, expired, done = _plan(), _plan(minutes=0.0001), _plan()
+    store.register({"plans": [denied, expired, done]}, "r.ipynb")
+    store.deny(denied["id"], "carol", "not now")
+    with pytest.raises(PlanRefused, match="denied by carol at .*: not now"):
+        store.claim(denied["id"], "alice")
+    time.sleep(0.05)  # past its 6 ms
+    with pytest.raises(PlanRefused, match="expired"):
+        store.claim(expired["id"], "alice")
+    store.claim(done["id"], "alice")
+    store.finish(done["id"], plans.EXECUTED, "ok", "r2.ipynb")
+    with pytest.raises(PlanRefused, match="already carried out"):
+        store.claim(done["id"], "bob")
+    with pytest.raises(PlanRefused, match="already carried out"):
+        store.deny(done["id"], "bob", "too late")
+    with pytest.raises(PlanRefused, match="no plan 'pl-nope'"):
+        store.get("pl-nope")
+    with pytest.raises(PlanRefused, match="was resolved since"):
+        store.claim(_register(store, _plan())["id"], "alice", resolved_by="r9.ipynb")
+
+
+def _register(store, p):
+    store.register({"plans": [p]}, "r.ipynb")
+    return p
+
+
+def test_a_masked_parameter_must_come_from_the_approval_s_files():
+    stored = plans.Plan(**{**{k: None for k in plans.Plan.__dataclass_fields__}, "id": "pl-x",
+                           "action": "terminate-idle-connections", "target": "t", "plan": _plan()})
+    with pytest.raises(ParameterError, match="postgres_dsn"):
+        plan_parameters(stored, "alice", {})
+    out = plan_parameters(stored, "alice", {"postgres_dsn": "postgresql://u:hunter2@db/x"})
+    assert "postgres_dsn" not in out  # taken from the files, never from the record
+    assert out["mode"] == "mitigate" and out["approved_actions"] == ["terminate-idle-connections"]
+    assert (out["plan_id"], out["plan_target"], out["operator"]) == ("pl-x", "t", "alice")
+
+
+def test_the_outcome_is_read_from_the_action_entry_carrying_the_plan():
+    p = plans.Plan(**{**{k: None for k in plans.Plan.__dataclass_fields__}, "id": "pl-x", "action": "a", "plan": {}})
+    assert outcome_of({"actions": [{"plan_id": "pl-x", "mode": "executed", "target": "t"}]}, p)[0] == "executed"
+    assert outcome_of({"actions": [{"plan_id": "pl-x", "mode": "refused", "target": "t", "reason": "gone"}]},
+                      p) == ("refused", "gone")
+    assert outcome_of({"actions": [], "status": "failed", "error": "kernel died"}, p)[0] == "failed"
