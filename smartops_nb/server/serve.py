@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
-from smartops_nb.contract import SERVE_TOKEN_ENV as TOKEN_ENV
+from smartops_nb.contract import PUBLIC_URL_ENV, SERVE_TOKEN_ENV as TOKEN_ENV
 from smartops_nb.execution.flow import investigate_on_pool
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
@@ -224,11 +224,12 @@ class Service:
 LISTEN_BACKLOG = 2048   # an alert storm arrives at once: queue the connections, answer every one
 
 
-def make_app(mode, token: str | None):
+def make_app(mode, token: str | None, pages: list | None = None):
     """The ASGI app: ``GET /healthz`` (no token), ``POST`` anything else = Alertmanager's webhook.
 
     ``mode``: :class:`Service` (in-process) or :class:`~smartops_nb.server.queue_mode.QueueIntake`;
     both have ``accepting``, ``handle_async(doc)``, ``health_async()``, ``open_async()``/``close_async()``.
+    ``pages``: Starlette routes served before the webhook's (the archive's web view, :mod:`.web`).
     """
     from contextlib import asynccontextmanager
 
@@ -290,7 +291,8 @@ def make_app(mode, token: str | None):
         finally:
             await mode.close_async_http()
 
-    return Starlette(routes=[HttpRoute("/{path:path}", endpoint, methods=["GET", "POST"])], lifespan=lifespan)
+    return Starlette(routes=[*(pages or []), HttpRoute("/{path:path}", endpoint, methods=["GET", "POST"])],
+                     lifespan=lifespan)
 
 
 def is_loopback(host: str) -> bool:
@@ -317,7 +319,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float) -> None:
+def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float, pages: list | None = None) -> None:
     """Serve ``mode`` on ``sock`` with uvicorn until SIGTERM/SIGINT (then: stop accepting, close)."""
     import uvicorn
 
@@ -331,7 +333,7 @@ def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float)
                 self.force_exit = True
             self.should_exit = True
 
-    config = uvicorn.Config(make_app(mode, token), log_config=None, access_log=False, lifespan="on",
+    config = uvicorn.Config(make_app(mode, token, pages), log_config=None, access_log=False, lifespan="on",
                             timeout_keep_alive=5, timeout_graceful_shutdown=10)
     Server(config).run(sockets=[sock])
 
@@ -360,8 +362,11 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
         mode.start()
     log.info("listening on http://%s:%d (routes: %d, %s, %s)", host, sock.getsockname()[1], len(routes.routes),
              mode.describe(), "bearer token required" if token else "no token: loopback only")
+    from smartops_nb.server import web
+
+    pages = web.routes(archive, token, files=routes.files, public_url=os.environ.get(PUBLIC_URL_ENV, ""))
     try:
-        run_http(mode, sock, token, drain_timeout)
+        run_http(mode, sock, token, drain_timeout, pages)
     finally:
         sock.close()
         mode.accepting = False
