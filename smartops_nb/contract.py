@@ -30,6 +30,7 @@ STATE_DIR_ENV = "SMARTOPS_STATE_DIR"     # this machine's state (spool of unsent
 FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"   # where a record the archive refused is kept
 NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (default: the repository's)
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`
+QUEUE_ENV = "SMARTOPS_QUEUE"             # the job queue's PostgreSQL DSN (`serve`, `worker`, `queue`)
 LAB_TOKEN_ENV = "SMARTOPS_LAB_TOKEN"     # token of `smartops lab`
 PUBLIC_URL_ENV = "SMARTOPS_PUBLIC_URL"   # where people reach `smartops serve`'s pages (links in notifications)
 

@@ -31,6 +31,17 @@ class Route:
     from_labels: dict[str, str] = field(default_factory=dict)    # parameter <- label
     from_annotations: dict[str, str] = field(default_factory=dict)  # parameter <- annotation
     confirm_on_resolved: bool = False
+    name: str = ""                                               # optional; the key defaults to alertname+matchers
+
+    @property
+    def key(self) -> str:
+        """What a queued job names its route by (the routes file's ``name:``, else alertname and matchers):
+        a worker finds the route again in its own routes file, so the job carries no parameters."""
+        if self.name:
+            return self.name
+        matchers = [f"{k}={v}" for k, v in sorted(self.match.items())] + \
+                   [f"{k}=~{p.pattern}" for k, p in sorted(self.match_re.items())]
+        return self.alertname + ("{" + ",".join(matchers) + "}" if matchers else "")
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return (labels.get("alertname") == self.alertname
@@ -57,6 +68,9 @@ class Routes:
     def find(self, labels: Mapping[str, str]) -> Route | None:
         return next((r for r in self.routes if r.matches(labels)), None)
 
+    def by_key(self, key: str) -> Route | None:
+        return next((r for r in self.routes if r.key == key), None)
+
 
 def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
     """Read and check a routes file: runbooks, parameter names and regexes are checked now, not per alert
@@ -76,7 +90,7 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
         raise ParameterError(f"routes file {path} needs a 'routes:' list")
     default_confirm = bool(doc.get("confirm_on_resolved", False))
     keys = {"alertname", "runbook", "match", "match_re", "parameters", "from_labels", "from_annotations",
-            "confirm_on_resolved"}
+            "confirm_on_resolved", "name"}
     routes = []
     for i, r in enumerate(doc["routes"]):
         where = f"routes file {path}, route {i + 1}"
@@ -90,11 +104,14 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
         match = {str(k): str(v) for k, v in (r.get("match") or {}).items()}
         route = Route(str(r["alertname"]), str(r["runbook"]), match, _compile(r.get("match_re") or {}, where),
                       dict(r.get("parameters") or {}), dict(r.get("from_labels") or {}),
-                      dict(r.get("from_annotations") or {}), bool(r.get("confirm_on_resolved", default_confirm)))
+                      dict(r.get("from_annotations") or {}), bool(r.get("confirm_on_resolved", default_confirm)),
+                      str(r.get("name") or ""))
         known = set(_runbook(route.runbook, where).parameters)
         for name in [*route.from_labels, *route.from_annotations]:
             if name not in known:
                 raise ParameterError(f"{where}: runbook {route.runbook} has no parameter {name!r}")
+        if any(other.key == route.key for other in routes):
+            raise ParameterError(f"{where}: another route has the same key {route.key!r} (give one a name:)")
         routes.append(route)
     return Routes(routes, list(files), base)
 
@@ -156,3 +173,20 @@ def parse_payload(body: bytes) -> dict[str, Any]:
 
 def incident_id(alert: Mapping[str, Any]) -> str:
     return f"{alert['labels']['alertname']}-{alert['fingerprint']}"
+
+
+def dedup_key(alert: Mapping[str, Any]) -> str:
+    """One run per incident and kind at a time: a ``resolved`` confirming run is not the firing run."""
+    return f"{incident_id(alert)}:{alert['status']}"
+
+
+def run_parameters(route: Route, alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's own parameters for one alert (on top of the ``-f`` files): both serve modes and the
+    queue's workers build them here, so an alert gives the same run wherever it runs."""
+    return {**route.params_for(alert), "incident_id": incident_id(alert),
+            "detected_at": str(alert["startsAt"]).replace("Z", "+00:00")}
+
+
+def job_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """What a queued job keeps of an alert: what routing and parameters read, nothing else."""
+    return {k: alert[k] for k in ("status", "labels", "annotations", "fingerprint", "startsAt") if k in alert}

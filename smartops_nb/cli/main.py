@@ -18,7 +18,8 @@ from smartops_nb.params import ParameterError, parse_cli_value
 
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
 EXTRA_COMMANDS: list[str] = ["smartops_nb.cli.sandbox", "smartops_nb.cli.postmortem", "smartops_nb.cli.serve",
-                             "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.approve"]
+                             "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.approve",
+                             "smartops_nb.cli.queue"]
 log = logging.getLogger("smartops")
 
 
@@ -116,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("papermill", "blib2to3", "asyncio", "aiobotocore", "botocore", "s3fs"):
+    for noisy in ("papermill", "blib2to3", "asyncio", "aiobotocore", "botocore", "s3fs", "procrastinate.periodic",
+                  "procrastinate.blueprints"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq teardown chatter at exit
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a reconnect attempt per line: serve/worker say it once
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return args.func(args)
 

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from smartops_nb.contract import SERVE_TOKEN_ENV
+from smartops_nb.contract import QUEUE_ENV, SERVE_TOKEN_ENV
 from smartops_nb.params import ParameterError
 
 DEFAULT_ROUTES = "parameters/routes.yaml"
@@ -16,8 +16,10 @@ def register(subparsers, parser_class) -> None:
         "serve", help="receive Alertmanager webhooks and run the routed runbooks",
         description="Receive Alertmanager's webhook (payload version 4) on POST /alerts, run the runbook each "
                     "alert routes to (routes file) in the background on warm kernels, and write the records "
-                    "to the archive. GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. "
-                    "Exit 2: bad routes/parameters, or a non-loopback address without a token.")
+                    "to the archive. With --queue DSN (or $SMARTOPS_QUEUE) each run becomes a job in a PostgreSQL "
+                    "queue instead, run by `smartops worker` processes; any number of serve replicas may share it. "
+                    "GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. "
+                    "Exit 2: bad routes/parameters, an unreachable queue, or a non-loopback address without a token.")
     s.add_argument("--routes", default=DEFAULT_ROUTES, metavar="FILE",
                    help=f"routes file mapping alerts to runbooks ({DEFAULT_ROUTES})")
     s.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
@@ -29,7 +31,11 @@ def register(subparsers, parser_class) -> None:
     s.add_argument("--port", type=_port, default=9095, help="port (9095; 0: any free one)")
     s.add_argument("--token", help="bearer token POSTs must carry (default $SMARTOPS_SERVE_TOKEN)")
     s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
-    s.add_argument("--queue", type=int, default=10, help="runs waiting at most; more get 503 (10)")
+    s.add_argument("--queue", type=_queue, default=None, metavar="DSN",
+                   help="PostgreSQL DSN of the job queue: queue mode (default $SMARTOPS_QUEUE; none: in-process). "
+                        "A number here is the older spelling of --queue-size")
+    s.add_argument("--queue-size", type=int, default=None, metavar="N",
+                   help="in-process mode: runs waiting at most; more get 503 (10)")
     s.add_argument("--warm", type=int, default=None, metavar="N",
                    help="warm kernels kept ready (default: one per worker; 0: cold runs)")
     s.add_argument("--drain-timeout", type=float, default=60, metavar="S",
@@ -49,19 +55,27 @@ def _port(text: str) -> int:
     return port
 
 
+def _queue(text: str) -> int | str:
+    """``--queue``: a DSN (queue mode), or a number (in-process queue size, as before queue mode)."""
+    return int(text) if text.isdigit() else text
+
+
 def cmd_serve(args) -> int:
     from smartops_nb.records.location import open_archive
     from smartops_nb.server import serve
 
     token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
+    size = args.queue_size if args.queue_size is not None else args.queue if isinstance(args.queue, int) else 10
+    dsn = args.queue if isinstance(args.queue, str) else None if isinstance(args.queue, int) else \
+        os.environ.get(QUEUE_ENV) or None
     try:
-        if args.workers < 1 or args.queue < 1:
-            raise ParameterError("--workers and --queue must be at least 1")
+        if args.workers < 1 or size < 1:
+            raise ParameterError("--workers and --queue-size must be at least 1")
         routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
         archive = open_archive(args.archive, args.index).target
         return serve.serve(routes, archive, host=args.host, port=args.port, token=token,
-                           workers=args.workers, queue_size=args.queue, warm=args.warm,
-                           drain_timeout=args.drain_timeout, cell_timeout=args.cell_timeout)
+                           workers=args.workers, queue_size=size, warm=args.warm, drain_timeout=args.drain_timeout,
+                           cell_timeout=args.cell_timeout, queue_dsn=dsn)
     except ParameterError as e:
         print(f"smartops serve: {e}", file=sys.stderr)
         return 2

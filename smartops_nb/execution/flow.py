@@ -7,6 +7,8 @@ flow; each step is a service that knows nothing of the others.
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from smartops_nb.alerts import notify
 from smartops_nb.contract import EXIT_FAILED, EXIT_OK
 from smartops_nb.records.store import store
 
-from . import runner
+from . import kernels, runner
 from .prepare import Prepared
 
 log = logging.getLogger("smartops.flow")
@@ -33,17 +35,70 @@ class Result:
 
 
 def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeout: int = 600,
-                start_timeout: int = 60, kernel=None) -> Result:
+                start_timeout: int = 60, kernel=None, annotate: dict[str, Any] | None = None) -> Result:
     """Run the runbook, write its record, then send its notifications; return the record.
 
     ``kernel``: a leased warm kernel (see :func:`runner.execute`). Raises
     :class:`~smartops_nb.records.record.RecordWriteError` only when the record cannot be written.
+    ``annotate``: more top-level summary fields (a queued run's job and attempts).
     """
     done = runner.execute(prep, progress=progress, cell_timeout=cell_timeout, start_timeout=start_timeout,
                           kernel=kernel)
+    if annotate:
+        done.summary.update(annotate)
     path, stored = store(done.nb, done.summary, archive, secrets=done.secrets, add_cell=not done.reached_end)
     log.info("record written: %s", path)
     result = Result(path, stored)
     # after the write: the message names the record, and a record is written once (see notify.py)
     result.notifications = notify.after_run(prep.config, result.summary, path, archive)
     return result
+
+
+def investigate_on_pool(prep: Prepared, archive: Path, pool: kernels.KernelPool, *, incident: str,
+                        lease_wait: float = 5.0, cell_timeout: int = 600, deadline: float | None = None,
+                        kernel_for=None, on_kernel=None, annotate: dict[str, Any] | None = None) -> Result | None:
+    """One alert's run as ``serve`` and the queue's workers do it: a kernel of its own (warm if one is
+    ready; ``kernel_for()`` to choose it otherwise), ``on_kernel(kernel)`` before the run starts (so a shutdown can end it), a wall-clock
+    ``deadline`` enforced by killing the kernel, the record, the kernel shut down after. Returns None
+    (logged) only when no record could be written."""
+    rb = prep.runbook
+    t0 = time.monotonic()
+    kernel = None
+    try:
+        kernel, how = kernel_for() if kernel_for is not None else \
+            kernel_for_run(pool, rb.path, lease_wait=lease_wait, what=f"{rb.id} ({incident})")
+        if on_kernel is not None:
+            on_kernel(kernel)
+        log.info("run started: %s for incident %s (%s kernel)", rb.id, incident, how)
+        limit = kernels.Deadline(kernel, deadline, f"deadline: the run took longer than {deadline:.0f} s") \
+            if deadline else nullcontext()
+        with limit:
+            result = investigate(prep, archive, progress=False, cell_timeout=cell_timeout, kernel=kernel,
+                                 annotate=annotate)
+        diag = result.summary["diagnosis"]
+        log.info("run finished: %s for incident %s in %.1f s: %s, %s; record %s", rb.id, incident,
+                 time.monotonic() - t0, result.summary["status"],
+                 "CONFIRMED " + ",".join(diag["causes"]) if diag["confirmed"] else "not confirmed", result.record)
+        return result
+    except Exception as e:  # record write failures and the like: log, keep serving
+        log.exception("run of %s for incident %s failed without a record: %s", rb.id, incident, e)
+        return None
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+def kernel_for_run(pool: kernels.KernelPool, notebook: Path, *, lease_wait: float, what: str = "") -> tuple[kernels.WarmKernel | None, str]:
+    """A warm kernel from the pool, else one started for this run (no warm-up): always a WarmKernel,
+    so that a shutdown or a deadline can end the run. (None only if no kernel starts at all: the run
+    then tries cold and records why it failed.) Returns the kernel and "warm" or "cold"."""
+    name = runner.notebook_kernel_name(notebook)
+    if pool.size and pool.kernel_name == name:
+        kernel = pool.get(lease_wait)
+        if kernel is not None:
+            return kernel, "warm"
+    try:
+        return kernels.start_warm_kernel(name, cwd=notebook.parent, warmup=""), "cold"
+    except Exception as e:
+        log.error("no kernel for %s: %s", what or notebook.name, e)
+        return None, "cold"

@@ -86,6 +86,27 @@ class WarmKernel:
             self.km.refused = f"interrupted: {reason}"
             shutdown_kernel(self.km)
 
+    def kill(self, reason: str) -> None:
+        """End the run now from outside the kernel: SIGKILL to the kernel's whole process group (what
+        it started dies with it), then :meth:`interrupt` (final; papermill raises, the record says why).
+        For a kernel that no longer answers, where a polite shutdown could wait."""
+        import signal
+
+        with self._lock:
+            self.interrupted = reason
+            self.km.refused = f"interrupted: {reason}"
+            provisioner = getattr(self.km, "provisioner", None)
+            pgid = getattr(provisioner, "pgid", None)
+            pid = getattr(getattr(provisioner, "process", None), "pid", None)
+        try:
+            if pgid:
+                os.killpg(pgid, signal.SIGKILL)
+            elif pid:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError) as e:
+            log.debug("kernel kill: %s", e)
+        self.interrupt(reason)
+
     def restart(self, timeout: float = 60) -> None:
         """A fresh kernel (no warm-up) in place of one that stopped answering: same folder, state file,
         environment and working directory, still interruptible. Raises once interrupted, or if the new
@@ -292,3 +313,28 @@ def _alive(km) -> bool:
         return bool(run_sync(km.is_alive)())
     except Exception:
         return False
+
+
+class Deadline:
+    """A run's wall-clock limit, enforced from outside the kernel: when it passes (or :meth:`fire` is
+    called, e.g. on shutdown) the kernel's process group is killed, so a hung kernel or a hung
+    papermill never holds a worker. ``with Deadline(kernel, seconds, reason): investigate(...)``."""
+
+    def __init__(self, kernel: WarmKernel | None, seconds: float, reason: str):
+        self.kernel, self.reason = kernel, reason
+        self.fired: str | None = None
+        self._timer = threading.Timer(seconds, self.fire)
+        self._timer.daemon = True
+
+    def fire(self, reason: str | None = None) -> None:
+        if self.fired is None and self.kernel is not None:
+            self.fired = reason or self.reason
+            log.warning("ending run: %s", self.fired)
+            self.kernel.kill(self.fired)
+
+    def __enter__(self) -> "Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()

@@ -3,14 +3,23 @@
 ``POST /alerts`` (any path but ``/healthz``) takes Alertmanager's webhook payload (version "4").
 Each alert is matched against the routes file (``parameters/routes.yaml``); a firing alert gets a
 runbook run, a resolved one a confirming run when its route asks for it. The answer comes at once
-(202, the accepted runs); the runs go through a bounded queue to a fixed number of workers, each
-run on a warm kernel from :class:`~smartops_nb.execution.kernels.KernelPool` (if none is ready, on a kernel
-started for it without warm-up: every run has a kernel that a shutdown can interrupt).
+(202, the accepted runs). Two modes share the routing, dedup keys and run code:
+
+- in-process (the default): the runs go through a bounded queue to a fixed number of worker
+  threads, each run on a warm kernel from :class:`~smartops_nb.execution.kernels.KernelPool` (if none
+  is ready, on a kernel started for it without warm-up: every run has a kernel that a shutdown can
+  interrupt);
+- ``--queue DSN``: each accepted run becomes a Procrastinate job in PostgreSQL (:mod:`smartops_nb.jobs`),
+  run by ``smartops worker`` processes; any number of ``serve`` replicas share the queue.
+
+The HTTP layer is Starlette on uvicorn (a production ASGI server: a real listen backlog, every
+request answered under a burst).
 
 - ``incident_id`` = ``ALERTNAME-FINGERPRINT``, ``detected_at`` = the alert's ``startsAt``.
 - A repeat of an alert whose run is queued or running is not run again (dedup on incident id
   and kind: a ``resolved`` confirming run is a different kind from the firing run).
-- Queue full → 503 (Alertmanager retries); malformed payload → 400, nothing run.
+- Queue full, or the queue's PostgreSQL unreachable → 503 (Alertmanager retries); malformed payload
+  → 400, nothing run.
 - With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
   without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
   and tells queue depth, runs in progress and pool size only.
@@ -21,25 +30,25 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
-from smartops_nb.execution import kernels, runner
-from smartops_nb.execution.flow import investigate
-from smartops_nb.contract import SERVE_TOKEN_ENV as TOKEN_ENV
+from smartops_nb.contract import PUBLIC_URL_ENV, SERVE_TOKEN_ENV as TOKEN_ENV
+from smartops_nb.execution.flow import investigate_on_pool
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
+
+from .intake import answer, plan, status_of
 
 log = logging.getLogger("smartops.serve")
 
@@ -55,7 +64,7 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
     return routes
 
 
-# -- the work ----------------------------------------------------------------------------------
+# -- in-process mode -----------------------------------------------------------------------------
 @dataclass
 class Job:
     key: tuple[str, str]          # (incident_id, "firing" | "resolved")
@@ -68,7 +77,7 @@ class Job:
 
 
 class Service:
-    """Queue, workers, dedup and kernel pool behind the HTTP handler."""
+    """In-process mode: bounded queue, worker threads, dedup and kernel pool behind the HTTP layer."""
 
     def __init__(self, routes: Routes, archive: Path, *, workers: int = 2, queue_size: int = 10,
                  warm: int | None = None, cell_timeout: int = 600, lease_wait: float = 5.0):
@@ -93,44 +102,27 @@ class Service:
             t.start()
         return self
 
+    def describe(self) -> str:
+        return f"workers {self.workers}, queue {self.queue.maxsize}, warm kernels {self.pool.size}, archive {self.archive}"
+
+    async def health_async(self) -> tuple[int, dict[str, Any]]:
+        return 200, self.health()
+
     def health(self) -> dict[str, Any]:
         with self._lock:
             return {"status": "ok" if self.accepting else "draining", "queued": self.queue.qsize(),
                     "running": len(self._running), "workers": self.workers, "queue_limit": self.queue.maxsize,
                     "finished": self.finished, "kernel_pool": self.pool.stats()}
 
+    async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.handle(doc)  # no I/O: routing and an in-memory queue
+
     def handle(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         """Route and enqueue every alert of one notification; the HTTP status and the answer."""
-        out: dict[str, list] = {"accepted": [], "deduplicated": [], "unrouted": [], "ignored": [], "rejected": []}
-        for alert in doc["alerts"]:
-            iid, kind, name = routes_mod.incident_id(alert), alert["status"], alert["labels"]["alertname"]
-            log.info("alert received: %s %s (incident %s)", name, kind, iid)
-            route = self.routes.find(alert["labels"])
-            if route is None:
-                log.warning("no route for alert %s %s", name, alert["labels"])
-                out["unrouted"].append({"alertname": name, "incident_id": iid})
-                continue
-            if kind == "resolved" and not route.confirm_on_resolved:
-                out["ignored"].append({"incident_id": iid, "reason": "resolved; route does not confirm"})
-                continue
-            entry = {"incident_id": iid, "runbook": route.runbook, "kind": kind}
-            try:
-                params = {**route.params_for(alert), "incident_id": iid,
-                          "detected_at": str(alert["startsAt"]).replace("Z", "+00:00")}
-                prep = prepare(route.runbook, cli=params, base=self.routes.base)
-            except ParameterError as e:
-                log.error("alert %s: bad parameters for %s: %s", iid, route.runbook, e)
-                out["rejected"].append({**entry, "reason": str(e)})
-                continue
-            outcome = self._submit(Job((iid, kind), prep))
-            if outcome in ("queue full", "shutting down"):
-                out["rejected"].append({**entry, "reason": outcome})
-            else:
-                out[outcome].append(entry)
-        busy = [r for r in out["rejected"] if r["reason"] in ("queue full", "shutting down")]
-        # 503 makes Alertmanager retry the notification; what was accepted dedups on the retry
-        status = 503 if busy else 202
-        return status, {k: v for k, v in out.items() if v}
+        out, todo = plan(self.routes, doc)
+        for p in todo:
+            answer(out, p, self._submit(Job(p.key, p.prep)))
+        return status_of(out)
 
     def _submit(self, job: Job) -> str:
         with self._lock:
@@ -151,53 +143,34 @@ class Service:
                  self.queue.qsize())
         return "accepted"
 
-    def _kernel_for(self, job: Job) -> tuple[Any, str]:
-        """A warm kernel from the pool, else one started for this run (no warm-up): always a WarmKernel,
-        so that drain can interrupt the run. (None only if no kernel starts at all: the run then tries
-        cold and records why it failed.)"""
-        rb = job.prep.runbook
-        name = runner.notebook_kernel_name(rb.path)
-        if self.pool.size and self.pool.kernel_name == name:
-            kernel = self.pool.get(self.lease_wait)
-            if kernel is not None:
-                return kernel, "warm"
-        try:
-            return kernels.start_warm_kernel(name, cwd=rb.path.parent, warmup=""), "cold"
-        except Exception as e:
-            log.error("no kernel for %s (incident %s): %s", rb.id, job.incident_id, e)
-            return None, "cold"
+    def _kernel_for(self, job: Job):
+        """The run's kernel (warm, else started for it): see :func:`kernels.kernel_for_run`."""
+        from smartops_nb.execution.flow import kernel_for_run
+
+        return kernel_for_run(self.pool, job.prep.runbook.path, lease_wait=self.lease_wait,
+                              what=f"{job.prep.runbook.id} ({job.incident_id})")
+
+    def _started(self, job: Job, kernel) -> None:
+        with self._lock:  # one step: drain sees the job with its kernel, or the job sees drain's flag
+            self._running[job.key] = job
+            job.kernel = kernel
+            interrupting = self._interrupting
+        if interrupting and kernel is not None:
+            log.warning("shutdown: interrupting run of %s for incident %s before it began",
+                        job.prep.runbook.id, job.incident_id)
+            kernel.interrupt(SHUTDOWN_REASON)
 
     def _work(self) -> None:
         while True:
             job = self.queue.get()
             if job is None:
                 return
-            t0 = time.monotonic()
-            kernel = None
             try:
-                kernel, how = self._kernel_for(job)
-                with self._lock:  # one step: drain sees the job with its kernel, or the job sees drain's flag
-                    self._running[job.key] = job
-                    job.kernel = kernel
-                    interrupting = self._interrupting
-                if interrupting and kernel is not None:
-                    log.warning("shutdown: interrupting run of %s for incident %s before it began",
-                                job.prep.runbook.id, job.incident_id)
-                    kernel.interrupt(SHUTDOWN_REASON)
-                log.info("run started: %s for incident %s (%s kernel)", job.prep.runbook.id, job.incident_id, how)
-                result = investigate(job.prep, self.archive, progress=False, cell_timeout=self.cell_timeout,
-                                        kernel=kernel)
-                diag = result.summary["diagnosis"]
-                log.info("run finished: %s for incident %s in %.1f s: %s, %s; record %s", job.prep.runbook.id,
-                         job.incident_id, time.monotonic() - t0, result.summary["status"],
-                         "CONFIRMED " + ",".join(diag["causes"]) if diag["confirmed"] else "not confirmed",
-                         result.record)
-            except Exception as e:  # record write failures and the like: log, keep serving
-                log.exception("run of %s for incident %s failed without a record: %s", job.prep.runbook.id,
-                              job.incident_id, e)
+                investigate_on_pool(job.prep, self.archive, self.pool, incident=job.incident_id,
+                                    lease_wait=self.lease_wait, cell_timeout=self.cell_timeout,
+                                    kernel_for=lambda job=job: self._kernel_for(job),
+                                    on_kernel=lambda kernel, job=job: self._started(job, kernel))
             finally:
-                if kernel is not None:
-                    kernel.close()
                 with self._lock:
                     self._running.pop(job.key, None)
                     self._active.pop(job.key, None)
@@ -240,60 +213,86 @@ class Service:
             t.join(timeout=30)
         self.pool.close()
 
+    async def open_async(self) -> None:
+        pass
 
-# -- HTTP --------------------------------------------------------------------------------------
-def _handler(service: Service, token: str | None):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "smartops-serve"
+    async def close_async_http(self) -> None:
+        pass  # the drain runs after the HTTP server stops (serve())
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
 
-        def _send(self, status: int, body: Mapping[str, Any]) -> None:
-            data = json.dumps(body, default=str).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if status == 401:
-                self.send_header("WWW-Authenticate", 'Bearer realm="smartops"')
-            self.end_headers()
-            self.wfile.write(data)
+# -- HTTP (Starlette on uvicorn) -------------------------------------------------------------------
+LISTEN_BACKLOG = 2048   # an alert storm arrives at once: queue the connections, answer every one
 
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/healthz":
-                self._send(200, service.health())
-            else:
-                self._send(404, {"error": "not found; POST alerts to /alerts, GET /healthz"})
 
-        def do_POST(self) -> None:
-            if token is not None:
-                given = self.headers.get("Authorization", "")
-                expected = f"Bearer {token}"
-                if not hmac.compare_digest(given.encode(), expected.encode()):
-                    log.warning("unauthorized POST from %s (%s token)", self.client_address[0],
-                                "wrong" if given else "no")
-                    self._send(401, {"error": "missing or wrong bearer token"})
-                    return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY:
-                self._send(413 if length > MAX_BODY else 400, {"error": "bad or too large Content-Length"})
-                return
-            try:
-                doc = parse_payload(self.rfile.read(length))
-            except BadPayload as e:
-                log.warning("malformed payload from %s: %s (nothing run)", self.client_address[0], e)
-                self._send(400, {"error": f"malformed Alertmanager payload: {e}"})
-                return
-            if not service.accepting:
-                self._send(503, {"error": "shutting down"})
-                return
-            status, body = service.handle(doc)
-            self._send(status, body)
+def make_app(mode, token: str | None, pages: list | None = None):
+    """The ASGI app: ``GET /healthz`` (no token), ``POST`` anything else = Alertmanager's webhook.
 
-    return Handler
+    ``mode``: :class:`Service` (in-process) or :class:`~smartops_nb.server.queue_mode.QueueIntake`;
+    both have ``accepting``, ``handle_async(doc)``, ``health_async()``, ``open_async()``/``close_async()``.
+    ``pages``: Starlette routes served before the webhook's (the archive's web view, :mod:`.web`).
+    """
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route as HttpRoute
+
+    def send(status: int, body: Mapping[str, Any]) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Bearer realm="smartops"'} if status == 401 else None
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def read_body(request: Request) -> bytes | None:
+        """The body, or None once it passes MAX_BODY (a lying or absent Content-Length included)."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def endpoint(request: Request):
+        client = request.client.host if request.client else "?"
+        if request.method == "GET":
+            if request.url.path == "/healthz":
+                status, body = await mode.health_async()
+                return send(status, body)
+            return send(404, {"error": "not found; POST alerts to /alerts, GET /healthz"})
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                log.warning("unauthorized POST from %s (%s token)", client, "wrong" if given else "no")
+                return send(401, {"error": "missing or wrong bearer token"})
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            return send(413 if length > MAX_BODY else 400, {"error": "bad or too large Content-Length"})
+        raw = await read_body(request)
+        if raw is None:
+            return send(413, {"error": "body too large"})
+        try:
+            doc = parse_payload(raw)
+        except BadPayload as e:
+            log.warning("malformed payload from %s: %s (nothing run)", client, e)
+            return send(400, {"error": f"malformed Alertmanager payload: {e}"})
+        if not mode.accepting:
+            return send(503, {"error": "shutting down"})
+        status, body = await mode.handle_async(doc)
+        return send(status, body)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await mode.open_async()
+        try:
+            yield
+        finally:
+            await mode.close_async_http()
+
+    return Starlette(routes=[*(pages or []), HttpRoute("/{path:path}", endpoint, methods=["GET", "POST"])],
+                     lifespan=lifespan)
 
 
 def is_loopback(host: str) -> bool:
@@ -305,38 +304,73 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
-          workers: int = 2, queue_size: int = 10, warm: int | None = None, drain_timeout: float = 60,
-          cell_timeout: int = 600) -> int:
-    """Listen until SIGTERM/SIGINT, then drain. Refuses a non-loopback address without a token."""
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now (a taken port is an OSError here, before anything starts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float, pages: list | None = None) -> None:
+    """Serve ``mode`` on ``sock`` with uvicorn until SIGTERM/SIGINT (then: stop accepting, close)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:  # ours: no re-raise of the signal after the drain
+            if not self.should_exit:
+                log.info("%s received: no new alerts; draining (up to %.0f s)", signal.Signals(sig).name,
+                         drain_timeout)
+                mode.accepting = False
+            elif sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    config = uvicorn.Config(make_app(mode, token, pages), log_config=None, access_log=False, lifespan="on",
+                            timeout_keep_alive=5, timeout_graceful_shutdown=10)
+    Server(config).run(sockets=[sock])
+
+
+def check_listen_address(host: str, token: str | None) -> None:
     if not token and not is_loopback(host):
         raise ParameterError(f"refusing to listen on {host} without a token (--token or ${TOKEN_ENV}); "
                              "without one only loopback is allowed")
-    service = Service(routes, archive, workers=workers, queue_size=queue_size, warm=warm, cell_timeout=cell_timeout)
-    httpd = ThreadingHTTPServer((host, port), _handler(service, token))
-    httpd.daemon_threads = True
-    service.start()
-    stop = threading.Event()
 
-    def on_signal(signum, frame):
-        if not stop.is_set():
-            log.info("%s received: no new alerts; draining (up to %.0f s)", signal.Signals(signum).name,
-                     drain_timeout)
-            stop.set()
-            service.accepting = False
-            threading.Thread(target=httpd.shutdown, daemon=True).start()  # shutdown() blocks: not here
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    log.info("listening on http://%s:%d (routes: %d, workers %d, queue %d, warm kernels %d, archive %s, %s)",
-             host, httpd.server_address[1], len(routes.routes), workers, queue_size, service.pool.size, archive,
-             "bearer token required" if token else "no token: loopback only")
+def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
+          workers: int = 2, queue_size: int = 10, warm: int | None = None, drain_timeout: float = 60,
+          cell_timeout: int = 600, queue_dsn: str | None = None) -> int:
+    """Listen until SIGTERM/SIGINT, then drain. Refuses a non-loopback address without a token.
+
+    ``queue_dsn``: queue mode (runs become jobs for ``smartops worker``); else in-process mode."""
+    check_listen_address(host, token)
+    if queue_dsn:
+        from smartops_nb.server.queue_mode import QueueIntake
+
+        mode = QueueIntake(routes, queue_dsn)  # ParameterError (exit 2) if the queue is unreachable
+    else:
+        mode = Service(routes, archive, workers=workers, queue_size=queue_size, warm=warm, cell_timeout=cell_timeout)
+    sock = listen(host, port)
+    if not queue_dsn:
+        mode.start()
+    log.info("listening on http://%s:%d (routes: %d, %s, %s)", host, sock.getsockname()[1], len(routes.routes),
+             mode.describe(), "bearer token required" if token else "no token: loopback only")
+    from smartops_nb.server import web
+
+    pages = web.routes(archive, token, files=routes.files, public_url=os.environ.get(PUBLIC_URL_ENV, ""))
     try:
-        httpd.serve_forever(poll_interval=0.2)
+        run_http(mode, sock, token, drain_timeout, pages)
     finally:
-        httpd.server_close()
-        service.drain(drain_timeout)
-        for s, h in old.items():
-            signal.signal(s, h)
-    log.info("stopped (%d runs finished)", service.finished)
+        sock.close()
+        mode.accepting = False
+        if not queue_dsn:
+            mode.drain(drain_timeout)
+    log.info("stopped (%s)", f"{mode.finished} runs finished" if not queue_dsn else "queue mode: runs stay queued")
     return 0
-

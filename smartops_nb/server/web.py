@@ -90,8 +90,17 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
     """The pages and the approval endpoints, as Starlette routes to put before the webhook's."""
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
+
+    if not isinstance(archive, Path):  # an s3:// + PostgreSQL archive: its pages are not built yet
+        async def not_yet(request: Request):
+            return PlainTextResponse("the web view reads a folder archive; this serve writes to the shared "
+                                     f"archive {archive}: use `smartops archive list/show --archive {archive}`",
+                                     status_code=501)
+        return [Route(p, not_yet, methods=["GET", "POST"]) for p in ("/incidents", "/incidents/{rest:path}",
+                                                                      "/records/{rest:path}", "/plans/{rest:path}",
+                                                                      "/approvals/{rest:path}")]
 
     access, env, files = Access(token), _templates(), list(files)
 

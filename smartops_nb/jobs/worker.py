@@ -1,0 +1,287 @@
+"""``smartops worker``: take jobs from the queue and run them as ``serve`` does in-process.
+
+One process runs two Procrastinate workers on one App: ``smartops-runs`` with ``--concurrency``
+slots (each run on its own kernel, warm if the pool has one), and ``smartops-maintenance`` with
+one slot for the periodic stalled-job sweep (so the sweep never waits behind long runs).
+
+- Every run has a wall-clock deadline enforced from outside the kernel (its process group is
+  killed; :class:`~smartops_nb.execution.kernels.Deadline`): a hung kernel never holds a slot.
+- Heartbeats every ``heartbeat`` s; a worker silent for ``stalled_after`` s is dead: the sweep hands
+  its jobs to the others, and the lost attempt is noted on the job and in the retry's record.
+- SIGTERM/SIGINT drain: runs finish within ``drain_timeout`` or their kernel is killed, the record
+  says so, and the job goes back to the queue for another worker.
+- The queue's PostgreSQL gone: the worker logs one line and reconnects, bounded, until stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from smartops_nb.alerts import routes as routes_mod
+from smartops_nb.alerts.routes import Routes
+from smartops_nb.execution.flow import investigate_on_pool
+from smartops_nb.execution.kernels import KernelPool
+from smartops_nb.execution.prepare import prepare
+from smartops_nb.params import ParameterError
+
+from . import app as queue_app
+from .tasks import BadJob, HandedBack
+
+log = logging.getLogger("smartops.worker")
+
+HANDED_BACK = "smartops worker shut down before the run finished; handed back to the queue"
+RECONNECT_S = 2.0
+
+#: another job of the same incident and kind was running when this one was queued (a repeat
+#: that slipped past serve's check between two replicas): it ran; this one must not run again
+RAN_MEANWHILE_SQL = """
+SELECT o.id FROM procrastinate_jobs o
+ WHERE o.lock = %(lock)s AND o.id < %(id)s AND o.queue_name = %(queue)s
+   AND EXISTS (SELECT 1 FROM procrastinate_events e
+                WHERE e.job_id = o.id AND e.type IN ('succeeded', 'failed', 'aborted')
+                  AND e.at >= (SELECT min(d.at) FROM procrastinate_events d
+                                WHERE d.job_id = %(id)s AND d.type = 'deferred'))
+ ORDER BY o.id DESC LIMIT 1
+"""
+
+
+class _QuietSweeps(logging.Filter):
+    """The stalled-job sweep runs every few seconds: keep its routine INFO lines out of the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "retry_stalled" not in record.getMessage()
+
+
+class Runner:
+    """The worker process's side of a job: its routes and ``-f`` files, archive, kernel pool, limits."""
+
+    def __init__(self, dsn: str, routes: Routes, archive: Path, *, warm: int = 1, cell_timeout: int = 600,
+                 run_timeout: float = 1800, stalled_after: float = 30, lease_wait: float = 5.0):
+        self.dsn, self.routes, self.archive = dsn, routes, archive
+        self.cell_timeout, self.run_timeout, self.stalled_after = cell_timeout, run_timeout, stalled_after
+        self.lease_wait = lease_wait
+        self.pool = KernelPool(warm)
+
+    # -- notes on a job (what Procrastinate does not keep) -----------------------------------------
+    def _note(self, job_id: int, text: str) -> None:
+        try:
+            with queue_app.connect(self.dsn, autocommit=True) as c:
+                queue_app.note(c, job_id, text)
+        except Exception as e:  # the queue is down: the log has it
+            log.warning("job %s: note not saved (%s): %s", job_id, type(e).__name__, text)
+
+    def _earlier(self, job_id: int) -> list[str]:
+        try:
+            with queue_app.connect(self.dsn, autocommit=True) as c:
+                return queue_app.notes(c, job_id)
+        except Exception:
+            return []
+
+    def _ran_meanwhile(self, job) -> int | None:
+        try:
+            with queue_app.connect(self.dsn, autocommit=True) as c:
+                row = c.execute(RAN_MEANWHILE_SQL, {"lock": job.lock, "id": job.id,
+                                                    "queue": queue_app.RUNS_QUEUE}).fetchone()
+        except Exception as e:
+            log.warning("job %s: dedup check failed (%s); running it", job.id, e)
+            return None
+        return row[0] if row else None
+
+    # -- a run job ---------------------------------------------------------------------------------
+    def run_job(self, context, alert: dict[str, Any], route_key: str) -> str:
+        job = context.job
+        attempt = job.attempts + 1
+        try:
+            iid, kind = routes_mod.incident_id(alert), alert["status"]
+        except (KeyError, TypeError) as e:
+            return self._bad(job, f"malformed alert in the job (missing {e})")
+        route = self.routes.by_key(route_key)
+        if route is None:
+            return self._bad(job, f"route {route_key!r} is not in this worker's routes file (removed or renamed "
+                                  f"since the job was queued); nothing ran")
+        try:
+            prep = prepare(route.runbook, cli=routes_mod.run_parameters(route, alert), base=self.routes.base)
+        except ParameterError as e:
+            return self._bad(job, f"bad parameters for {route.runbook}: {e}")
+        other = self._ran_meanwhile(job)
+        if other is not None:
+            log.info("dedup: incident %s (%s) ran as job %s while job %s waited; not running it again",
+                     iid, kind, other, job.id)
+            self._note(job.id, f"duplicate: job {other} for the same incident ran meanwhile; nothing ran")
+            return f"duplicate of job {other}"
+        if attempt > 1:
+            done_by = self._recorded_already(job.id, iid)
+            if done_by is not None:
+                log.warning("job %s: an earlier attempt wrote record %s but its end never reached the queue; "
+                            "not running it again", job.id, done_by.name)
+                self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {done_by.name} "
+                                   f"(its end was not acknowledged: the queue was unreachable)")
+                return str(done_by)
+        earlier = self._earlier(job.id)
+        annotate = {"queue": {"job": job.id, "attempt": attempt, "worker": context.worker_name,
+                              "earlier_attempts": earlier}}
+
+        kernels: list = []
+        handed: list[str] = []
+        done = threading.Event()
+
+        def on_kernel(kernel) -> None:
+            kernels.append(kernel)
+            if handed and kernel is not None:
+                kernel.kill(HANDED_BACK)
+
+        def watch() -> None:  # Procrastinate asks a sync job to abort through should_abort()
+            while not done.wait(0.5):
+                if context.should_abort():
+                    handed.append(HANDED_BACK)
+                    log.warning("shutdown: ending run of %s for incident %s (job %s); handing it back",
+                                prep.runbook.id, iid, job.id)
+                    for k in kernels:
+                        if k is not None:
+                            k.kill(HANDED_BACK)
+                    return
+
+        watcher = threading.Thread(target=watch, name=f"smartops-job-{job.id}-watch", daemon=True)
+        watcher.start()
+        log.info("job %s: attempt %d of %s for incident %s (%s)", job.id, attempt, prep.runbook.id, iid, kind)
+        try:
+            result = investigate_on_pool(prep, self.archive, self.pool, incident=iid, lease_wait=self.lease_wait,
+                                         cell_timeout=self.cell_timeout, deadline=self.run_timeout,
+                                         on_kernel=on_kernel, annotate=annotate)
+        finally:
+            done.set()
+            watcher.join(5)
+        if result is None:
+            self._note(job.id, f"attempt {attempt}: no record could be written (see the worker's log)")
+            raise RuntimeError("no record could be written")
+        where = f"record {result.record.name}: {result.summary['status']}"
+        if handed:
+            self._note(job.id, f"attempt {attempt} handed back on shutdown ({where})")
+            raise HandedBack(HANDED_BACK)
+        self._note(job.id, f"attempt {attempt}: {where}")
+        return str(result.record)
+
+    def _recorded_already(self, job_id: int, iid: str) -> Path | None:
+        """The record an earlier attempt of this job finished (not one handed back), if any: its worker
+        lost the queue before it could mark the job done, so the stalled sweep handed it out again."""
+        import nbformat
+
+        from smartops_nb.records import archive
+
+        try:
+            rows = archive.list_records(self.archive, incident_id=iid, limit=50)
+        except Exception:  # no index yet: no record either
+            return None
+        for row in rows:
+            path = self.archive / row["name"]
+            try:
+                meta = nbformat.read(path, as_version=4).metadata["smartops"]
+            except Exception:
+                continue
+            q = meta.get("queue") or {}
+            if q.get("job") == job_id and HANDED_BACK not in str(meta.get("error") or ""):
+                return path
+        return None
+
+    def _bad(self, job, reason: str) -> str:
+        log.error("job %s failed: %s", job.id, reason)
+        self._note(job.id, f"failed: {reason}")
+        raise BadJob(reason)
+
+    # -- the stalled-job sweep ---------------------------------------------------------------------
+    async def retry_stalled(self, app) -> int:
+        from procrastinate.jobs import Status
+
+        stalled = await app.job_manager.get_stalled_jobs(queue=queue_app.RUNS_QUEUE,
+                                                         seconds_since_heartbeat=self.stalled_after)
+        for job in stalled:
+            lost = (f"attempt {job.attempts + 1} lost: its worker ({job.worker_id or 'gone'}) stopped "
+                    f"heartbeating for {self.stalled_after:.0f} s; handed to another worker")
+            try:
+                await app.job_manager.retry_job(job)
+            except Exception as e:  # a newer job for the same incident is queued: that one runs
+                log.warning("stalled job %s not retried (%s); marking it failed", job.id, e)
+                lost = f"attempt {job.attempts + 1} lost with its worker; not retried: {e}"
+                await app.job_manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+            await app.connector.execute_query_async(
+                "INSERT INTO smartops_job_notes(job_id, note) VALUES (%(id)s, %(note)s)", id=job.id, note=lost)
+            log.warning("job %s: %s", job.id, lost)
+        return len(stalled)
+
+
+def run_worker(dsn: str, runner: Runner, *, concurrency: int = 2, drain_timeout: float = 60,
+               heartbeat: float = 10.0, poll: float = 5.0) -> int:
+    """Work until SIGTERM/SIGINT; then drain. Reconnects (bounded waits) when the queue goes away."""
+    queue_app.ensure_schema(dsn)  # ParameterError (exit 2) if unreachable at start
+    quiet = _QuietSweeps()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
+    runner.pool.start()
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    log.info("worker %s on %s (concurrency %d, warm kernels %d, run deadline %.0f s, archive %s)", name,
+             queue_app.safe_dsn(dsn), concurrency, runner.pool.size, runner.run_timeout, runner.archive)
+    try:
+        asyncio.run(_work(dsn, runner, name=name, concurrency=concurrency, drain_timeout=drain_timeout,
+                          heartbeat=heartbeat, poll=poll))
+    finally:
+        runner.pool.close()
+    log.info("worker %s stopped", name)
+    return 0
+
+
+async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_timeout: float,
+                heartbeat: float, poll: float) -> None:
+    from procrastinate.worker import Worker
+
+    stop = asyncio.Event()
+    current: list = []
+
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            log.info("%s received: taking no new jobs; draining (up to %.0f s)", signal.Signals(signum).name,
+                     drain_timeout)
+        stop.set()
+        for w in current:
+            w.stop()
+
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, on_signal, s)
+    common = dict(additional_context={"smartops": runner}, install_signal_handlers=False,
+                  update_heartbeat_interval=heartbeat, stalled_worker_timeout=runner.stalled_after,
+                  fetch_job_polling_interval=poll, abort_job_polling_interval=poll, name=name)
+    app = queue_app.make_app(dsn)  # one App; reopened after a lost connection
+    while not stop.is_set():
+        try:
+            async with app.open_async():
+                current[:] = [
+                    Worker(app, queues=[queue_app.RUNS_QUEUE], concurrency=concurrency,
+                           shutdown_graceful_timeout=drain_timeout, **common),
+                    Worker(app, queues=[queue_app.MAINTENANCE_QUEUE], concurrency=1, shutdown_graceful_timeout=5,
+                           delete_jobs="successful", **common)]  # sweeps that found nothing leave no rows
+                tasks = [asyncio.create_task(w.run()) for w in current]
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for w in current:  # one stopped (signal, or its connection failed): stop the other too
+                    w.stop()
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    raise errors[0]
+        except Exception as e:
+            if stop.is_set():
+                break
+            reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
+            log.error("queue connection lost (%s: %s); reconnecting in %.0f s", type(e).__name__, reason,
+                      RECONNECT_S)
+        current.clear()
+        if not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), RECONNECT_S)
+            except asyncio.TimeoutError:
+                pass

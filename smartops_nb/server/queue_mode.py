@@ -1,0 +1,116 @@
+"""``smartops serve --queue DSN``: the webhook as in-process, but each accepted run is a job in the queue.
+
+Routing, parameters and the answer are :func:`~smartops_nb.server.serve.plan`'s, as in-process; only
+queueing differs. Dedup across every replica is Procrastinate's: ``queueing_lock`` = ``lock`` =
+``INCIDENT:KIND`` — a repeat while the job waits raises ``AlreadyEnqueued``; a repeat while it runs
+is refused here (a job with that lock is ``doing``), and one slipping between the two replicas'
+checks waits on the lock and is dropped by the worker (see :mod:`smartops_nb.jobs.worker`).
+Queue unreachable → 503 and one log line; nothing half-written (one job, one statement).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Mapping
+
+from smartops_nb.alerts import routes as routes_mod
+from smartops_nb.alerts.routes import Routes
+from smartops_nb.jobs import app as queue_app
+
+from .intake import Planned, answer, plan, status_of
+
+log = logging.getLogger("smartops.serve")
+
+RUNNING_SQL = "SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'doing' LIMIT 1"
+HEALTH_TIMEOUT = 3.0
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    import psycopg
+    from procrastinate.exceptions import ConnectorException
+
+    return (ConnectorException, psycopg.Error, OSError, asyncio.TimeoutError)
+
+
+UNREACHABLE = _unreachable_errors()
+
+
+class QueueIntake:
+    def __init__(self, routes: Routes, dsn: str):
+        self.routes, self.dsn = routes, dsn
+        queue_app.ensure_schema(dsn)  # ParameterError (exit 2) if unreachable at start
+        self.app = queue_app.make_app(dsn)
+        self.accepting = True
+        self.accepted = 0
+        self._down_since: float | None = None
+
+    def describe(self) -> str:
+        return f"queue {queue_app.safe_dsn(self.dsn)}"
+
+    async def open_async(self) -> None:
+        await self.app.open_async()
+
+    async def close_async_http(self) -> None:
+        await self.app.close_async()
+
+    def _down(self, e: BaseException) -> str:
+        """One log line when the queue goes away (not one per alert), one when it is back."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
+            log.error("queue unreachable (%s: %s): answering 503 until it is back", type(e).__name__, reason)
+        return "queue unreachable"
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            log.info("queue reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    async def _submit(self, p: Planned) -> str:
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        key = routes_mod.dedup_key(p.alert)
+        try:
+            running = await self.app.connector.execute_query_all_async(RUNNING_SQL, lock=key)
+            if running:
+                outcome = "deduplicated"
+            else:
+                task = self.app.tasks[queue_app.RUN_TASK].configure(lock=key, queueing_lock=key)
+                job_id = await task.defer_async(alert=routes_mod.job_alert(p.alert), route=p.route.key)
+                outcome = "accepted"
+        except AlreadyEnqueued:
+            outcome = "deduplicated"
+        except UNREACHABLE as e:  # connection refused, pool timeout, server restarting...
+            return self._down(e)
+        self._up()
+        if outcome == "deduplicated":
+            log.info("dedup: incident %s (%s) is already queued or running; not queueing another run",
+                     *p.key)
+        else:
+            self.accepted += 1
+            log.info("queued %s for incident %s (%s): job %s", p.prep.runbook.id, *p.key, job_id)
+        return outcome
+
+    async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        out, todo = plan(self.routes, doc)
+        for p in todo:
+            answer(out, p, await self._submit(p) if self.accepting else "shutting down")
+        return status_of(out)
+
+    async def health_async(self) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {"status": "ok" if self.accepting else "draining", "mode": "queue",
+                                "accepted": self.accepted}
+        try:
+            row = await asyncio.wait_for(self.app.connector.execute_query_one_async(
+                queue_app.DEPTH_SQL.replace("%s", "%(queue)s"), queue=queue_app.RUNS_QUEUE), HEALTH_TIMEOUT)
+        except UNREACHABLE as e:
+            self._down(e)  # still 200: serve itself is alive (a liveness probe must not restart it)
+            body["status"] = "queue unreachable"
+            body["queue"] = {"reachable": False}
+            return 200, body
+        self._up()
+        oldest = row["oldest_waiting_s"]
+        body["queue"] = {"reachable": True, "depth": row["waiting"], "running": row["running"],
+                         "oldest_waiting_s": round(float(oldest), 1) if oldest is not None else None}
+        return 200, body
