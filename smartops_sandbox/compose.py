@@ -108,11 +108,15 @@ class ComposeSandbox(ContainerSandbox):
         (self.project_dir / HOST_FILE).write_text(json.dumps({"version": "2.4", "services": specs}, indent=2) + "\n")
 
     # -- containers, by Compose's labels ------------------------------------------------------------
-    def _container(self, role: str):
-        """Replica 1 of the role's service (None when Compose has not created it)."""
+    def replicas(self, role: str) -> list:
+        """Every container of the role's service, replica 1 first."""
         found = self.client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.project}",
                                                                          f"{SERVICE_LABEL}={self.names[role]}"]})
-        found.sort(key=lambda c: replica_number(c.labels))
+        return sorted(found, key=lambda c: replica_number(c.labels))
+
+    def _container(self, role: str):
+        """Replica 1 of the role's service (None when Compose has not created it)."""
+        found = self.replicas(role)
         return found[0] if found else None
 
     def _run(self, role: str, command: list[str], **kwargs: Any):
@@ -128,6 +132,18 @@ class ComposeSandbox(ContainerSandbox):
     def _remove(self, role: str, timeout: int = 10) -> None:
         if (self.project_dir / HOST_FILE).exists():
             self.compose("rm", "--stop", "--force", self.names[role])
+
+    def crash_api(self) -> dict[str, Any]:
+        """Every replica of the backend killed with SIGQUIT (exit 131): the service crashed. Not
+        SIGKILL: with the backend's memory limit, exit 137 reads as an OOM kill (see api-oom). The
+        backend's init (``init: true``) passes the signal on; PID 1 itself would ignore it."""
+        running = [c for c in self.replicas("api") if c.status == "running"]
+        if not running:
+            raise RuntimeError(f"api-crash: no replica of service {self.names['api']} is running")
+        for ctr in running:
+            ctr.kill(signal="SIGQUIT")
+        codes = {ctr.name: ctr.wait(timeout=30).get("StatusCode") for ctr in running}
+        return {"killed": sorted(codes), "signal": "SIGQUIT", "exit_codes": codes}
 
     # -- deploys -------------------------------------------------------------------------------------
     def deploy_api(self, image: str) -> dict[str, Any]:

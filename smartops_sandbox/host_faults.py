@@ -218,12 +218,7 @@ def _heal_database_down(sandbox, recorded: dict) -> dict:
 # ------------------------------------------------------------------------------- api-crash
 def _inject_api_crash(sandbox) -> dict:
     if mode_of(sandbox) == "containers":
-        ctr = sandbox._container("api")
-        if ctr is None or ctr.status != "running":
-            raise RuntimeError(f"api-crash: container {sandbox.names['api']} is not running")
-        ctr.kill()                        # SIGKILL: exits 137, no OOM
-        result = ctr.wait(timeout=30)
-        return {"killed": sandbox.names["api"], "exit_code": result.get("StatusCode")}
+        return sandbox.crash_api()
     pid = sandbox.api_pid
     if not pid or not sandbox._api_running():
         raise RuntimeError("api-crash: the API process is not running")
@@ -292,7 +287,8 @@ HOST_FAULTS: dict[str, HostFault] = {
                            "and backups (root only)", _inject_disk_full, _heal_disk_full),
     "database-down": HostFault("PostgreSQL stopped (container mode: the smartamazon-db container)",
                                _inject_database_down, _heal_database_down),
-    "api-crash": HostFault("the API killed with SIGKILL (container mode: smartamazon-api-prod exits 137)",
+    "api-crash": HostFault("the API killed with SIGKILL (container mode: smartamazon-api-prod exits 137; "
+                           "compose: every backend replica killed with SIGQUIT, exit 131)",
                            _inject_api_crash, _heal_api_crash),
     "bad-deploy": HostFault(f"{BAD_IMAGE}, which exits 1 at start, deployed over smartamazon-api-prod "
                             "(--containers only)", _inject_bad_deploy, _heal_bad_deploy, ("containers",)),

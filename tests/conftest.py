@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 # Fixtures for real engines, registered here once (so pytest rewrites their asserts); each starts
 # its engine only when a test asks for it.
 pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.deployments",
-                  "tests.fixtures.kube", "tests.fixtures.archives", "tests.fixtures.leak"]
+                  "tests.fixtures.kube", "tests.fixtures.archives", "tests.fixtures.leak",
+                  "tests.fixtures.compose"]
 
 
 def free_port() -> int:
