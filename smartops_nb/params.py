@@ -172,6 +172,8 @@ def check_values(values: Mapping[str, Any], *, actions: Iterable[str] = ()) -> N
     """Semantic checks shared by every runbook (choices, timestamps, action names)."""
     if values.get("platform") not in (None, *PLATFORMS):
         raise ParameterError(f"parameter 'platform' must be one of {', '.join(PLATFORMS)}, got {values['platform']!r}")
+    if values.get("platform") == "compose" and not values.get("compose_project"):
+        raise ParameterError("parameter 'compose_project' is required with platform compose (docker-compose -p NAME)")
     if values.get("mode") not in (None, *MODES):
         raise ParameterError(f"parameter 'mode' must be one of {', '.join(MODES)}, got {values['mode']!r}")
     sev = values.get("severity")

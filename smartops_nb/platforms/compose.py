@@ -199,6 +199,10 @@ class ComposePlatform(DockerPlatform):
         if refusal:
             raise PlatformError(f"{what} refused: {refusal}")
         project = ComposeProject.from_labels(ctr.labels)
+        missing = [f for f in project.config_files if not Path(f).is_file()]
+        if missing:  # e.g. a runbook run on another machine than the one Compose ran on
+            raise PlatformError(f"{what} refused: the project's config files are not on this machine "
+                                f"({', '.join(missing)}); act where the project lives")
         argv = project.argv(self.cli, *args, extra_files=extra_files)
         env = dict(os.environ)
         if self.base_url:

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from smartops_nb.actions import RECOMMENDED, decide
+from smartops_nb.contract import ParameterError
+from smartops_nb.params import check_values
 from smartops_nb.mitigations import deployment, platform as platform_actions
 from smartops_nb.platforms import PlatformError, connect, workload
 from smartops_nb.platforms.compose import ComposePlatform, ComposeProject, replica_number
@@ -70,3 +72,16 @@ def test_without_the_cli_restart_scale_and_rollback_are_refused():
                    deployment.rollback(p, lambda: engine)):
         decision, reason = decide(action, mode="mitigate", approved=[action.name])
         assert decision == RECOMMENDED and "not installed" in reason, action.name
+
+
+def test_platform_compose_needs_a_project():
+    with pytest.raises(ParameterError, match="compose_project"):
+        check_values({"platform": "compose"})
+    check_values({"platform": "compose", "compose_project": "shop"})
+
+
+def test_config_files_missing_here_refuse_the_action(tmp_path):
+    engine = ComposePlatform("shop", cli="/usr/bin/docker-compose")
+    labels = {**LABELS, "com.docker.compose.project.working_dir": str(tmp_path)}
+    with pytest.raises(PlatformError, match="not on this machine"):
+        engine._compose(SimpleNamespace(labels=labels), "restart backend", "restart", "backend")
