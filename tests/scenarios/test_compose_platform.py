@@ -8,6 +8,7 @@ Every action goes through the real ``docker-compose``, and each test asks ``dock
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -107,8 +108,20 @@ def test_postgres_stopped_is_database_unreachable_and_restart_database_brings_it
     assert http_status(sb.api_url + "/health") == 200
 
 
+@pytest.fixture
+def bad_image_removed(healthy_compose):
+    """The bad tag goes once the test is healed: the engine is the session's, and another test's
+    image history (other tags of ``smartamazon-api``) must not find it."""
+    yield
+    import docker
+
+    healthy_compose.heal()   # nothing runs the bad image any more
+    with contextlib.suppress(docker.errors.APIError):
+        healthy_compose.client.images.remove(BAD_IMAGE)
+
+
 def test_bad_image_is_crash_on_start_and_rollback_runs_the_previous_image(healthy_compose, compose_params,
-                                                                          compose_cli, archive):
+                                                                          compose_cli, archive, bad_image_removed):
     sb = healthy_compose
     deployed = sb.fault("bad-deploy")["result"]
     assert deployed["image_after"] == BAD_IMAGE and deployed["status"] == "exited"
