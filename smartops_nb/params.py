@@ -54,7 +54,7 @@ def _p(name: str, typ: type, default: Any, help: str) -> Param:
 #: Parameters every runbook understands, with the seed's defaults (a runbook may change a default).
 COMMON: tuple[Param, ...] = (
     _p("environment", str, "unspecified", "names the record: <time>_<runbook>_<environment>.ipynb"),
-    _p("platform", str, "docker", "docker | kubernetes: where the API, database and cache run"),
+    _p("platform", str, "docker", "docker | compose | kubernetes: where the API, database and cache run"),
     _p("api_url", str, "http://localhost:8000", "base URL of the API (/health, /metrics)"),
     _p("postgres_dsn", str, "postgresql://postgres@localhost:5432/smartamazon",
        "read-only monitoring role; env:NAME reads it from the environment inside the kernel"),
@@ -64,6 +64,10 @@ COMMON: tuple[Param, ...] = (
     _p("api_container", str, "smartamazon-api-prod", "the API's container"),
     _p("db_container", str, "smartamazon-db", "PostgreSQL's container"),
     _p("redis_container", str, "smartamazon-redis", "Redis's container"),
+    _p("compose_project", str, "", "platform compose: the Compose project (docker-compose -p NAME)"),
+    _p("api_service", str, "backend", "platform compose: the API's Compose service"),
+    _p("db_service", str, "postgres", "platform compose: PostgreSQL's Compose service"),
+    _p("redis_service", str, "redis", "platform compose: Redis's Compose service"),
     _p("api_log_path", str, "", "read the API's log from this file instead of the platform's logs"),
     _p("kube_context", str, "", "kubeconfig context (empty: the current one)"),
     _p("kube_namespace", str, "default", "Kubernetes namespace of the API"),
@@ -101,7 +105,7 @@ def shared(name: str, default: Any = None, help: str | None = None) -> Param:
 #: Top-level sections of a parameters file that configure SmartOps itself, not a runbook.
 CONFIG_SECTIONS = ("contacts", "notify")
 
-PLATFORMS = ("docker", "kubernetes")
+PLATFORMS = ("docker", "compose", "kubernetes")
 MODES = ("investigate", "mitigate")
 SEVERITIES = ("P1", "P2", "P3", "P4")
 
@@ -168,6 +172,8 @@ def check_values(values: Mapping[str, Any], *, actions: Iterable[str] = ()) -> N
     """Semantic checks shared by every runbook (choices, timestamps, action names)."""
     if values.get("platform") not in (None, *PLATFORMS):
         raise ParameterError(f"parameter 'platform' must be one of {', '.join(PLATFORMS)}, got {values['platform']!r}")
+    if values.get("platform") == "compose" and not values.get("compose_project"):
+        raise ParameterError("parameter 'compose_project' is required with platform compose (docker-compose -p NAME)")
     if values.get("mode") not in (None, *MODES):
         raise ParameterError(f"parameter 'mode' must be one of {', '.join(MODES)}, got {values['mode']!r}")
     sev = values.get("severity")

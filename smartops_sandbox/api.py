@@ -13,6 +13,7 @@ import decimal
 import hmac
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -608,16 +609,30 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": "not found"})
 
 
+def _grow_until_killed(signum, frame) -> None:
+    """The api-oom fault (smartops_sandbox.host_faults): allocate until the container's memory
+    limit kills the process, as a leak would. Installed only with SMARTAMAZON_MEMORY_FAULT=1."""
+    log.error("memory fault: allocating until killed")
+    hog = []
+    while True:
+        hog.append(bytearray(8 << 20))
+        hog[-1][::4096] = b"x" * len(hog[-1][::4096])   # touch every page: resident, not just reserved
+
+
 def serve(cfg: dict[str, Any]) -> None:
     app = App(cfg)
     handler = type("BoundHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer(("127.0.0.1", int(cfg["api"]["port"])), handler)
+    # Compose replicas on the host network share the port (the kernel spreads connections)
+    reuse = {"allow_reuse_port": os.environ.get("SMARTAMAZON_REUSE_PORT") == "1"}
+    server = type("Server", (ThreadingHTTPServer,), reuse)(("127.0.0.1", int(cfg["api"]["port"])), handler)
     server.daemon_threads = True
 
     def _term(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)
+    if os.environ.get("SMARTAMAZON_MEMORY_FAULT") == "1":   # only where a memory limit stops it
+        signal.signal(signal.SIGUSR1, _grow_until_killed)
     log.info("SmartAmazon API listening on http://127.0.0.1:%s pool_size=%d", cfg["api"]["port"], app.pool.size)
     try:
         server.serve_forever(poll_interval=0.2)

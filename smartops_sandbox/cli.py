@@ -15,13 +15,14 @@ def _sandbox(args) -> Sandbox:
     from .manager import default_ports
 
     p = default_ports()
-    wanted = "containers" if getattr(args, "containers", False) else "process"
+    wanted = ("compose" if getattr(args, "compose", False) else
+              "containers" if getattr(args, "containers", False) else "process")
     if (d / STATE_FILE).exists():
         recorded = json.loads((d / STATE_FILE).read_text()).get("mode") or "process"
         if getattr(args, "sandbox_command", None) != "up":
             return _load(d)
         if recorded == wanted:
-            if wanted == "containers":
+            if wanted != "process":
                 _engine(d)    # `down` stopped it
             return _load(d)
         if _any_running(d):
@@ -29,6 +30,8 @@ def _sandbox(args) -> Sandbox:
                              f"`smartops sandbox down` first")
     if wanted == "containers":
         return _container_sandbox(d, p)
+    if wanted == "compose":
+        return _compose_sandbox(d, p)
     return Sandbox(d, p["api"], p["postgres"], p["redis"])
 
 
@@ -42,10 +45,15 @@ def _any_running(d: Path) -> bool:
 
 def _load(d: Path) -> Sandbox:
     """The sandbox recorded in ``d``: host processes, or containers on the sandbox's own engine."""
-    if json.loads((d / STATE_FILE).read_text()).get("mode") == "containers":
+    mode = json.loads((d / STATE_FILE).read_text()).get("mode")
+    if mode == "containers":
         from .containers import ContainerSandbox
 
         return ContainerSandbox.load(d)
+    if mode == "compose":
+        from .compose import ComposeSandbox
+
+        return ComposeSandbox.load(d)
     return Sandbox.load(d)
 
 
@@ -55,6 +63,16 @@ def _container_sandbox(d: Path, ports: dict) -> Sandbox:
     from .containers import ContainerSandbox
 
     return ContainerSandbox(_engine(d), d, ports["api"], ports["postgres"], ports["redis"])
+
+
+def _compose_sandbox(d: Path, ports: dict) -> Sandbox:
+    """Compose mode: the same engine, and ``docker-compose`` creating the containers as project
+    ``smartamazon`` from ``deploy/compose/docker-compose.yml``."""
+    from .compose import CLI, ComposeSandbox, compose_cli
+
+    if compose_cli() is None:
+        raise SystemExit(f"smartops sandbox: --compose needs {CLI} (apt-get install docker-compose)")
+    return ComposeSandbox(_engine(d), d, ports["api"], ports["postgres"], ports["redis"])
 
 
 def _engine(d: Path) -> str:
@@ -133,7 +151,7 @@ def main(args) -> int:
     if cmd == "up":
         print(f"starting the SmartAmazon sandbox in {sb.state_dir} ...", file=sys.stderr)
         _print_status(sb.up())
-        log = {} if sb.state().get("mode") == "containers" else {"api_log_path": str(sb.api_log)}
+        log = {} if sb.state().get("mode") in ("containers", "compose") else {"api_log_path": str(sb.api_log)}
         print(f"parameters: {json.dumps({**sb.params(), **log})}")
         return 0
     if not (sb.state_dir / STATE_FILE).exists():
@@ -182,6 +200,9 @@ def register(sub, parser_class) -> None:
             x.add_argument("--containers", action="store_true",
                            help="run the API, PostgreSQL and Redis as containers (smartamazon-api-prod, "
                                 "smartamazon-db, smartamazon-redis) on a podman API service of the sandbox's own")
+            x.add_argument("--compose", action="store_true",
+                           help="run them as the Docker Compose project smartamazon (services backend, postgres, "
+                                "redis; deploy/compose/docker-compose.yml) with docker-compose, on that podman service")
         x.set_defaults(func=main)
     x = ssub.add_parser("fault", help="inject a fault (see `smartops sandbox fault --list`)",
                         description="Inject one of the seed's faults into the running sandbox.")

@@ -176,6 +176,37 @@ class ContainerSandbox(Sandbox):
     def _tail(self, path: Path, n: int = 30) -> str:  # the API logs to the container, not to api.log
         return self.container_logs("api", n) if path == self.api_log else super()._tail(path, n)
 
+    # -- the api-crash fault ------------------------------------------------------------------------
+    def crash_api(self) -> dict[str, Any]:
+        """Kill the API container with SIGKILL (exit 137; it has no memory limit, so no OOM)."""
+        ctr = self._container("api")
+        if ctr is None or ctr.status != "running":
+            raise RuntimeError(f"api-crash: container {self.names['api']} is not running")
+        ctr.kill()
+        result = ctr.wait(timeout=30)
+        return {"killed": self.names["api"], "exit_code": result.get("StatusCode")}
+
+    # -- deploys (the bad-deploy fault and its heal) -------------------------------------------------
+    def deploy_api(self, image: str) -> dict[str, Any]:
+        """Deploy ``image`` as the API (:func:`smartops_sandbox.deploy.deploy`: recreate the container)."""
+        from .deploy import deploy
+
+        return deploy(self.client, self.names["api"], image, stop_timeout=5)
+
+    def redeploy_api(self, good: str) -> dict[str, Any]:
+        """Put the API back on ``good`` (already there, e.g. after a rollback: just start it)."""
+        from smartops_nb.platforms.docker import normalize_ref
+
+        ctr = self._container("api")
+        if ctr is not None and normalize_ref((ctr.attrs.get("Config") or {}).get("Image") or "") == normalize_ref(good):
+            if ctr.status != "running":
+                ctr.start()
+            self._wait_healthy(60)
+            return {"redeployed": False, "image": good}
+        done = self.deploy_api(good)
+        self._wait_healthy(60)
+        return {"redeployed": True, **done}
+
     # -- state, lifecycle -------------------------------------------------------------------------------------
     def _adopt_state(self) -> None:  # containers are found by name: no pids to adopt
         return None

@@ -218,12 +218,7 @@ def _heal_database_down(sandbox, recorded: dict) -> dict:
 # ------------------------------------------------------------------------------- api-crash
 def _inject_api_crash(sandbox) -> dict:
     if mode_of(sandbox) == "containers":
-        ctr = sandbox._container("api")
-        if ctr is None or ctr.status != "running":
-            raise RuntimeError(f"api-crash: container {sandbox.names['api']} is not running")
-        ctr.kill()                        # SIGKILL: exits 137, no OOM
-        result = ctr.wait(timeout=30)
-        return {"killed": sandbox.names["api"], "exit_code": result.get("StatusCode")}
+        return sandbox.crash_api()
     pid = sandbox.api_pid
     if not pid or not sandbox._api_running():
         raise RuntimeError("api-crash: the API process is not running")
@@ -247,7 +242,6 @@ def _heal_api_crash(sandbox, recorded: dict) -> dict:
 def _inject_bad_deploy(sandbox) -> dict:
     if mode_of(sandbox) != "containers":
         raise ValueError("bad-deploy needs the container sandbox (smartops sandbox up --containers)")
-    from .deploy import deploy
     from .podman import BASE_IMAGE, build_base_image, derive_image
 
     client = sandbox.client
@@ -256,7 +250,7 @@ def _inject_bad_deploy(sandbox) -> dict:
     # shell script ignores, so the new version really dies at start
     derive_image(client, BAD_IMAGE, base=BASE_IMAGE, entrypoint=["sh", "-c", BAD_START],
                  labels={"org.opencontainers.image.version": "bad"})
-    done = deploy(client, sandbox.names["api"], BAD_IMAGE, stop_timeout=5)
+    done = sandbox.deploy_api(BAD_IMAGE)
     ctr = sandbox._container("api")
     if ctr is not None:
         ctr.wait(timeout=30)
@@ -265,20 +259,25 @@ def _inject_bad_deploy(sandbox) -> dict:
 
 
 def _heal_bad_deploy(sandbox, recorded: dict) -> dict:
-    from smartops_nb.platforms.docker import normalize_ref
-    from .deploy import deploy
     from .podman import BASE_IMAGE
 
+    return sandbox.redeploy_api(recorded.get("image_before") or BASE_IMAGE)
+
+
+# ------------------------------------------------------------------------------- api-oom
+def _inject_api_oom(sandbox) -> dict:
+    """SIGUSR1 makes the API allocate until its memory limit kills it (see smartops_sandbox.api)."""
     ctr = sandbox._container("api")
-    good = recorded.get("image_before") or BASE_IMAGE
-    if ctr is not None and normalize_ref((ctr.attrs.get("Config") or {}).get("Image") or "") == normalize_ref(good):
-        if ctr.status != "running":
-            ctr.start()
-        sandbox._wait_healthy(60)
-        return {"redeployed": False, "image": good}
-    done = deploy(sandbox.client, sandbox.names["api"], good, stop_timeout=5)
-    sandbox._wait_healthy(60)
-    return {"redeployed": True, **done}
+    if ctr is None or ctr.status != "running":
+        raise RuntimeError(f"api-oom: container {sandbox.names['api']} is not running")
+    limit = (ctr.attrs.get("HostConfig") or {}).get("Memory") or 0
+    env = (ctr.attrs.get("Config") or {}).get("Env") or []
+    if not limit or "SMARTAMAZON_MEMORY_FAULT=1" not in env:
+        raise ValueError(f"api-oom needs an API container with a memory limit and SMARTAMAZON_MEMORY_FAULT=1 "
+                         f"(smartops sandbox up --compose); {ctr.name} has limit {limit or 'none'}")
+    ctr.kill(signal="SIGUSR1")
+    result = ctr.wait(timeout=60)
+    return {"killed": ctr.name, "exit_code": result.get("StatusCode"), "memory_limit": limit}
 
 
 HOST_FAULTS: dict[str, HostFault] = {
@@ -288,14 +287,17 @@ HOST_FAULTS: dict[str, HostFault] = {
                            "and backups (root only)", _inject_disk_full, _heal_disk_full),
     "database-down": HostFault("PostgreSQL stopped (container mode: the smartamazon-db container)",
                                _inject_database_down, _heal_database_down),
-    "api-crash": HostFault("the API killed with SIGKILL (container mode: smartamazon-api-prod exits 137)",
+    "api-crash": HostFault("the API killed with SIGKILL (container mode: smartamazon-api-prod exits 137; "
+                           "compose: every backend replica killed with SIGQUIT, exit 131)",
                            _inject_api_crash, _heal_api_crash),
     "bad-deploy": HostFault(f"{BAD_IMAGE}, which exits 1 at start, deployed over smartamazon-api-prod "
                             "(--containers only)", _inject_bad_deploy, _heal_bad_deploy, ("containers",)),
+    "api-oom": HostFault("the API grows until its container's memory limit kills it, exit 137 (--compose only)",
+                         _inject_api_oom, _heal_api_crash, ("containers",)),
 }
 
 # heal order: bring the database back before the API, the deploy before the crash
-HEAL_ORDER = ["database-down", "bad-deploy", "api-crash", "redis-full", "disk-full"]
+HEAL_ORDER = ["database-down", "bad-deploy", "api-crash", "api-oom", "redis-full", "disk-full"]
 
 
 def on_down(sandbox) -> dict:

@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 # its engine only when a test asks for it.
 pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.fixtures.deployments",
                   "tests.fixtures.kube", "tests.fixtures.archives", "tests.fixtures.leak",
-                  "tests.fixtures.seaweedfs", "tests.fixtures.archive_postgres", "tests.fixtures.queue"]
+                  "tests.fixtures.seaweedfs", "tests.fixtures.archive_postgres", "tests.fixtures.queue",
+                  "tests.fixtures.compose"]
 
 
 def free_port() -> int:

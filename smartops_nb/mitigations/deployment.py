@@ -45,5 +45,5 @@ def rollback(params, platform_factory: Callable[[], Any], *, wait_s: float = 30.
         name="rollback",
         target=f"{params.platform} workload {name}",
         description="roll back to the previous image (kubectl rollout undo / recreate on the previous image)",
-        execute=execute, preview=preview,
+        execute=execute, preview=preview, manual=platform_factory().cannot_act(),
     )

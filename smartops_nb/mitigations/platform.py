@@ -13,19 +13,21 @@ from smartops_nb.platforms import PlatformError
 from .evidence import SETTLE_S, evidence as _evidence, settled as _settled
 
 
-def _target(params, component: str) -> tuple[str, str]:
-    """(workload name or "", manual reason): a component this platform does not run is manual."""
+def _target(params, platform_factory: Callable[[], Any], component: str) -> tuple[str, str]:
+    """(workload name or "", manual reason): a component this platform does not run, or a platform
+    that cannot act from here (no Compose CLI), makes the action manual."""
     try:
-        return platforms.workload(params, component), ""
+        workload = platforms.workload(params, component)
     except PlatformError:
         return "", (f"the {component} is not a workload of platform {params.platform} here; "
                     f"restart it where it runs (managed service, StatefulSet) and re-check /health")
+    return workload, platform_factory().cannot_act()
 
 
 def restart(params, platform_factory: Callable[[], Any], component: str, name: str, *,
             health_url: str = "", wait_s: float = SETTLE_S) -> Action:
     """``docker restart`` / ``kubectl rollout restart`` of ``component``'s workload (action ``name``)."""
-    workload, manual = _target(params, component)
+    workload, manual = _target(params, platform_factory, component)
 
     def preview() -> dict:
         return {"workload": workload, **_evidence(platform_factory(), workload, health_url)}
@@ -45,7 +47,7 @@ def restart(params, platform_factory: Callable[[], Any], component: str, name: s
 def scale(params, platform_factory: Callable[[], Any], component: str, name: str, replicas: int, *,
           health_url: str = "", wait_s: float = SETTLE_S) -> Action:
     """``docker compose --scale`` / ``kubectl scale`` of ``component``'s workload to ``replicas``."""
-    workload, manual = _target(params, component)
+    workload, manual = _target(params, platform_factory, component)
 
     def preview() -> dict:
         return {"workload": workload, "replicas": replicas, **_evidence(platform_factory(), workload, health_url)}

@@ -79,6 +79,12 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     def rollback(self, workload: str) -> dict[str, Any]: ...
 
+    def cannot_act(self) -> str:
+        """Why restart, scale and rollback cannot be carried out from here ("" when they can).
+        Answered without I/O, when the actions are built: such an action is refused (recommended
+        only, with this reason) instead of failing half-way."""
+        return ""
+
     def disk_usage(self) -> dict[str, Any]:
         """The engine's `docker system df`; platforms without one raise PlatformError."""
         raise PlatformError(f"{self.name} has no engine disk usage")

@@ -295,12 +295,7 @@ class DockerPlatform(Platform):
     def _rollback_plan(self, workload: str) -> tuple[Any, str, ImageRevision | None]:
         """(container, current image, target): the first earlier image that is not the one a previous
         rollback came from (rolling back twice must not return to the broken version)."""
-        ctr = self._require(workload)
-        history = self.image_history(workload)
-        current = history[0].image
-        labels = (ctr.attrs.get("Config") or {}).get("Labels") or {}
-        skip = {current, normalize_ref(labels.get(ROLLED_BACK_FROM_LABEL, "") or "")}
-        return ctr, current, next((r for r in history[1:] if r.image not in skip), None)
+        return rollback_plan(self._require(workload), self.image_history(workload))
 
     def rollback_target(self, workload: str) -> ImageRevision | None:
         return self._rollback_plan(workload)[2]
@@ -510,6 +505,15 @@ class DockerPlatform(Platform):
         if host.get("NetworkMode") not in (None, "", "host", "none") and config.get("ExposedPorts"):
             kwargs["ports"] = [p.split("/")[0] for p in config["ExposedPorts"]]
         return kwargs
+
+
+def rollback_plan(ctr, history: list[ImageRevision]) -> tuple[Any, str, ImageRevision | None]:
+    """(container, current image, target) from a container and its image history, newest first:
+    the rule :meth:`DockerPlatform.rollback_target` and the Compose driver share."""
+    current = history[0].image
+    labels = (ctr.attrs.get("Config") or {}).get("Labels") or {}
+    skip = {current, normalize_ref(labels.get(ROLLED_BACK_FROM_LABEL, "") or "")}
+    return ctr, current, next((r for r in history[1:] if r.image not in skip), None)
 
 
 def _created(value: Any) -> str | None:
