@@ -25,7 +25,7 @@ from .postgres_server import SYSTEM_USER, _bin
 from .redis_server import redis_server_args, wait_ready
 
 NAMES = {"api": "smartamazon-api-prod", "postgres": "smartamazon-db", "redis": "smartamazon-redis"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]   # the checkout holding smartops_nb and smartops_sandbox
 
 
 class ContainerSandbox(Sandbox):
