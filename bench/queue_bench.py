@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def main() -> int:
     finally:
         pg.stop()
         sb.down()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"alert -> record ({ALERT_RUNBOOK}, {args.alerts} alerts, one at a time)   p50 s   p95 s")
     for name, lat in (("in-process (serve, 2 warm kernels)", inproc), ("queue (serve --queue + 1 worker)", queued)):
         print(f"  {name:<44} {percentile(lat, 0.5):6.2f}  {percentile(lat, 0.95):6.2f}")
