@@ -40,7 +40,9 @@ def register(subparsers, parser_class) -> None:
     w.add_argument("--concurrency", type=int, default=2, metavar="N", help="runs at the same time (2)")
     w.add_argument("--warm", type=int, default=None, metavar="N",
                    help="warm kernels kept ready (default: one per run slot; 0: cold runs)")
-    w.add_argument("--archive", metavar="DIR", help="archive folder ($SMARTOPS_ARCHIVE or ./incidents)")
+    from smartops_nb.cli.archive import add_location
+
+    add_location(w)  # --archive DIR|s3://..., --index sqlite|DSN: workers on many machines share one archive
     w.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="base YAML parameters file(s) for every run (secrets stay here, never in the queue)")
     w.add_argument("--routes", default=DEFAULT_ROUTES, metavar="FILE",
@@ -76,7 +78,7 @@ def register(subparsers, parser_class) -> None:
 
 def cmd_worker(args) -> int:
     from smartops_nb.jobs import worker
-    from smartops_nb.records import record
+    from smartops_nb.records.location import open_archive
     from smartops_nb.server import serve
 
     try:
@@ -84,7 +86,7 @@ def cmd_worker(args) -> int:
         if args.concurrency < 1 or args.run_timeout <= 0 or args.heartbeat <= 0:
             raise ParameterError("--concurrency, --run-timeout and --heartbeat must be positive")
         routes = serve.load_routes(args.routes, args.parameters_file)
-        runner = worker.Runner(dsn, routes, record.archive_dir(args.archive),
+        runner = worker.Runner(dsn, routes, open_archive(args.archive, args.index).target,
                                warm=args.concurrency if args.warm is None else args.warm,
                                cell_timeout=args.cell_timeout, run_timeout=args.run_timeout,
                                stalled_after=3 * args.heartbeat)

@@ -119,10 +119,10 @@ class Runner:
             done_by = self._recorded_already(job.id, iid)
             if done_by is not None:
                 log.warning("job %s: an earlier attempt wrote record %s but its end never reached the queue; "
-                            "not running it again", job.id, done_by.name)
-                self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {done_by.name} "
+                            "not running it again", job.id, done_by.rsplit("/", 1)[-1])
+                self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {done_by.rsplit('/', 1)[-1]} "
                                    f"(its end was not acknowledged: the queue was unreachable)")
-                return str(done_by)
+                return done_by
         earlier = self._earlier(job.id)
         annotate = {"queue": {"job": job.id, "attempt": attempt, "worker": context.worker_name,
                               "earlier_attempts": earlier}}
@@ -167,26 +167,26 @@ class Runner:
         self._note(job.id, f"attempt {attempt}: {where}")
         return str(result.record)
 
-    def _recorded_already(self, job_id: int, iid: str) -> Path | None:
+    def _recorded_already(self, job_id: int, iid: str) -> str | None:
         """The record an earlier attempt of this job finished (not one handed back), if any: its worker
         lost the queue before it could mark the job done, so the stalled sweep handed it out again."""
-        import nbformat
+        import json
 
         from smartops_nb.records import archive
 
         try:
+            where = archive.location(self.archive)
             rows = archive.list_records(self.archive, incident_id=iid, limit=50)
         except Exception:  # no index yet: no record either
             return None
         for row in rows:
-            path = self.archive / row["name"]
-            try:
-                meta = nbformat.read(path, as_version=4).metadata["smartops"]
+            try:  # through the archive's storage: a folder here, or s3:// shared by every worker
+                meta = json.loads(where.storage.read(row["name"]))["metadata"]["smartops"]
             except Exception:
                 continue
             q = meta.get("queue") or {}
             if q.get("job") == job_id and HANDED_BACK not in str(meta.get("error") or ""):
-                return path
+                return where.storage.where(row["name"])  # a path, or an s3:// URL
         return None
 
     def _bad(self, job, reason: str) -> str:
