@@ -189,3 +189,15 @@ def test_a_record_edited_on_disk_does_not_verify(server, incident, browser, tmp_
         ctx.close()
     finally:
         path.write_bytes(original)
+
+
+def test_the_links_in_notifications_open_the_incident_and_record_pages(server, incident):
+    from smartops_nb.alerts import notify
+
+    rec = incident["record"]
+    pages = notify.links(notify.public_url({"notify": {"public_url": server}}), rec.summary, rec.path)
+    assert set(pages) == {"incident", "record"}
+    for url in pages.values():
+        status, body = _get(url, Authorization=f"Bearer {TOKEN}")
+        assert status == 200 and "INC-web" in body, url
+    assert rec.path.name in _get(pages["record"], Authorization=f"Bearer {TOKEN}")[1]
