@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from smartops_nb.contract import QUEUE_ENV, SERVE_TOKEN_ENV
+from smartops_nb.contract import PUBLIC_URL_ENV, QUEUE_ENV, SERVE_TOKEN_ENV
 from smartops_nb.params import ParameterError
 
 DEFAULT_ROUTES = "parameters/routes.yaml"
@@ -30,6 +30,9 @@ def register(subparsers, parser_class) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1; others need a token)")
     s.add_argument("--port", type=_port, default=9095, help="port (9095; 0: any free one)")
     s.add_argument("--token", help="bearer token POSTs must carry (default $SMARTOPS_SERVE_TOKEN)")
+    s.add_argument("--public-url", metavar="URL",
+                   help="where people reach these pages (default $SMARTOPS_PUBLIC_URL): notifications link the "
+                        "incident's and the record's page")
     s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
     s.add_argument("--queue", type=_queue, default=None, metavar="DSN",
                    help="PostgreSQL DSN of the job queue: queue mode (default $SMARTOPS_QUEUE; none: in-process). "
@@ -65,6 +68,8 @@ def cmd_serve(args) -> int:
     from smartops_nb.server import serve
 
     token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
+    if args.public_url:  # read where links are made: the web view and the notifications of every run
+        os.environ[PUBLIC_URL_ENV] = args.public_url
     size = args.queue_size if args.queue_size is not None else args.queue if isinstance(args.queue, int) else 10
     dsn = args.queue if isinstance(args.queue, str) else None if isinstance(args.queue, int) else \
         os.environ.get(QUEUE_ENV) or None
