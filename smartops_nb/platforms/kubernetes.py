@@ -318,8 +318,7 @@ class KubernetesPlatform(Platform):
         container = dep.spec.template.spec.containers[0].name
         what = f"logs of pod {self.namespace}/{pod.metadata.name}"
         try:
-            text = self._call(what, self._core.read_namespaced_pod_log, pod.metadata.name, self.namespace,
-                              container=container, tail_lines=max(0, int(tail)))
+            text = self._pod_log(what, pod.metadata.name, container, tail)
         except PlatformError as exc:
             if getattr(exc, "status", None) == 400:  # waiting to start (image pull): no logs yet
                 return []
@@ -328,14 +327,20 @@ class KubernetesPlatform(Platform):
             if pod.status else False
         if not text and restarted:
             try:
-                text = self._call(what + " (previous)", self._core.read_namespaced_pod_log, pod.metadata.name,
-                                  self.namespace, container=container, tail_lines=max(0, int(tail)),
-                                  previous=True)
+                text = self._pod_log(what + " (previous)", pod.metadata.name, container, tail, previous=True)
             except PlatformError:
                 text = ""
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        return (text or "").splitlines()
+        return text.splitlines()
+
+    def _pod_log(self, what: str, pod: str, container: str, tail: int, previous: bool = False) -> str:
+        """A pod's log as text. Read raw (``_preload_content=False``): the client's own decoding of
+        this plain-text answer differs between releases (kubernetes 36 returned ``"b'...'"``)."""
+        resp = self._call(what, self._core.read_namespaced_pod_log, pod, self.namespace, container=container,
+                          tail_lines=max(0, int(tail)), previous=previous, _preload_content=False)
+        try:
+            return resp.data.decode("utf-8", "replace")
+        finally:
+            resp.release_conn()
 
     def environment(self, workload: str) -> dict[str, str]:
         dep = self._deployment(workload)
