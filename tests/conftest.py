@@ -7,6 +7,7 @@ fault before and after a test so scenarios do not leak into each other.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -67,6 +68,18 @@ def http_status(url: str, timeout: float = 3.0) -> int | None:
         return e.code
     except OSError:
         return None
+
+
+def post_alerts(url: str, body: dict | bytes, token: str | None = None, timeout: float = 10) -> tuple[int, dict]:
+    """POST an Alertmanager payload as Alertmanager does; the status and the JSON answer (errors too)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
 
 
 def require(component: str, present: bool, hint: str) -> None:

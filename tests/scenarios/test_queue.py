@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from smartops_nb.waiting import until
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, post_alerts
 from tests.scenarios.test_serve import alert, payload
 
 pytestmark = pytest.mark.scenario
@@ -130,13 +130,7 @@ class Team:
             return None
 
     def post(self, p: Proc, body: dict) -> tuple[int, dict]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.ports[p]}/alerts", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+        return post_alerts(f"http://127.0.0.1:{self.ports[p]}/alerts", body, timeout=30)
 
     def records(self) -> list[dict]:
         out = []

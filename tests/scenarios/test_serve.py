@@ -20,7 +20,7 @@ import nbformat
 import pytest
 import yaml
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, post_alerts
 
 TOKEN = "s3cret-token"
 ROUTES = {
@@ -80,15 +80,7 @@ class Server:
             return json.loads(r.read())
 
     def post(self, body, token: str | None = "default") -> tuple[int, dict]:
-        token = self.token if token == "default" else token
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-        req = urllib.request.Request(self.url("/alerts"), data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+        return post_alerts(self.url("/alerts"), body, self.token if token == "default" else token)
 
     def records(self) -> list[dict]:
         return [nbformat.read(p, as_version=4).metadata["smartops"] for p in sorted(self.archive.glob("*.ipynb"))]
