@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0          # the command did its job (a runbook ran to the end, whatever it found)
 EXIT_FAILED = 1      # it ran and failed (the notebook failed, a record could not be written, verify found problems)
 EXIT_BAD_INPUT = 2   # bad input: a one-line error, nothing done
+EXIT_PENDING = 3     # handed on and not finished yet (an approval queued, its outcome still unknown)
 
 # -- the record --------------------------------------------------------------------------------------
 RECORD_SCHEMA = 1    # metadata["smartops"]["schema"]

@@ -1,20 +1,21 @@
 """``smartops approve PLAN_ID``, ``smartops deny PLAN_ID``, ``smartops incident show|list``.
 
 A plan (a mitigation a headless run recommended) is approved from the alert: this re-runs its
-runbook bound to the plan and acts only if the same cause still holds on the same target. Exit 0:
-executed; 1: refused (expired, denied, already carried out, incident resolved, cause gone, target
-changed) or failed, with a one-line reason; 2: bad input (unknown plan id, missing operator).
+runbook bound to the plan and acts only if the same cause still holds on the same target; with a
+queue (``--queue``/``$SMARTOPS_QUEUE``) a worker does it and this waits for the outcome. Exit 0:
+executed (or queued, with ``--no-wait``); 1: refused (expired, denied, already carried out, incident
+resolved, cause gone, target changed) or failed, with a one-line reason; 2: bad input (unknown plan
+id, missing operator); 3: queued and not finished within ``--wait``.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-from pathlib import Path
 
-from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PENDING, QUEUE_ENV
 
-ARCHIVE_HELP = "archive folder (default $SMARTOPS_ARCHIVE or ./incidents)"
+from .archive import add_location
 
 
 def _operator(args) -> str:
@@ -31,10 +32,16 @@ def register(subparsers, parser_class) -> None:
                     "why); 2 bad input.")
     p.add_argument("plan_id", metavar="PLAN_ID", help="the plan's id (pl-...)")
     p.add_argument("--operator", metavar="NAME", help="who approves (default $SMARTOPS_OPERATOR or $USER)")
-    p.add_argument("--archive", metavar="DIR", help=ARCHIVE_HELP)
+    add_location(p)
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="parameters files (secrets the record masks, notify: targets), as for `smartops run`")
     p.add_argument("--cell-timeout", type=int, default=600, metavar="S", help="seconds one cell may run (600)")
+    p.add_argument("--queue", metavar="DSN", default=os.environ.get(QUEUE_ENV),
+                   help=f"hand the approved plan to the workers of this queue (default ${QUEUE_ENV}); "
+                        "without one it is carried out here")
+    p.add_argument("--wait", type=float, default=1800, metavar="S",
+                   help="with a queue: seconds to wait for the outcome (1800); exit 3 if it is not known by then")
+    p.add_argument("--no-wait", action="store_true", help="with a queue: exit 0 once the job is queued")
     p.set_defaults(func=cmd_approve)
 
     p = subparsers.add_parser("deny", help="close a plan without carrying it out",
@@ -43,7 +50,7 @@ def register(subparsers, parser_class) -> None:
     p.add_argument("plan_id", metavar="PLAN_ID")
     p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept with the plan, sent to the channels)")
     p.add_argument("--operator", metavar="NAME", help="who denies (default $SMARTOPS_OPERATOR or $USER)")
-    p.add_argument("--archive", metavar="DIR", help=ARCHIVE_HELP)
+    add_location(p)
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="parameters files with the notify: section")
     p.set_defaults(func=cmd_deny)
@@ -55,21 +62,22 @@ def register(subparsers, parser_class) -> None:
     isub = i.add_subparsers(dest="incident_command", required=True, parser_class=parser_class)
     x = isub.add_parser("show", help="one incident", description="Show one incident.")
     x.add_argument("incident_id", metavar="INCIDENT_ID")
-    x.add_argument("--archive", metavar="DIR", help=ARCHIVE_HELP)
+    add_location(x)
     x.add_argument("--json", action="store_true", help="machine-readable output")
     x.set_defaults(func=cmd_incident_show)
     x = isub.add_parser("list", help="incidents, newest first", description="List incidents newest first.")
     x.add_argument("--open", action="store_true", required=True,
                    help="only incidents with pending plans or a confirmed diagnosis not yet cleared")
-    x.add_argument("--archive", metavar="DIR", help=ARCHIVE_HELP)
+    add_location(x)
     x.add_argument("--json", action="store_true", help="machine-readable output")
     x.set_defaults(func=cmd_incident_list)
 
 
-def _archive(args) -> Path:
-    from smartops_nb.records.record import archive_dir
+def _archive(args):
+    """The archive the options name (raises ParameterError, exit 2, for a pair that cannot work)."""
+    from smartops_nb.records.location import open_archive
 
-    return archive_dir(args.archive)
+    return open_archive(args.archive, args.index)
 
 
 def _decide(command: str, call) -> tuple[object, int | None]:
@@ -96,6 +104,8 @@ def _decide(command: str, call) -> tuple[object, int | None]:
 def cmd_approve(args) -> int:
     from smartops_nb.execution import approve
 
+    if args.queue:
+        return _approve_queued(args)
     out, failed = _decide("approve", lambda: approve.carry_out(
         args.plan_id, _operator(args), _archive(args), files=args.parameters_file, cell_timeout=args.cell_timeout))
     if failed is not None:
@@ -104,6 +114,42 @@ def cmd_approve(args) -> int:
     if out.result is not None:
         print(out.result.record)
     return out.exit_code
+
+
+def _approve_queued(args) -> int:
+    """Claim here, carry out on a worker, wait for the outcome (progress on stderr)."""
+    from smartops_nb.jobs import approvals
+    from smartops_nb.records.plans import EXECUTED, FINAL
+
+    archive = None
+
+    def queue():
+        nonlocal archive
+        archive = _archive(args)
+        return approvals.queue_approval(args.queue, args.plan_id, _operator(args), archive,
+                                        files=args.parameters_file)
+
+    queued, failed = _decide("approve", queue)
+    if failed is not None:
+        return failed
+    print(f"plan {queued.plan.id}: approved by {queued.plan.decided_by}; queued as job {queued.job_id} "
+          f"({queued.plan.action} on {queued.plan.target})", flush=True)
+    if args.no_wait:
+        return EXIT_OK
+
+    def tick(plan, waited: float) -> None:
+        if int(waited) % 10 == 0:
+            print(f"smartops approve: {plan.id} {plan.state}, waiting for a worker ({waited:.0f} s)", file=sys.stderr)
+
+    plan = approvals.wait_for_outcome(archive, queued.plan.id, args.wait, tick=tick)
+    if plan.status not in FINAL:
+        print(f"plan {plan.id}: {plan.state} after {args.wait:.0f} s; its outcome will be in "
+              f"`smartops incident show {plan.incident_id}`", file=sys.stderr)
+        return EXIT_PENDING
+    print(f"plan {plan.id}: {plan.status}: {plan.reason}")
+    if plan.outcome_record:
+        print(plan.outcome_record)
+    return EXIT_OK if plan.status == EXECUTED else EXIT_FAILED
 
 
 def cmd_deny(args) -> int:
@@ -121,9 +167,11 @@ def cmd_incident_show(args) -> int:
     from smartops_nb.records.archive import IndexMissing
     from smartops_nb.reports import incident
 
+    from smartops_nb.contract import ParameterError
+
     try:
         inc = incident.show(_archive(args), args.incident_id)
-    except (incident.IncidentNotFound, IndexMissing) as e:
+    except (incident.IncidentNotFound, IndexMissing, ParameterError) as e:
         print(f"smartops incident: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(inc, indent=2, default=str) if args.json else incident.text(inc))
@@ -134,9 +182,11 @@ def cmd_incident_list(args) -> int:
     from smartops_nb.records.archive import IndexMissing
     from smartops_nb.reports import incident
 
+    from smartops_nb.contract import ParameterError
+
     try:
         found = incident.open_incidents(_archive(args))
-    except IndexMissing as e:
+    except (IndexMissing, ParameterError) as e:
         print(f"smartops incident: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.json:

@@ -248,12 +248,12 @@ def cmd_show(args) -> int:
         return EXIT_OK
     shown = path if loc.folder is not None else loc.storage.where(path.name)
     indexed = archive.indexed_hash(path.parent if not loc.shared else loc, path.name)
-    plans = path.parent if not loc.shared else Path(loc.local_dir)  # a shared archive's plans: this machine's
+    plans = archive.plan_store(path.parent) if not loc.shared else loc.plan_store()
     print(_render(s, path, archive.file_sha256(path), indexed, shown=shown, plans=plans))
     return EXIT_OK
 
 
-def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, plans: Path | None = None) -> str:
+def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, plans=None) -> str:
     integrity = ("matches the index" if indexed == sha else "NOT in the index" if indexed is None
                  else "DIFFERS from the index: modified after it was written")
     diag = s.get("diagnosis") or {}
@@ -279,7 +279,10 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, p
               f"{a.get('operator', '')}) — {a.get('reason', '')}" for a in s.get("actions", [])] or ["  (none)"]
     if s.get("plans"):
         lines += ["", "Plans:"]
-        lines += [_plan_line(p, plans or path.parent) for p in s["plans"]]
+        from smartops_nb.records.archive import plan_store
+
+        store = plans or plan_store(path.parent)
+        lines += [_plan_line(p, store) for p in s["plans"]]
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)
@@ -296,13 +299,13 @@ def _page(name: str) -> str:
     return f"{base}/records/{quote(name, safe='')}" if base else ""
 
 
-def _plan_line(p: dict, folder: Path) -> str:
+def _plan_line(p: dict, store) -> str:
     """A plan of the record with what became of it since (the plan store), and how to approve it."""
-    from smartops_nb.records.plans import PENDING, PlanRefused, PlanStore
+    from smartops_nb.records.plans import PENDING, PlanRefused
     from smartops_nb.records.render import plan_command
 
     try:
-        now = PlanStore(folder).get(p["id"])
+        now = store.get(p["id"])
         state = now.state + (f" by {now.decided_by}" if now.decided_by else "") + (
             f": {now.reason}" if now.reason else "")
     except PlanRefused:

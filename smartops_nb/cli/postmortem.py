@@ -34,28 +34,20 @@ def _incident_records(incident_id: str, archive: str | None, index: str | None =
     from smartops_nb.contract import ParameterError
     from smartops_nb.records import archive as record_archive
     from smartops_nb.records.location import open_archive
-    from smartops_nb.records.plans import PlanStore
     from smartops_nb.reports import incident, postmortem
 
     try:
         loc = open_archive(archive, index)
     except ParameterError as e:
         raise postmortem.PostmortemError(str(e)) from None
-    folder = loc.folder if not loc.shared else Path(loc.local_dir)
     try:
-        if not loc.shared:
-            paths = [loc.folder / name for name, _ in incident.summaries(loc.folder, incident_id)]
-        else:
-            rows = record_archive.list_records(loc, limit=0, incident_id=incident_id)
-            paths = [record_archive.fetch(loc, r["name"]) for r in sorted(rows, key=lambda r: (r["started_at"],
-                                                                                              r["name"]))]
-            if not paths:
-                raise incident.IncidentNotFound(f"no record of incident {incident_id!r} in {loc.url}")
+        paths = [record_archive.fetch(loc, name) for name, _ in incident.summaries(loc, incident_id)]
+        plans = [p.to_dict() for p in loc.plan_store().of_incident(incident_id)]
     except (incident.IncidentNotFound, record_archive.IndexMissing) as e:
         raise postmortem.PostmortemError(str(e)) from None
     except Exception as e:  # the store or the index unreachable: one line, exit 1
         raise _Unreachable(f"cannot read incident {incident_id}: {' '.join(str(e).split())}") from None
-    return paths, [p.to_dict() for p in PlanStore(folder).of_incident(incident_id)]
+    return paths, plans
 
 
 def cmd_postmortem(args) -> int:

@@ -6,7 +6,11 @@
 2. the plan is *claimed* in the plan store (:class:`~smartops_nb.records.plans.PlanStore`): a single
    conditional update, so of two approvals only one carries it out; refused when it expired, was
    denied or carried out, or a later run found the incident resolved;
-3. the target's lock is taken: two plans on one target run one after the other;
+3. with a queue (``$SMARTOPS_QUEUE``), the claimed plan becomes a job (:mod:`smartops_nb.jobs.approvals`,
+   Procrastinate's ``lock`` on the target) that a worker carries out from here on
+   (:func:`carry_out_approved`); without one, this process goes on;
+   either way the target's lock is taken in the plan store (a file lock beside a folder archive, a
+   PostgreSQL advisory lock for a shared one): two plans on one target run one after the other;
 4. the runbook runs in ``mitigate`` mode with only the plan's action approved and ``plan_id`` /
    ``plan_target`` set: it re-investigates and acts only when the plan's cause still holds on the
    plan's target (else it records the refusal and why); the action's own evidence says before/after;
@@ -15,11 +19,9 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from smartops_nb import redact
 from smartops_nb.alerts import notify
@@ -27,10 +29,10 @@ from smartops_nb.contract import EXIT_FAILED, EXIT_OK, ParameterError
 from smartops_nb.params import CONFIG_SECTIONS, load_yaml_files, parse_time
 from smartops_nb.records import archive as record_archive
 from smartops_nb.records import plans
-from smartops_nb.records.plans import Plan, PlanStore
+from smartops_nb.records.plans import Plan
 
 from .flow import Result, investigate
-from .prepare import prepare
+from .prepare import Prepared, prepare
 
 log = logging.getLogger("smartops.approve")
 
@@ -63,7 +65,7 @@ def plan_parameters(plan: Plan, operator: str, base: Mapping[str, Any]) -> dict[
             "plan_id": plan.id, "plan_target": plan.target}
 
 
-def resolved_since(archive: Path, plan: Plan) -> str | None:
+def resolved_since(archive: Any, plan: Plan) -> str | None:
     """The record that found the plan's incident resolved after the plan was made, if any: a later
     completed run of the same incident that confirmed nothing and could look (not inconclusive)."""
     try:
@@ -75,7 +77,7 @@ def resolved_since(archive: Path, plan: Plan) -> str | None:
         if parse_time(row["started_at"]) <= made or row["status"] != "completed" or row["confirmed"]:
             continue
         try:
-            summary = json.loads((archive / row["path"]).read_text()).get("metadata", {}).get("smartops", {})
+            summary = record_archive.read_summary(archive, row["name"])
         except (OSError, ValueError):
             continue
         if not (summary.get("diagnosis") or {}).get("inconclusive"):
@@ -83,37 +85,70 @@ def resolved_since(archive: Path, plan: Plan) -> str | None:
     return None
 
 
-def carry_out(plan_id: str, operator: str, archive: Path, *, files: Iterable[str] = (),
-              cell_timeout: int = 600, progress: bool = False, kernel=None) -> Outcome:
-    """Approve and carry out one plan; raises PlanRefused (nothing done) or ParameterError (bad input)."""
+def claim(plan_id: str, operator: str, archive: Any, *, files: Iterable[str] = ()) -> tuple[Plan, Prepared]:
+    """Check the approval and take the plan (exactly one approver wins): its parameters are prepared
+    first, so bad or missing input claims nothing. Raises PlanRefused or ParameterError."""
     if not operator.strip():
         raise ParameterError("an approval needs the operator's name (--operator NAME)")
-    store = PlanStore(archive)
+    store = record_archive.plan_store(archive)
     plan = store.get(plan_id)
     base = load_yaml_files(files)
     prep = prepare(plan.runbook, cli=plan_parameters(plan, operator, base), base=base)
     plan = store.claim(plan_id, operator, resolved_by=resolved_since(archive, plan))
     log.info("plan %s approved by %s: %s on %s", plan.id, operator, plan.action, plan.target)
-    with plans.target_lock(archive, plan.runbook, plan.target):
+    return plan, prep
+
+
+def carry_out(plan_id: str, operator: str, archive: Any, *, files: Iterable[str] = (),
+              cell_timeout: int = 600, progress: bool = False, kernel=None) -> Outcome:
+    """Approve and carry out one plan in this process; raises PlanRefused (nothing done) or
+    ParameterError (bad input)."""
+    plan, prep = claim(plan_id, operator, archive, files=files)
+    loc = record_archive.location(archive)
+    return run_claimed(plan, prep, loc, lambda p: investigate(p, loc.target, progress=progress,
+                                                              cell_timeout=cell_timeout, kernel=kernel))
+
+
+def carry_out_approved(plan_id: str, archive: Any, base: Mapping[str, Any],
+                       run: Callable[[Prepared], Result]) -> Outcome | None:
+    """A plan approved elsewhere (``smartops approve`` deferred it to the queue), carried out by a
+    worker with its own parameters files (``base``). None when the plan is no longer approved (an
+    earlier attempt finished it, or it was released): nothing is run twice."""
+    loc = record_archive.location(archive)
+    plan = loc.plan_store().get(plan_id)
+    if plan.status != plans.APPROVED:
+        log.info("plan %s is %s: not carried out again", plan.id, plan.state)
+        return None
+    prep = prepare(plan.runbook, cli=plan_parameters(plan, plan.decided_by or "", base), base=dict(base))
+    return run_claimed(plan, prep, loc, run)
+
+
+def run_claimed(plan: Plan, prep: Prepared, loc, run: Callable[[Prepared], Result]) -> Outcome:
+    """Lock the plan's target, run the mitigating run (``run``), record the plan's outcome, notify."""
+    store = loc.plan_store()
+    with store.target_lock(plan):
         try:
-            result = investigate(prep, archive, progress=progress, cell_timeout=cell_timeout, kernel=kernel)
+            result = run(prep)
         except Exception as e:  # the record could not be written: the plan must not stay "approved"
             reason = redact.scrub(f"the mitigating run failed: {type(e).__name__}: {e}".splitlines()[0])
             store.finish(plan.id, plans.FAILED, reason, None)
             raise
+    if result is None:  # a worker's run that wrote no record (its log says why)
+        store.finish(plan.id, plans.FAILED, "the mitigating run wrote no record", None)
+        return Outcome(store.get(plan.id), plans.FAILED, "the mitigating run wrote no record", None)
     status, reason = outcome_of(result.summary, plan)
-    plan = store.finish(plan.id, status, reason, result.record.name)
-    log.info("plan %s %s: %s (record %s)", plan.id, status, reason, result.record.name)
-    notify.after_plan(prep.config, plan.to_dict(), result.record, archive)
+    plan = store.finish(plan.id, status, reason, result.name)
+    log.info("plan %s %s: %s (record %s)", plan.id, status, reason, result.name)
+    notify.after_plan(prep.config, plan.to_dict(), result.record, loc.target)
     return Outcome(plan, status, reason, result)
 
 
-def deny(plan_id: str, operator: str, reason: str, archive: Path, *, files: Iterable[str] = ()) -> Plan:
+def deny(plan_id: str, operator: str, reason: str, archive: Any, *, files: Iterable[str] = ()) -> Plan:
     if not operator.strip() or not reason.strip():
         raise ParameterError("a denial needs the operator's name (--operator) and a reason (--reason)")
-    plan = PlanStore(archive).deny(plan_id, operator, reason)
+    plan = record_archive.plan_store(archive).deny(plan_id, operator, reason)
     config = {k: v for k, v in load_yaml_files(files).items() if k in CONFIG_SECTIONS}
-    notify.after_plan(config, plan.to_dict(), None, archive)
+    notify.after_plan(config, plan.to_dict(), None, record_archive.location(archive).target)
     return plan
 
 

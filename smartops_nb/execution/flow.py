@@ -25,9 +25,14 @@ log = logging.getLogger("smartops.flow")
 
 @dataclass
 class Result:
-    record: Path
+    record: Path | str   # a path in a folder archive, an s3:// URL in a shared one
     summary: dict[str, Any]
     notifications: list[dict[str, Any]] = field(default_factory=list)  # outcomes, see notify.py
+
+    @property
+    def name(self) -> str:
+        """The record's name in its archive (the last part of its path or URL)."""
+        return str(self.record).rsplit("/", 1)[-1]
 
     @property
     def exit_code(self) -> int:

@@ -20,6 +20,7 @@ RUNS_QUEUE = "smartops-runs"              # alert runs
 MAINTENANCE_QUEUE = "smartops-maintenance"  # the periodic stalled-job sweep (never waits behind runs)
 NAMESPACE = "smartops"
 RUN_TASK = f"{NAMESPACE}:run"
+APPROVE_TASK = f"{NAMESPACE}:approve"
 CONNECT_TIMEOUT = 5                       # seconds: every connection to the queue is bounded
 SCHEMA_LOCK = "smartops queue schema"     # advisory lock: replicas starting together apply it once
 

@@ -1,4 +1,5 @@
-"""SmartOps' Procrastinate tasks: one alert's run, and the periodic sweep that retries stalled jobs.
+"""SmartOps' Procrastinate tasks: one alert's run, one approved plan, and the periodic sweep that
+retries stalled jobs.
 
 A ``run`` job's arguments are the alert (labels, annotations, fingerprint, startsAt, status) and its
 route's key: never parameters, so never a secret. The worker finds the route in its own routes
@@ -33,6 +34,12 @@ def run(context: JobContext, alert: dict, route: str) -> str:
     return context.additional_context["smartops"].run_job(context, alert, route)
 
 
+def approve(context: JobContext, plan_id: str) -> str:
+    """Carry out a plan that ``smartops approve`` (or ``POST /approvals``) claimed; the job holds the
+    plan's id only (the plan, its parameters and who approved it are in the archive's plan store)."""
+    return context.additional_context["smartops"].approve_job(context, plan_id)
+
+
 async def retry_stalled(context: JobContext, timestamp: int) -> int:
     """Jobs whose worker stopped heartbeating go back to the queue (Procrastinate's recipe): a worker
     killed mid-run loses nothing but time. The lost attempt is noted on the job."""
@@ -43,5 +50,6 @@ def register(app: procrastinate.App, *, runs_queue: str, maintenance_queue: str,
     """Register the tasks on ``app`` (fresh Task objects per App: a Blueprint can be added to one App
     only, and a worker that reconnects, or a test process, may build more than one)."""
     app.task(name=f"{namespace}:run", queue=runs_queue, pass_context=True, retry=RETRY)(run)
+    app.task(name=f"{namespace}:approve", queue=runs_queue, pass_context=True, retry=RETRY)(approve)
     sweep = app.task(name=f"{namespace}:retry_stalled", queue=maintenance_queue, pass_context=True)(retry_stalled)
     app.periodic(cron="* * * * * */5")(sweep)  # every 5 s

@@ -25,10 +25,12 @@ from typing import Any
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Routes
+from smartops_nb.execution import approve
 from smartops_nb.execution.flow import investigate_on_pool
 from smartops_nb.execution.kernels import KernelPool
 from smartops_nb.execution.prepare import prepare
 from smartops_nb.params import ParameterError
+from smartops_nb.records.plans import PlanRefused
 
 from . import app as queue_app
 from .tasks import BadJob, HandedBack
@@ -123,10 +125,24 @@ class Runner:
                 self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {done_by.rsplit('/', 1)[-1]} "
                                    f"(its end was not acknowledged: the queue was unreachable)")
                 return done_by
-        earlier = self._earlier(job.id)
-        annotate = {"queue": {"job": job.id, "attempt": attempt, "worker": context.worker_name,
-                              "earlier_attempts": earlier}}
+        log.info("job %s: attempt %d of %s for incident %s (%s)", job.id, attempt, prep.runbook.id, iid, kind)
+        result, handed = self._watched_run(context, prep, iid)
+        if result is None:
+            self._note(job.id, f"attempt {attempt}: no record could be written (see the worker's log)")
+            raise RuntimeError("no record could be written")
+        where = f"record {result.name}: {result.summary['status']}"
+        if handed:
+            self._note(job.id, f"attempt {attempt} handed back on shutdown ({where})")
+            raise HandedBack(HANDED_BACK)
+        self._note(job.id, f"attempt {attempt}: {where}")
+        return str(result.record)
 
+    def _watched_run(self, context, prep, iid: str):
+        """Run on a pool kernel, watching for Procrastinate's abort (shutdown): the kernel is killed
+        then, and the caller hands the job back. Returns (result or None, whether it was handed back)."""
+        job = context.job
+        annotate = {"queue": {"job": job.id, "attempt": job.attempts + 1, "worker": context.worker_name,
+                              "earlier_attempts": self._earlier(job.id)}}
         kernels: list = []
         handed: list[str] = []
         done = threading.Event()
@@ -149,7 +165,6 @@ class Runner:
 
         watcher = threading.Thread(target=watch, name=f"smartops-job-{job.id}-watch", daemon=True)
         watcher.start()
-        log.info("job %s: attempt %d of %s for incident %s (%s)", job.id, attempt, prep.runbook.id, iid, kind)
         try:
             result = investigate_on_pool(prep, self.archive, self.pool, incident=iid, lease_wait=self.lease_wait,
                                          cell_timeout=self.cell_timeout, deadline=self.run_timeout,
@@ -157,15 +172,35 @@ class Runner:
         finally:
             done.set()
             watcher.join(5)
-        if result is None:
-            self._note(job.id, f"attempt {attempt}: no record could be written (see the worker's log)")
-            raise RuntimeError("no record could be written")
-        where = f"record {result.record.name}: {result.summary['status']}"
-        if handed:
-            self._note(job.id, f"attempt {attempt} handed back on shutdown ({where})")
+        return result, bool(handed)
+
+    # -- an approved plan, deferred by `smartops approve` / POST /approvals ------------------------
+    def approve_job(self, context, plan_id: str) -> str:
+        """Carry out a plan approved elsewhere (the approval claimed it); Procrastinate's ``lock`` on
+        the plan's target keeps two such jobs from running at once across every worker."""
+        job = context.job
+        handed: list[bool] = []
+
+        def run(prep):
+            result, was_handed = self._watched_run(context, prep, prep.parameters.get("incident_id", ""))
+            handed.append(was_handed)
+            return result
+
+        try:
+            out = approve.carry_out_approved(plan_id, self.archive, self.routes.base, run)
+        except ParameterError as e:
+            return self._bad(job, f"plan {plan_id}: bad parameters here: {e}")
+        except PlanRefused as e:
+            return self._bad(job, str(e))
+        if out is None:
+            self._note(job.id, f"plan {plan_id}: no longer approved (carried out or released); nothing ran")
+            return "nothing to do"
+        where = f"plan {plan_id} {out.status}: {out.reason}" + (f" (record {out.result.name})"
+                                                              if out.result else "")
+        self._note(job.id, f"attempt {job.attempts + 1}: {where}")
+        if any(handed):
             raise HandedBack(HANDED_BACK)
-        self._note(job.id, f"attempt {attempt}: {where}")
-        return str(result.record)
+        return where
 
     def _recorded_already(self, job_id: int, iid: str) -> str | None:
         """The record an earlier attempt of this job finished (not one handed back), if any: its worker

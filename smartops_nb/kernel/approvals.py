@@ -128,16 +128,16 @@ def offer(run, action: Action, recommended: dict[str, Any]) -> Approval:
 PLANS_NOTEBOOK = "plans.ipynb"
 #: The plans notebook's parameters (its parameters cell is generated from these).
 PLANS_PARAMETERS = (
-    Param("archive", str, "incidents", "the archive folder whose pending plans are shown"),
+    Param("archive", str, "incidents", "the archive (folder or s3://; $SMARTOPS_INDEX) whose pending plans are shown"),
     Param("record", str, "", "only the plans of this record (its file name), empty for all"),
     Param("operator", str, "", "who approves (asked in the control when empty)"),
 )
 
 def pending_plans(archive, record: str = "") -> list[dict[str, Any]]:
     """The plans awaiting approval in an archive (of one record when ``record`` names it)."""
-    from smartops_nb.records.plans import PlanStore
+    from smartops_nb.records.archive import plan_store
 
-    return [p.to_dict() for p in PlanStore(archive).pending() if not record or p.record == record]
+    return [p.to_dict() for p in plan_store(archive).pending() if not record or p.record == record]
 
 
 class PlanApproval:

@@ -24,6 +24,7 @@ folder archive into a shared one, entries and hashes unchanged.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -55,6 +56,17 @@ UNREACHABLE = (StorageUnavailable, IndexUnavailable, ValueError)
 def location(archive: "str | os.PathLike | Archive | None", index: str | None = None) -> Archive:
     """The archive a caller names: a folder path (as before), an ``s3://`` URL, or an :class:`Archive`."""
     return open_archive(archive, index, busy_timeout=BUSY_TIMEOUT_S)
+
+
+def plan_store(archive: "str | os.PathLike | Archive | None", index: str | None = None):
+    """The archive's :class:`~smartops_nb.records.plans.PlanStore` (SQLite beside a folder, else its
+    PostgreSQL index)."""
+    return location(archive, index).plan_store()
+
+
+def read_summary(archive: "str | os.PathLike | Archive | None", name: str) -> dict[str, Any]:
+    """A record's ``metadata.smartops`` read through the archive's storage (a folder or S3)."""
+    return json.loads(location(archive).storage.read(name)).get("metadata", {}).get("smartops", {})
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -121,7 +133,19 @@ def _write_local(nb, data: bytes, summary: dict[str, Any], folder: Path, timeout
     if problem is not None:
         log.error("record %s written but NOT INDEXED (%s: %s): `smartops archive reindex --archive %s` adds it",
                   path, type(problem).__name__, problem, folder)
+    _register_plans(nb.metadata.get("smartops") or summary, path.name, folder)
     return path
+
+
+def _register_plans(summary: dict[str, Any], name: str, folder: Path) -> None:
+    """A folder archive's plans, beside it: the record is written whatever happens here; only
+    approving from it would be lost, and the log says so."""
+    if not summary.get("plans"):
+        return
+    try:
+        location(folder).plan_store().register(summary, name)
+    except (OSError, sqlite3.Error) as e:
+        log.error("plans of %s not registered (%s): they cannot be approved; re-run the runbook", name, e)
 
 
 def _one_line(e: BaseException) -> str:
@@ -153,6 +177,7 @@ def _send_spool(loc: Archive) -> dict[str, str]:
             name = _place(loc, tx, data, summary)
             row, words = describe(nb, data, name)
             tx.append(row, words)
+            loc.plan_store().register(summary, name, tx=tx)  # in the index's transaction
         entry.unlink()
         sent[entry.name] = loc.storage.where(name)
         log.info("record %s archived", sent[entry.name])
@@ -415,6 +440,7 @@ def adopt(folder: "Path | Archive") -> list[str]:
                 log.warning("not adopted: %s (%s)", name, _one_line(e))
                 continue
             tx.append(row, words)
+            loc.plan_store().register(json.loads(data).get("metadata", {}).get("smartops", {}), name, tx=tx)
             adopted.append(name)
     return adopted
 
@@ -494,6 +520,7 @@ def migrate(source: "Path | Archive", target: "Path | Archive") -> Migrated:
             out.copied.append(name)
         for key, value in (("migrated_from", src.url), ("migrated_tip", report.tip), ("migrated_at", _now())):
             tx.set_meta(key, value)
+        dst.plan_store().insert(src.plan_store().rows(), tx=tx)  # pending plans stay approvable, fates kept
     with src.index.appending() as tx:
         tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
     return out

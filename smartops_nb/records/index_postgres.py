@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from .entries import (GENESIS, LIST_COLUMNS, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index, IndexMissing,
                       IndexUnavailable, chained, now, public_row, where)
+from .plans import DDL as PLANS_DDL
 
 SCHEMA = "smartops_archive"
 CONNECT_TIMEOUT_S = 5
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS records_fts (
 CREATE INDEX IF NOT EXISTS records_fts_doc ON records_fts USING gin (doc);
 CREATE TABLE IF NOT EXISTS tombstones (name text PRIMARY KEY, sha256 text NOT NULL, pruned_at text NOT NULL,
     why text NOT NULL);
-"""
+{PLANS_DDL}"""
 # weights: the record's own words (name, runbook, incident) first, then diagnosis, findings, the rest
 _WEIGHTS = {"record": "A", "diagnosis": "A", "findings": "B", "parameters": "C", "outputs": "D"}
 _DOC = " || ".join(f"setweight(to_tsvector('simple', %({c})s), '{w}')" for c, w in _WEIGHTS.items())
@@ -166,7 +167,7 @@ class PostgresIndex(Index):
         try:
             con.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
             con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
-            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.tombstones",)).fetchone()["t"]
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.plans",)).fetchone()["t"]  # the newest table
             if create and not made:
                 with con.transaction():
                     # two first writers racing CREATE ... IF NOT EXISTS collide in the catalog: one at a time

@@ -17,6 +17,7 @@ from pathlib import Path
 from smartops_nb.contract import ARCHIVE_ENV, DEFAULT_ARCHIVE, INDEX_ENV, ParameterError, STATE_DIR_ENV
 
 from .entries import Index
+from .plans import PlanStore, PostgresPlanStore, SqlitePlanStore
 from .storage import FolderStorage, Storage, open_storage
 
 SQLITE = "sqlite"
@@ -41,6 +42,15 @@ class Archive:
     def target(self) -> "Path | Archive":
         """What to hand the writers: the folder itself for a local archive (as before), else this."""
         return self.folder if not self.shared else self
+
+    def plan_store(self) -> PlanStore:
+        """Where this archive's plans are decided: beside a folder with its SQLite index, else in
+        the PostgreSQL index (every machine of the team approves from it)."""
+        from .index_postgres import PostgresIndex
+
+        if isinstance(self.index, PostgresIndex):
+            return PostgresPlanStore(self.index)
+        return SqlitePlanStore(self.folder)
 
     def __str__(self) -> str:
         return self.url

@@ -18,6 +18,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -75,14 +76,17 @@ def make(*, runbook: str, incident_id: str, severity: str, action: str, target: 
 
 
 # -- the store ------------------------------------------------------------------------------------
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS plans (
+_COLUMNS = """
     id TEXT PRIMARY KEY, incident_id TEXT NOT NULL, runbook TEXT NOT NULL, severity TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, record TEXT NOT NULL, created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL, status TEXT NOT NULL, decided_by TEXT, decided_at TEXT, reason TEXT,
-    outcome_record TEXT, plan TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS plans_incident ON plans(incident_id);
-"""
+    outcome_record TEXT, plan TEXT NOT NULL"""
+_NAMES = tuple(c.split()[0] for c in _COLUMNS.split(","))
+#: One table, the same in SQLite (``plans.sqlite`` beside a folder archive) and in the PostgreSQL
+#: index's schema (a shared archive: every machine approves from it).
+DDL = f"CREATE TABLE IF NOT EXISTS plans ({_COLUMNS});\nCREATE INDEX IF NOT EXISTS plans_incident ON plans(incident_id);\n"
+#: How long an approval waits for another plan on the same target to finish (then it is refused).
+LOCK_WAIT_S = 1800.0
 
 
 @dataclass
@@ -112,6 +116,11 @@ class Plan:
             return EXPIRED
         return self.status
 
+    @property
+    def lock_key(self) -> str:
+        """Plans with the same key never run at once: one runbook's action on one target."""
+        return "smartops-plan-target:" + hashlib.sha256(f"{self.runbook}\0{self.target}".encode()).hexdigest()[:24]
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "plan"}
         return {**d, "state": self.state, "parameters": self.plan.get("parameters", {}),
@@ -119,60 +128,76 @@ class Plan:
 
 
 class PlanStore:
-    """Plans of one folder archive, in ``<archive>/plans.sqlite`` (WAL; every call has a busy timeout)."""
+    """What happened to the plans of one archive. Every change is one conditional ``UPDATE``, so of
+    two machines approving one plan exactly one wins. An archive's own is
+    :meth:`smartops_nb.records.location.Archive.plan_store`."""
 
-    def __init__(self, archive: Path):
-        self.archive = Path(archive)
-        self.path = self.archive / STORE_NAME
+    where = ""
+    _ph = "?"  # the driver's placeholder; queries below are written with "?"
 
     @contextlib.contextmanager
-    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        if not write and not self.path.exists():
-            raise UnknownPlan(f"no plans in {self.archive} (no {STORE_NAME})")
-        self.archive.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=15, isolation_level=None)
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-            yield con
-        finally:
-            con.close()
+    def _db(self, write: bool = False) -> Iterator[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
 
-    def register(self, summary: Mapping[str, Any], record_name: str) -> int:
-        """Add the plans of a record just written; a plan already known is left as it is."""
+    def _exists(self) -> bool:
+        return True
+
+    def _run(self, sql: str, args: tuple = (), *, write: bool = False, fetch: str = "", con: Any = None) -> Any:
+        """One statement (on ``con`` when given: the caller's transaction); ``fetch`` "one"/"all"
+        returns rows as dicts, else the row count."""
+        with contextlib.nullcontext(con) if con is not None else self._db(write=write) as con:
+            cur = con.execute(sql.replace("?", self._ph), args)
+            if fetch == "one":
+                row = cur.fetchone()
+                return None if row is None else dict(row)
+            if fetch == "all":
+                return [dict(r) for r in cur.fetchall()]
+            return cur.rowcount
+
+    def _con_of(self, tx: Any) -> Any:
+        """The connection of an index transaction when this store lives in that index, else None."""
+        return None
+
+    def register(self, summary: Mapping[str, Any], record_name: str, *, tx: Any = None) -> int:
+        """Add the plans of a record just written (inside the index transaction ``tx`` when the plans
+        live in that index: the record is indexed with its plans or not at all); a plan already known
+        is left as it is."""
         plans = summary.get("plans") or []
-        if not plans:
-            return 0
-        with self._db(write=True) as con:
-            for p in plans:
-                con.execute(
-                    "INSERT OR IGNORE INTO plans (id, incident_id, runbook, severity, action, target, record, "
-                    "created_at, expires_at, status, plan) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (p["id"], p["incident_id"], p["runbook"], p["severity"], p["action"], p["target"], record_name,
-                     p["created_at"], p["expires_at"], p.get("status", PENDING), json.dumps(p, default=str)))
+        self.insert([{"id": p["id"], "incident_id": p["incident_id"], "runbook": p["runbook"],
+                      "severity": p["severity"], "action": p["action"], "target": p["target"], "record": record_name,
+                      "created_at": p["created_at"], "expires_at": p["expires_at"], "status": p.get("status", PENDING),
+                      "plan": json.dumps(p, default=str)} for p in plans], tx=tx)
         return len(plans)
 
+    def insert(self, rows: list[Mapping[str, Any]], *, tx: Any = None) -> None:
+        """Store rows as they are (:meth:`rows` of another store: ``archive migrate``); known ids are kept."""
+        con = self._con_of(tx)
+        for r in rows:
+            cols = [c for c in _NAMES if c in r]
+            self._run(f"INSERT INTO plans ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                      "ON CONFLICT (id) DO NOTHING", tuple(r[c] for c in cols), write=True, con=con)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every plan as stored (the ``plan`` column as its JSON text)."""
+        return self._run("SELECT * FROM plans ORDER BY created_at, id", fetch="all") if self._exists() else []
+
     def get(self, plan_id: str) -> Plan:
-        with self._db() as con:
-            row = con.execute("SELECT * FROM plans WHERE id = ?", (plan_id,)).fetchone()
+        row = self._run("SELECT * FROM plans WHERE id = ?", (plan_id,), fetch="one") if self._exists() else None
         if row is None:
-            raise UnknownPlan(f"no plan {plan_id!r} in {self.archive}")
+            raise UnknownPlan(f"no plan {plan_id!r} in {self.where}")
         return _plan(row)
 
     def of_incident(self, incident_id: str) -> list[Plan]:
-        if not self.path.exists():
+        if not self._exists():
             return []
-        with self._db() as con:
-            rows = con.execute("SELECT * FROM plans WHERE incident_id = ? ORDER BY created_at, id",
-                               (incident_id,)).fetchall()
-        return [_plan(r) for r in rows]
+        return [_plan(r) for r in self._run("SELECT * FROM plans WHERE incident_id = ? ORDER BY created_at, id",
+                                            (incident_id,), fetch="all")]
 
     def pending(self) -> list[Plan]:
-        if not self.path.exists():
+        if not self._exists():
             return []
-        with self._db() as con:
-            rows = con.execute("SELECT * FROM plans WHERE status = ? ORDER BY created_at", (PENDING,)).fetchall()
+        rows = self._run("SELECT * FROM plans WHERE status = ? ORDER BY created_at", (PENDING,), fetch="all")
         return [p for p in map(_plan, rows) if p.state == PENDING]
 
     def claim(self, plan_id: str, operator: str, *, resolved_by: str | None = None) -> Plan:
@@ -186,33 +211,40 @@ class PlanStore:
             raise PlanRefused(f"plan {plan_id}: incident {plan.incident_id} was resolved since "
                               f"(record {resolved_by}); nothing to do")
         now = iso(utcnow())
-        with self._db(write=True) as con:
-            cur = con.execute("UPDATE plans SET status = ?, decided_by = ?, decided_at = ? "
-                              "WHERE id = ? AND status = ? AND expires_at > ?",
-                              (APPROVED, operator, now, plan_id, PENDING, now))
-            won = cur.rowcount == 1
+        won = self._run("UPDATE plans SET status = ?, decided_by = ?, decided_at = ? "
+                        "WHERE id = ? AND status = ? AND expires_at > ?",
+                        (APPROVED, operator, now, plan_id, PENDING, now), write=True) == 1
         if not won:
             raise PlanRefused(self._why_not(self.get(plan_id)))
         return self.get(plan_id)
 
     def deny(self, plan_id: str, operator: str, reason: str) -> Plan:
         now = iso(utcnow())
-        with self._db(write=True) as con:
-            cur = con.execute("UPDATE plans SET status = ?, decided_by = ?, decided_at = ?, reason = ? "
-                              "WHERE id = ? AND status = ?", (DENIED, operator, now, reason, plan_id, PENDING))
-            won = cur.rowcount == 1
+        won = self._run("UPDATE plans SET status = ?, decided_by = ?, decided_at = ?, reason = ? "
+                        "WHERE id = ? AND status = ?", (DENIED, operator, now, reason, plan_id, PENDING),
+                        write=True) == 1
         if not won:
             raise PlanRefused(self._why_not(self.get(plan_id)))
+        return self.get(plan_id)
+
+    def release(self, plan_id: str, why: str) -> Plan:
+        """Give an approved plan back (pending again, approvable) when it could not be handed on,
+        e.g. the queue refused the job; nothing was carried out."""
+        self._run("UPDATE plans SET status = ?, decided_by = NULL, decided_at = NULL, reason = ? "
+                  "WHERE id = ? AND status = ?", (PENDING, why, plan_id, APPROVED), write=True)
         return self.get(plan_id)
 
     def finish(self, plan_id: str, status: str, reason: str, outcome_record: str | None) -> Plan:
         """Record how an approved plan ended (executed, refused, failed)."""
         if status not in FINAL:
             raise ValueError(f"not a final plan status: {status}")
-        with self._db(write=True) as con:
-            con.execute("UPDATE plans SET status = ?, reason = ?, outcome_record = ? WHERE id = ? AND status = ?",
-                        (status, reason, outcome_record, plan_id, APPROVED))
+        self._run("UPDATE plans SET status = ?, reason = ?, outcome_record = ? WHERE id = ? AND status = ?",
+                  (status, reason, outcome_record, plan_id, APPROVED), write=True)
         return self.get(plan_id)
+
+    def target_lock(self, plan: Plan, wait: float = LOCK_WAIT_S) -> "contextlib.AbstractContextManager[None]":
+        """Held while a plan is carried out: plans on one target run one after the other."""
+        raise NotImplementedError
 
     @staticmethod
     def _why_not(plan: Plan) -> str:
@@ -227,21 +259,96 @@ class PlanStore:
                 f"{plan.decided_at}" + (f": record {plan.outcome_record}" if plan.outcome_record else ""))
 
 
-def _plan(row: sqlite3.Row) -> Plan:
+class SqlitePlanStore(PlanStore):
+    """Plans of one folder archive, in ``<archive>/plans.sqlite`` (WAL; every call has a busy timeout);
+    the target lock is an exclusive file lock in ``<archive>/.locks``."""
+
+    def __init__(self, folder: Path):
+        self.archive = Path(folder)
+        self.path = self.archive / STORE_NAME
+        self.where = str(self.archive)
+
+    def _exists(self) -> bool:
+        return self.path.exists()
+
+    @contextlib.contextmanager
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        self.archive.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=15, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(DDL)
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def target_lock(self, plan: Plan, wait: float = LOCK_WAIT_S) -> Iterator[None]:
+        folder = self.archive / LOCKS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{plan.lock_key.rsplit(':', 1)[-1]}.lock", "w") as f:
+            _wait_for(lambda: _try_flock(f), wait, plan)  # released when the file closes or the process dies
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class PostgresPlanStore(PlanStore):
+    """Plans of a shared archive, in its PostgreSQL index (schema ``smartops_archive``, table
+    ``plans``): a plan written on one machine is approved from any other. The target lock is a
+    session advisory lock, released when its connection closes (also when the process dies)."""
+
+    _ph = "%s"
+
+    def __init__(self, index):
+        self.index = index
+        self.where = index.label
+
+    def _con_of(self, tx: Any) -> Any:
+        return getattr(tx, "con", None)
+
+    @contextlib.contextmanager
+    def _db(self, write: bool = False) -> Iterator[Any]:
+        from .entries import IndexMissing
+
+        try:
+            with self.index._connect(create=write) as con:
+                yield con
+        except IndexMissing:
+            raise UnknownPlan(f"no plans in {self.where} (nothing was archived there yet)") from None
+
+    @contextlib.contextmanager
+    def target_lock(self, plan: Plan, wait: float = LOCK_WAIT_S) -> Iterator[None]:
+        key = int.from_bytes(hashlib.sha256(plan.lock_key.encode()).digest()[:8], "big", signed=True)
+        with self.index._connect(create=True) as con:
+            _wait_for(lambda: con.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()["ok"],
+                      wait, plan)
+            try:
+                yield
+            finally:
+                con.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _try_flock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _wait_for(take, wait: float, plan: Plan) -> None:
+    """Poll ``take()`` until it is true; after ``wait`` s the plan is refused (another holds its target)."""
+    deadline = time.monotonic() + wait
+    while not take():
+        if time.monotonic() >= deadline:
+            raise PlanRefused(f"plan {plan.id}: another plan on {plan.target} held its lock for {wait:.0f} s")
+        time.sleep(0.25)
+
+
+def _plan(row: Mapping[str, Any]) -> Plan:
     d = dict(row)
     d["plan"] = json.loads(d["plan"])
     return Plan(**d)
-
-
-@contextlib.contextmanager
-def target_lock(archive: Path, runbook: str, target: str) -> Iterator[None]:
-    """Plans on one target run one after the other (an exclusive file lock beside the archive)."""
-    folder = Path(archive) / LOCKS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    name = hashlib.sha256(f"{runbook}\0{target}".encode()).hexdigest()[:24]
-    with open(folder / f"{name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

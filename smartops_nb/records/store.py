@@ -8,12 +8,11 @@ its entry in the archive's index.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from . import archive as record_archive  # `archive` is the folder argument below
-from . import plans, record
+from . import record
 
 if TYPE_CHECKING:
     import nbformat
@@ -36,13 +35,5 @@ def store(nb: "nbformat.NotebookNode", summary: dict[str, Any], archive: Union[P
     record.attach_summary(nb, summary, add_cell=add_cell)
     nb = record.scrub_notebook(nb, list(secrets))
     path = record_archive.write_record(nb, summary, archive)  # the record and its index entry
-    stored = nb.metadata["smartops"]
-    if stored.get("plans"):  # what a person may approve from the alert (smartops approve PLAN_ID)
-        name = Path(str(path)).name
-        # a shared archive's plans are kept on this machine for now (beside its spool)
-        folder = archive if isinstance(archive, (str, Path)) else archive.local_dir
-        try:
-            plans.PlanStore(folder).register(stored, name)
-        except (OSError, sqlite3.Error) as e:  # the record is written; only approving from it is lost
-            log.error("plans of %s not registered (%s): they cannot be approved; re-run the runbook", name, e)
+    stored = nb.metadata["smartops"]  # its plans are registered with it (approvable from the alert)
     return path, stored

@@ -6,14 +6,13 @@ postmortem --incident ID`` drafts the post-mortem from the same records and plan
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from smartops_nb import response
 from smartops_nb.params import iso, utcnow
 from smartops_nb.records import archive as record_archive
-from smartops_nb.records.plans import PENDING, PlanStore
+from smartops_nb.records.plans import PENDING
 
 OPEN, MITIGATED, RESOLVED = "open", "mitigated", "resolved"
 
@@ -28,10 +27,9 @@ def summaries(archive: Path, incident_id: str) -> list[tuple[str, dict[str, Any]
     out = []
     for row in sorted(rows, key=lambda r: (r["started_at"], r["name"])):
         try:
-            nb = json.loads((archive / row["path"]).read_text())
+            out.append((row["name"], record_archive.read_summary(archive, row["name"])))
         except (OSError, ValueError):
             continue  # `archive verify` names a record that went missing or unreadable
-        out.append((row["name"], nb.get("metadata", {}).get("smartops", {})))
     if not out:
         raise IncidentNotFound(f"no record of incident {incident_id!r} in {archive}")
     return out
@@ -81,7 +79,7 @@ def show(archive: Path, incident_id: str) -> dict[str, Any]:
         })
         confirmed = confirmed or bool(diag.get("confirmed"))
     first = records[0][1]
-    plans = [p.to_dict() for p in PlanStore(archive).of_incident(incident_id)]
+    plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
     state = status_of(entries)
     executed = [a["at"] for e in entries for a in e["actions"] if a["mode"] == "executed"]
     end = next((e["finished_at"] for e in entries if e["role"] == "confirming run"), None) if state == RESOLVED else None

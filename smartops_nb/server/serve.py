@@ -364,7 +364,8 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
              mode.describe(), "bearer token required" if token else "no token: loopback only")
     from smartops_nb.server import web
 
-    pages = web.routes(archive, token, files=routes.files, public_url=os.environ.get(PUBLIC_URL_ENV, ""))
+    pages = web.routes(archive, token, files=routes.files, public_url=os.environ.get(PUBLIC_URL_ENV, ""),
+                       queue=queue_dsn)
     try:
         run_http(mode, sock, token, drain_timeout, pages)
     finally:

@@ -10,7 +10,10 @@ Access: the webhook's token. A browser signs in once with ``?token=…`` (a cook
 SameSite=Strict follows, as Jupyter does); every page answers 401 without it. Approve and Deny are
 POST forms carrying a CSRF token derived from the server's token, and call the same code as
 ``smartops approve`` / ``smartops deny``. ``POST /approvals/PLAN_ID`` is the same approval for
-automation (bearer token, JSON body ``{"operator": "..."}``). Without a token, ``serve`` listens on
+automation (bearer token, JSON body ``{"operator": "..."}``); with a queue both hand the claimed plan
+to the workers (202, the job's id). The archive is a folder or ``s3://`` + PostgreSQL: records are
+read through its storage (S3 objects fetched once to a read-only local copy), plans from its plan
+store. Without a token, ``serve`` listens on
 loopback only and the pages are open to that machine, as today.
 """
 from __future__ import annotations
@@ -25,9 +28,11 @@ from urllib.parse import quote, urlencode
 
 from smartops_nb.contract import ParameterError
 from smartops_nb.execution import approve as approvals
+from smartops_nb.jobs.approvals import queue_approval
 from smartops_nb.records import archive as record_archive
-from smartops_nb.records.plans import PlanRefused, PlanStore, UnknownPlan
+from smartops_nb.records.plans import PlanRefused, UnknownPlan
 from smartops_nb.records.render import record_html
+from smartops_nb.records.storage import is_record_name
 from smartops_nb.reports import incident as incidents
 
 log = logging.getLogger("smartops.web")
@@ -86,21 +91,16 @@ def record_path(name: str) -> str:
     return f"/records/{quote(name, safe='')}"
 
 
-def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), public_url: str = "") -> list:
-    """The pages and the approval endpoints, as Starlette routes to put before the webhook's."""
+def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
+           queue: str | None = None) -> list:
+    """The pages and the approval endpoints, as Starlette routes to put before the webhook's.
+
+    ``archive``: a folder or a shared archive (``s3://`` + PostgreSQL), read through its storage;
+    ``queue``: approvals are handed to its workers (``smartops approve --queue``) instead of run here."""
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+    from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.routing import Route
-
-    if not isinstance(archive, Path):  # an s3:// + PostgreSQL archive: its pages are not built yet
-        async def not_yet(request: Request):
-            return PlainTextResponse("the web view reads a folder archive; this serve writes to the shared "
-                                     f"archive {archive}: use `smartops archive list/show --archive {archive}`",
-                                     status_code=501)
-        return [Route(p, not_yet, methods=["GET", "POST"]) for p in ("/incidents", "/incidents/{rest:path}",
-                                                                      "/records/{rest:path}", "/plans/{rest:path}",
-                                                                      "/approvals/{rest:path}")]
 
     access, env, files = Access(token), _templates(), list(files)
 
@@ -146,12 +146,12 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
         return html("record.html", title=name, **info, incident_path=incident_path)
 
     async def record_view(request: Request):
-        path = record_archive.resolve(archive, request.path_params["name"])
+        path = await run_in_threadpool(_record_file, archive, request.path_params["name"])
         body = await run_in_threadpool(record_html, path)
         return HTMLResponse(body, headers={"Content-Security-Policy": RECORD_CSP, "X-Content-Type-Options": "nosniff"})
 
     async def record_download(request: Request):
-        path = record_archive.resolve(archive, request.path_params["name"])
+        path = await run_in_threadpool(_record_file, archive, request.path_params["name"])
         return Response(path.read_bytes(), media_type="application/x-ipynb+json",
                         headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
 
@@ -166,13 +166,13 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
             log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
             return html("error.html", 403, title="Refused", message="This form is stale or was not sent by this "
                                                                      "page (CSRF check): nothing was done.")
-        plan = PlanStore(archive).get(plan_id)
+        plan = await run_in_threadpool(lambda: record_archive.plan_store(archive).get(plan_id))
         operator = str(form.get("operator", "")).strip()
         if verb == "approve":
             if str(form.get("confirm", "")).strip() not in (plan.target, plan.id):
                 said = f"not approved: type the target ({plan.target}) or the plan id to confirm"
             else:
-                said = await run_in_threadpool(_approve, plan_id, operator, archive, files)
+                said = await run_in_threadpool(_approve, plan_id, operator, archive, files, queue)
         else:
             said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files)
         return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
@@ -190,6 +190,12 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
             return JSONResponse({"error": "body must be JSON: {\"operator\": NAME}"}, status_code=400)
         plan_id = request.path_params["plan_id"]
         try:
+            if queue:
+                queued = await run_in_threadpool(lambda: queue_approval(queue, plan_id, operator, archive,
+                                                                        files=files))
+                return JSONResponse({"plan": plan_id, "status": "queued", "job": queued.job_id,
+                                     "reason": f"approved by {queued.plan.decided_by}; a worker carries it out"},
+                                    status_code=202)
             out = await run_in_threadpool(approvals.carry_out, plan_id, operator, archive, files=files)
         except ParameterError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
@@ -197,7 +203,7 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
             return JSONResponse({"plan": plan_id, "status": "refused", "reason": str(e)},
                                 status_code=404 if isinstance(e, UnknownPlan) else 409)
         return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason,
-                             "record": out.result.record.name if out.result else None},
+                             "record": out.result.name if out.result else None},
                             status_code=200 if out.status == "executed" else 409)
 
     async def home(request: Request):
@@ -217,7 +223,7 @@ def routes(archive: Path, token: str | None, *, files: Iterable[str] = (), publi
 
 
 # -- what the pages show ------------------------------------------------------------------------
-def _incident_rows(archive: Path, filters: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
+def _incident_rows(archive: Any, filters: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
     """Incidents newest first (of the records matching the filters), each with its status."""
     wanted = {k: v for k, v in filters.items() if v and k != "q"}
     if filters.get("since"):
@@ -252,33 +258,50 @@ def _events(inc: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(events, key=lambda x: str(x["at"]))
 
 
-def _record_info(archive: Path, name: str) -> dict[str, Any]:
-    path = record_archive.resolve(archive, name)
+def _record_file(archive: Any, name: str) -> Path:
+    """A record of this archive by its exact name (a local copy for S3): never a path, never a prefix."""
+    if not is_record_name(name) or "/" in name or "\\" in name:
+        raise FileNotFoundError(f"no record {name!r}")
+    try:
+        path = record_archive.fetch(archive, name)
+    except (OSError, LookupError):
+        raise FileNotFoundError(f"no record {name!r} in {archive}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"no record {name!r} in {archive}")
+    return path
+
+
+def _record_info(archive: Any, name: str) -> dict[str, Any]:
+    path = _record_file(archive, name)
     summary = json.loads(path.read_text()).get("metadata", {}).get("smartops", {})
     sha = record_archive.file_sha256(path)
-    entry = record_archive.indexed_entry(path.parent, path.name)
+    entry = record_archive.indexed_entry(archive, path.name)
     verified = entry is not None and entry.get("sha256") == sha
     return {"name": path.name, "summary": summary, "sha256": sha, "entry": entry, "verified": verified}
 
 
-def _postmortem(archive: Path, incident_id: str) -> str:
+def _postmortem(archive: Any, incident_id: str) -> str:
     from smartops_nb.reports import postmortem
 
     names = [n for n, _ in incidents.summaries(archive, incident_id)]
-    records = postmortem.one_incident([postmortem.load(archive / n) for n in names])
-    plans = [p.to_dict() for p in PlanStore(archive).of_incident(incident_id)]
+    records = postmortem.one_incident([postmortem.load(record_archive.fetch(archive, n)) for n in names])
+    plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
     return postmortem.render(records, [], None, plans)
 
 
-def _approve(plan_id: str, operator: str, archive: Path, files: list[str]) -> str:
+def _approve(plan_id: str, operator: str, archive: Any, files: list[str], queue: str | None) -> str:
     try:
+        if queue:
+            queued = queue_approval(queue, plan_id, operator, archive, files=files)
+            return (f"plan {plan_id} approved by {queued.plan.decided_by}: queued as job {queued.job_id}; a worker "
+                    f"carries it out (reload this page for its outcome)")
         out = approvals.carry_out(plan_id, operator, archive, files=files)
     except (PlanRefused, ParameterError) as e:
         return f"refused: {e}"
     return f"plan {plan_id} {out.status}: {out.reason}"
 
 
-def _deny(plan_id: str, operator: str, reason: str, archive: Path, files: list[str]) -> str:
+def _deny(plan_id: str, operator: str, reason: str, archive: Any, files: list[str]) -> str:
     try:
         plan = approvals.deny(plan_id, operator, reason, archive, files=files)
     except (PlanRefused, ParameterError) as e:

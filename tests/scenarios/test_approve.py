@@ -17,7 +17,8 @@ import yaml
 
 from smartops_nb.execution import approve
 from smartops_nb.params import parse_time
-from smartops_nb.records.plans import PlanRefused, PlanStore
+from smartops_nb.records.archive import plan_store
+from smartops_nb.records.plans import PlanRefused
 from tests.conftest import REPO, run_runbook
 from tests.fixtures.leak import app_backends
 
@@ -47,7 +48,7 @@ def test_a_headless_run_records_a_pending_plan_bound_to_its_target_and_evidence(
     assert "mode" not in plan["parameters"] and plan["parameters"]["idle_minutes"] == 0.01
     # the record says how to approve it; the store knows it as pending
     assert f"smartops approve {plan['id']}" in json.dumps(rec.nb.cells[-1].outputs)
-    assert PlanStore(archive).get(plan["id"]).state == "pending"
+    assert plan_store(archive).get(plan["id"]).state == "pending"
 
 
 def test_approve_terminates_the_leak_once_and_writes_a_linked_record(leak, healthy_sandbox, sandbox_params,
@@ -62,7 +63,7 @@ def test_approve_terminates_the_leak_once_and_writes_a_linked_record(leak, healt
     terminated = set(done["result"]["terminated_pids"])
     assert terminated == leak and not (app_backends(healthy_sandbox) & leak)  # the leaked ones are gone
     assert done["result"]["client_connections_after"] < done["result"]["client_connections_before"]
-    stored = PlanStore(archive).get(plan["id"])
+    stored = plan_store(archive).get(plan["id"])
     assert (stored.state, stored.decided_by, stored.outcome_record) == ("executed", "alice", out.result.record.name)
 
     # approving again does nothing more: exit 1 and one line, through the command itself
@@ -111,7 +112,7 @@ def test_evidence_changed_before_approval_is_refused_with_the_reason(leak, healt
     assert "no longer holds" in out.reason
     (entry,) = [a for a in out.result.summary["actions"] if a.get("plan_id") == plan["id"]]
     assert entry["mode"] == "refused" and entry["result"] == {}  # nothing terminated
-    assert PlanStore(archive).get(plan["id"]).state == "refused"
+    assert plan_store(archive).get(plan["id"]).state == "refused"
 
 
 def test_two_plans_on_one_target_run_one_after_the_other(leak, healthy_sandbox, sandbox_params, archive):
@@ -142,7 +143,7 @@ def test_a_plan_whose_parameters_held_a_secret_needs_the_parameters_file(leak, h
     assert "Secret-Pw-42" not in json.dumps(plan) and "******" in plan["parameters"]["postgres_dsn"]
     with pytest.raises(Exception, match="postgres_dsn.*held a secret"):
         approve.carry_out(plan["id"], "alice", archive)
-    assert PlanStore(archive).get(plan["id"]).state == "pending"  # bad input claimed nothing
+    assert plan_store(archive).get(plan["id"]).state == "pending"  # bad input claimed nothing
     files = tmp_path / "secrets.yaml"
     files.write_text(yaml.safe_dump({"postgres_dsn": dsn}))
     out = approve.carry_out(plan["id"], "alice", archive, files=[str(files)])

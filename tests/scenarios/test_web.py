@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from smartops_nb.records.plans import PlanStore
+from smartops_nb.records.archive import plan_store
 from tests.conftest import run_runbook
 from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS, serve_web
 
@@ -109,7 +109,7 @@ def test_the_incident_list_timeline_and_record_in_the_browser(server, incident, 
     assert any("investigation" in t and "CONFIRMED" in t for t in timeline)
     _shot(page, "web-incident")
 
-    page.click(f"a[href^='/records/']")
+    page.click("a[href^='/records/']")
     page.wait_for_selector("#integrity")
     assert "verified" in page.inner_text("#integrity")
     frame = page.frame_locator("iframe.record")
@@ -150,7 +150,7 @@ def test_a_forged_post_is_refused_and_nothing_is_done(server, incident):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(req, timeout=20)
     assert refused.value.code == 401
-    assert PlanStore(incident["archive"]).get(plan["id"]).state == "pending"
+    assert plan_store(incident["archive"]).get(plan["id"]).state == "pending"
 
 
 def test_approving_from_the_page_carries_the_plan_out_once(server, incident, browser):
@@ -162,7 +162,7 @@ def test_approving_from_the_page_carries_the_plan_out_once(server, incident, bro
     card.locator("form[action$='/approve'] input[name=confirm]").fill(plan["target"])
     card.locator("form[action$='/approve'] button").click()
     page.wait_for_selector("#message", timeout=240_000)
-    stored = PlanStore(incident["archive"]).get(plan["id"])
+    stored = plan_store(incident["archive"]).get(plan["id"])
     assert "executed" in page.inner_text("#message"), (page.inner_text("#message"), stored)
     assert stored.state == "executed" and stored.decided_by == "alice", stored
     _shot(page, "web-approved")

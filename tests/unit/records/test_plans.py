@@ -10,7 +10,7 @@ from smartops_nb.contract import ParameterError
 from smartops_nb.execution.approve import outcome_of, plan_parameters
 from smartops_nb.params import parse_time
 from smartops_nb.records import plans
-from smartops_nb.records.plans import PlanRefused, PlanStore
+from smartops_nb.records.plans import PlanRefused, SqlitePlanStore
 
 
 def _plan(severity="P1", minutes=0.0, **params):
@@ -36,7 +36,7 @@ def test_a_plan_keeps_no_secret_and_not_the_run_s_own_mode():
 
 
 def test_only_one_of_many_concurrent_approvals_wins(tmp_path):
-    store = PlanStore(tmp_path)
+    store = SqlitePlanStore(tmp_path)
     p = _plan()
     store.register({"plans": [p]}, "r.ipynb")
     wins, refusals = [], []
@@ -57,7 +57,7 @@ def test_only_one_of_many_concurrent_approvals_wins(tmp_path):
 
 
 def test_denied_expired_unknown_and_finished_plans_are_refused(tmp_path):
-    store = PlanStore(tmp_path)
+    store = SqlitePlanStore(tmp_path)
     denied, expired, done = _plan(), _plan(minutes=0.0001), _plan()
     store.register({"plans": [denied, expired, done]}, "r.ipynb")
     store.deny(denied["id"], "carol", "not now")
@@ -100,3 +100,48 @@ def test_the_outcome_is_read_from_the_action_entry_carrying_the_plan():
     assert outcome_of({"actions": [{"plan_id": "pl-x", "mode": "refused", "target": "t", "reason": "gone"}]},
                       p) == ("refused", "gone")
     assert outcome_of({"actions": [], "status": "failed", "error": "kernel died"}, p)[0] == "failed"
+
+
+def test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused(tmp_path):
+    store = SqlitePlanStore(tmp_path)
+    a, b = _plan(), _plan()
+    store.register({"plans": [a, b]}, "r.ipynb")
+    first, second = store.get(a["id"]), store.get(b["id"])
+    assert first.lock_key == second.lock_key  # same runbook, same target
+    order = []
+
+    def hold(plan, seconds):
+        with store.target_lock(plan):
+            order.append(("in", plan.id))
+            time.sleep(seconds)
+            order.append(("out", plan.id))
+
+    t = threading.Thread(target=hold, args=(first, 0.5))
+    t.start()
+    time.sleep(0.1)
+    with pytest.raises(PlanRefused, match="held its lock for 0 s"):
+        with store.target_lock(second, wait=0.2):
+            pass
+    hold(second, 0)  # waits for the first, then runs
+    t.join()
+    assert order == [("in", a["id"]), ("out", a["id"]), ("in", b["id"]), ("out", b["id"])]
+
+
+def test_a_released_plan_is_pending_again_and_approvable(tmp_path):
+    store = SqlitePlanStore(tmp_path)
+    p = _plan()
+    store.register({"plans": [p]}, "r.ipynb")
+    store.claim(p["id"], "alice")
+    back = store.release(p["id"], "not queued: connection refused")
+    assert back.state == "pending" and back.decided_by is None and "not queued" in back.reason
+    assert store.claim(p["id"], "bob").decided_by == "bob"
+
+
+def test_rows_copy_into_another_store_as_they_are(tmp_path):
+    src, dst = SqlitePlanStore(tmp_path / "a"), SqlitePlanStore(tmp_path / "b")
+    p = _plan()
+    src.register({"plans": [p]}, "r.ipynb")
+    src.deny(p["id"], "carol", "no")
+    dst.insert(src.rows())
+    dst.insert(src.rows())  # twice: kept once
+    assert [r["id"] for r in dst.rows()] == [p["id"]] and dst.get(p["id"]).state == "denied"

@@ -1,0 +1,73 @@
+"""An approval handed to the queue: the approving process claims the plan, a worker carries it out.
+
+``smartops approve PLAN_ID`` and ``POST /approvals/PLAN_ID`` with a queue configured come here. The
+claim happens first, in the approving process, so a refusal (expired, denied, already carried out,
+incident resolved, bad input) is said at once and nothing is queued. The job then holds only the
+plan's id, with two Procrastinate locks: ``queueing_lock`` on the plan (it is queued once) and
+``lock`` on its target (:attr:`~smartops_nb.records.plans.Plan.lock_key`: two plans on one target
+run one after the other, whichever workers take them). If the queue refuses the job, the claim is
+released: the plan is pending again and nothing was done.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from smartops_nb.execution import approve
+from smartops_nb.records import archive as record_archive
+from smartops_nb.records.plans import APPROVED, FINAL, Plan, PlanRefused
+
+from . import app as queue_app
+
+log = logging.getLogger("smartops.approve")
+
+
+@dataclass
+class Queued:
+    plan: Plan
+    job_id: int
+
+
+def queue_approval(dsn: str, plan_id: str, operator: str, archive: Any, *, files: Iterable[str] = ()) -> Queued:
+    """Claim the plan and defer its job; raises PlanRefused / ParameterError (nothing claimed: also
+    when the queue is unreachable), or PlanRefused when the queue refused the job (claim released)."""
+    import psycopg
+    from procrastinate import exceptions
+
+    try:
+        with queue_app.connect(dsn):  # unreachable: one line now, not a pool's retries, and nothing claimed
+            pass
+    except psycopg.Error as e:
+        raise PlanRefused(f"plan {plan_id}: the queue at {queue_app.safe_dsn(dsn)} is unreachable "
+                          f"({' '.join(str(e).split())}); nothing approved, nothing done") from None
+    plan, _ = approve.claim(plan_id, operator, archive, files=files)
+    app = queue_app.make_app(dsn)
+    try:
+        with app.open():
+            task = app.tasks[queue_app.APPROVE_TASK].configure(lock=plan.lock_key, queueing_lock=f"plan:{plan.id}")
+            job_id = task.defer(plan_id=plan.id)
+    except (psycopg.Error, exceptions.ProcrastinateException, OSError) as e:
+        reason = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
+        record_archive.plan_store(archive).release(plan.id, f"not queued: {reason}")
+        raise PlanRefused(f"plan {plan.id}: the queue at {queue_app.safe_dsn(dsn)} did not take it ({reason}); "
+                          f"released, nothing done: approve again") from None
+    log.info("plan %s approved by %s: queued as job %s (%s on %s)", plan.id, operator, job_id, plan.action,
+             plan.target)
+    return Queued(plan, job_id)
+
+
+def wait_for_outcome(archive: Any, plan_id: str, timeout: float, *,
+                     tick: Callable[[Plan, float], None] | None = None, every: float = 1.0) -> Plan:
+    """Poll the plan store until the plan's fate is known (or ``timeout`` s); the plan as it is then."""
+    store = record_archive.plan_store(archive)
+    t0 = time.monotonic()
+    while True:
+        plan = store.get(plan_id)
+        waited = time.monotonic() - t0
+        if plan.status in FINAL or plan.status != APPROVED or waited >= timeout:
+            return plan
+        if tick is not None:
+            tick(plan, waited)
+        time.sleep(every)
