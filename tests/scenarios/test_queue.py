@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from smartops_nb.waiting import until
-from tests.conftest import REPO, free_port, post_alerts
+from tests.conftest import REPO, free_port, post_alerts, stop_process
 from tests.scenarios.test_serve import alert, payload
 
 pytestmark = pytest.mark.scenario
@@ -76,19 +76,17 @@ class Proc:
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.kernels |= self.children()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                raise AssertionError(f"{self.log.name}: no exit after SIGTERM:\n" + self.text())
+        try:
+            return stop_process(self.proc, timeout, what=self.log.name, log=self.log)
+        finally:
+            self._reap_kernels()
+
+    def _reap_kernels(self) -> None:
         for pid in self.kernels:  # kernels of a killed process (each in a process group of its own)
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        return self.proc.returncode
 
 
 class Team:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import nbformat
 import pytest
 import yaml
 
-from tests.conftest import REPO, free_port, post_alerts
+from tests.conftest import REPO, free_port, post_alerts, stop_process
 
 TOKEN = "s3cret-token"
 ROUTES = {
@@ -95,15 +94,7 @@ class Server:
         raise AssertionError(f"{n} records expected, got {len(self.records())}:\n{self.log.read_text()}")
 
     def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                raise AssertionError("serve did not exit after SIGTERM:\n" + self.log.read_text())
-        return self.proc.returncode
+        return stop_process(self.proc, timeout, what="serve", log=self.log)
 
 
 @pytest.fixture
