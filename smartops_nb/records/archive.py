@@ -240,14 +240,18 @@ def resolve(folder: "Path | Archive", ref: str) -> Path:
     raise LookupError(f"no record {ref!r} in {loc.url}")
 
 
-def fetch(archive: "Path | Archive", name: str) -> Path:
-    """A local read-only copy of one record (``<state>/archives/<key>/records/NAME``), fetched once."""
+def fetch(archive: "Path | Archive", name: str, *, fresh: bool = False) -> Path:
+    """A local read-only copy of one record (``<state>/archives/<key>/records/NAME``), fetched once;
+    ``fresh``: read the object again and replace the copy if it changed (what a page that says
+    whether the record verifies must show: an object edited in the store since the first fetch)."""
     loc = location(archive)
     if loc.folder is not None:
         return loc.folder / name
     target = Path(loc.local_dir) / "records" / name
-    if not target.is_file():
+    if fresh or not target.is_file():
         data = loc.storage.read(name)
+        if target.is_file() and target.read_bytes() == data:
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{name}.tmp")
         tmp.write_bytes(data)

@@ -263,7 +263,7 @@ def _record_file(archive: Any, name: str) -> Path:
     if not is_record_name(name) or "/" in name or "\\" in name:
         raise FileNotFoundError(f"no record {name!r}")
     try:
-        path = record_archive.fetch(archive, name)
+        path = record_archive.fetch(archive, name, fresh=True)
     except (OSError, LookupError):
         raise FileNotFoundError(f"no record {name!r} in {archive}") from None
     if not path.is_file():

@@ -94,6 +94,10 @@ def test_a_plan_in_the_team_archive_is_approved_from_another_machine(leak, healt
         assert status == 200 and hashlib.sha256(data).hexdigest() == team.index.entry(name)["sha256"]
         assert _get(f"{base}/records/..%2F..%2Fetc%2Fpasswd")[0] == 404
         assert _get(f"{base}/records/pyproject.toml")[0] == 404
+        # an object edited in S3 after the page was first seen: the page says so
+        team.storage.fs.pipe(team.storage._key(name), data.replace(b"connections", b"connectionz", 1))
+        status, body = _get(f"{base}/records/{name}")
+        assert status == 200 and "does not verify" in body.decode()
 
 
 def _overlap(a: dict, b: dict) -> bool:
