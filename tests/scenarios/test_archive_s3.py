@@ -232,6 +232,10 @@ def test_migrate_a_folder_archive_same_bytes_same_hashes(team, tmp_path):
     for i in range(5):
         nb, summary = synthetic(started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}")
         archive_mod.write_record(nb, summary, folder)
+    plan = {"id": "pl-migrated", "incident_id": "INC-1", "runbook": "db-pool-exhausted", "severity": "P1",
+            "action": "terminate-idle-connections", "target": "database smartamazon", "created_at": "2026-11-21T10:00:00Z",
+            "expires_at": "2099-01-01T00:00:00Z", "status": "pending"}
+    archive_mod.plan_store(folder).register({"plans": [plan]}, "r.ipynb")
     old = {r["name"]: (r["sha256"], r["entry_hash"]) for r in archive_mod.location(folder).index.rows()}
     old_tip = archive_mod.verify(folder).tip
     out = smartops("archive", "migrate", "--archive", str(folder), "--to", team.url, "--to-index", team.index.dsn)
@@ -239,6 +243,7 @@ def test_migrate_a_folder_archive_same_bytes_same_hashes(team, tmp_path):
     new = {r["name"]: (r["sha256"], r["entry_hash"]) for r in team.index.rows()}
     assert new == old
     assert team.index.meta()["migrated_tip"] == old_tip and team.index.meta()["migrated_from"] == str(folder)
+    assert team.plan_store().get("pl-migrated").state == "pending"  # still approvable, now from any machine
     for name in old:
         assert team.storage.read(name) == (folder / name).read_bytes()
     after = put(team, started="2026-12-01T10:00:00Z")  # the chain goes on from the old tip

@@ -35,8 +35,14 @@ def test_a_plan_keeps_no_secret_and_not_the_run_s_own_mode():
     assert p["evidence_digest"] == plans.digest({"pids": [1, 2]})
 
 
-def test_only_one_of_many_concurrent_approvals_wins(tmp_path):
-    store = SqlitePlanStore(tmp_path)
+@pytest.fixture
+def store(tmp_path):
+    """A folder archive's store; tests/scenarios/test_plan_store_postgres.py runs the same tests on the
+    PostgreSQL one."""
+    return SqlitePlanStore(tmp_path)
+
+
+def test_only_one_of_many_concurrent_approvals_wins(store):
     p = _plan()
     store.register({"plans": [p]}, "r.ipynb")
     wins, refusals = [], []
@@ -56,8 +62,7 @@ def test_only_one_of_many_concurrent_approvals_wins(tmp_path):
     assert all("already approved" in r for r in refusals)
 
 
-def test_denied_expired_unknown_and_finished_plans_are_refused(tmp_path):
-    store = SqlitePlanStore(tmp_path)
+def test_denied_expired_unknown_and_finished_plans_are_refused(store):
     denied, expired, done = _plan(), _plan(minutes=0.0001), _plan()
     store.register({"plans": [denied, expired, done]}, "r.ipynb")
     store.deny(denied["id"], "carol", "not now")
@@ -102,8 +107,7 @@ def test_the_outcome_is_read_from_the_action_entry_carrying_the_plan():
     assert outcome_of({"actions": [], "status": "failed", "error": "kernel died"}, p)[0] == "failed"
 
 
-def test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused(tmp_path):
-    store = SqlitePlanStore(tmp_path)
+def test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused(store):
     a, b = _plan(), _plan()
     store.register({"plans": [a, b]}, "r.ipynb")
     first, second = store.get(a["id"]), store.get(b["id"])
@@ -127,8 +131,7 @@ def test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused(
     assert order == [("in", a["id"]), ("out", a["id"]), ("in", b["id"]), ("out", b["id"])]
 
 
-def test_a_released_plan_is_pending_again_and_approvable(tmp_path):
-    store = SqlitePlanStore(tmp_path)
+def test_a_released_plan_is_pending_again_and_approvable(store):
     p = _plan()
     store.register({"plans": [p]}, "r.ipynb")
     store.claim(p["id"], "alice")
