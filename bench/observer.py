@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runbooks", default="", help="comma-separated runbook ids (default: all)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "bench"))
-    from run_bench import free_port, runbook_params
+    from benchlib import free_port, runbook_params
 
     from smartops_nb import catalog
     from smartops_nb.execution.kernels import start_warm_kernel
