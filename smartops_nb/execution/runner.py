@@ -70,6 +70,7 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
     nb_in = nbformat.read(rb.path, as_version=4)
     kernel_name = notebook_kernel_name(nb_in)
     error: str | None = None
+    executed = None
     with tempfile.TemporaryDirectory(prefix="smartops-run-") as tmp:
         state_file = Path(tmp) / "state.json"
         out_path = Path(tmp) / "executed.ipynb"
@@ -95,7 +96,7 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
         try:
             if error is None:
                 log.info("running %s (%s)", rb.id, rb.notebook)
-                papermill.execute_notebook(
+                executed = papermill.execute_notebook(
                     str(rb.path), str(out_path), parameters=prep.parameters, km=km, kernel_name=kernel_name,
                     engine_name=saved_at_end_engine(),
                     progress_bar=progress, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
@@ -109,7 +110,9 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
             if kernel is not None and kernel.interrupted:
                 error = f"interrupted: {kernel.interrupted}"
             _shutdown(km)
-        nb = nbformat.read(out_path, as_version=4) if out_path.exists() else nb_in
+        # papermill returns the notebook it wrote (no second parse); after an error, what it saved
+        nb = executed if executed is not None else \
+            nbformat.read(out_path, as_version=4) if out_path.exists() else nb_in
         summary = _load_state(state_file)
     finished = utcnow()
     reached_end = summary is not None and summary.get("status") == "completed"
