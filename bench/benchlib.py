@@ -13,6 +13,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -102,11 +103,44 @@ def papermill_process(nb: Path, out: Path) -> None:
                    check=True, capture_output=True, timeout=120)
 
 
+def memory_mib(pid: int | None) -> dict[str, float]:
+    """A process's memory, MiB: ``rss`` now, ``peak`` (``VmHWM``, the most it was resident so far) and
+    ``pss`` (its proportional share of pages shared with other processes: what one more costs);
+    empty once it is gone."""
+    if not pid:
+        return {}
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss" if key == "VmRSS" else "peak"] = int(value.split()[0]) / 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                out["pss"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def kernel_pid(kernel) -> int | None:
+    return getattr(getattr(getattr(kernel, "km", None), "provisioner", None), "pid", None)
+
+
 class Warm:
     """Warm kernels as the pool makes them (``kernels.start_warm_kernel``), one per measurement,
     started and warmed before the clock starts, closed after. No pool: a pool starts the
     replacement during the run, which on 2 cores would time the replacement's start-up too (the
-    serve measurement includes that, as it happens in production)."""
+    serve measurement includes that, as it happens in production).
+
+    ``memory`` collects each kernel's memory: ``ready`` (warmed, waiting in a pool) and ``after``
+    (after its run: ``peak`` is the run's high-water mark)."""
+
+    def __init__(self) -> None:
+        self.memory: list[dict[str, dict[str, float]]] = []
+        import papermill  # noqa: F401  (a serving process has these loaded: not timed in a run)
+
+        from smartops_nb.execution import flow, prepare  # noqa: F401
 
     def timed(self, fn: Callable[[Any], Any], n: int) -> tuple[float, list[float]]:
         from smartops_nb.execution.kernels import start_warm_kernel
@@ -115,9 +149,21 @@ class Warm:
         for _ in range(n):
             kernel = start_warm_kernel()
             try:
+                pid = kernel_pid(kernel)
+                ready, peak, done = memory_mib(pid), [0.0], threading.Event()
+
+                def sample(pid=pid, peak=peak, done=done) -> None:   # the run shuts its kernel down
+                    while not done.wait(0.05):
+                        peak[0] = max(peak[0], memory_mib(pid).get("peak", 0.0))
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
                 t0 = time.perf_counter()
                 fn(kernel)
                 times.append(time.perf_counter() - t0)
+                done.set()
+                sampler.join()
+                self.memory.append({"ready": ready, "after": {"peak": peak[0]}})
             finally:
                 kernel.close()
         return statistics.median(times), times

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.n)
                 errors = sum(f["status"] == "error" for f in results[-1].summary["findings"])
                 kb = statistics.median(r.record.stat().st_size for r in results) / 1024
-                rows.append((rb, cold, hot, kb, errors))
+                peak = max((m["after"].get("peak", 0.0) for m in warm.memory[-args.n:]), default=0.0)
+                rows.append((rb, cold, hot, kb, errors, peak))
             lat, qlat = [], []
             if not args.skip_serve:
                 log(f"alert -> record through smartops serve, {args.alerts} alerts")
@@ -130,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
           f"  ({floor_plot / floor_cold:.1f}x the cold floor)")
     print(f"floor, warm: warm kernel running the empty notebook (papermill, in-process) {floor_warm:6.2f} s\n")
     head = (f"{'runbook':<20} {'cold s':>7} {'warm s':>7} {'warm/floor':>10}      {'cold/plot':>9}      "
-            f"{'record KB':>9}       notes")
+            f"{'record KB':>9}      {'kernel MiB':>10}  notes")
     print(head)
     print("-" * len(head))
-    for rb, cold, hot, kb, errors in rows:
+    for rb, cold, hot, kb, errors, peak in rows:
         note = []
         if rb in PLATFORM_RUNBOOKS:
             note.append("no platform in the sandbox")
@@ -143,9 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         cold_s, cold_r = ("      -", "        -     ") if cold is None else \
             (fmt(cold), f"{cold / floor_plot:9.2f} {verdict(cold / floor_plot, TARGET_COLD):<4}")
         print(f"{rb:<20} {cold_s:>7} {fmt(hot):>7} {w:10.2f} {verdict(w, TARGET_WARM):<4} {cold_r} "
-              f"{kb:9.0f} {verdict(kb, TARGET_RECORD_KB):<4}  {'; '.join(note)}")
+              f"{kb:9.0f} {verdict(kb, TARGET_RECORD_KB):<4} {peak:10.0f}  {'; '.join(note)}")
     print(f"targets: warm/floor <= {TARGET_WARM:g}x, cold/plot floor <= {TARGET_COLD:g}x, "
-          f"record <= {TARGET_RECORD_KB:g} KB")
+          f"record <= {TARGET_RECORD_KB:g} KB; kernel MiB: the warm kernel's peak RSS during the run")
+    ready = [m["ready"] for m in warm.memory if m["ready"]]
+    if ready:
+        rss, pss = (statistics.median(m.get(k, 0.0) for m in ready) for k in ("rss", "pss"))
+        peak = max(m["after"].get("peak", 0.0) for m in warm.memory)
+        print(f"\nmemory per warm kernel (median of {len(ready)}): {rss:.0f} MiB RSS ready in the pool "
+              f"({pss:.0f} MiB PSS: its share of pages shared with the other kernels); at most {peak:.0f} MiB "
+              f"RSS during a run; {1024 / peak:.1f} warm kernels per GiB left to SmartOps")
     for name, values in (("smartops serve, in-process (2 workers, 2 warm kernels)", lat),
                          ("the queue (serve --queue + 1 worker, --concurrency 2)", qlat)):
         if values:

@@ -42,7 +42,9 @@ def __smartops_warmup():
     import smartops_nb, smartops_nb.kernel.plots
     # the package's notebook API is lazy (the CLI must start fast): load what begin() needs
     import smartops_nb.kernel.run, smartops_nb.kernel.interactive, smartops_nb.kernel.approvals, smartops_nb.platforms
-    for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations"):
+    # platforms too: a recommended restart/scale connects to the platform (docker SDK: ~0.1 s, 8 MiB;
+    # the Kubernetes client stays lazy inside its module)
+    for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations", "smartops_nb.platforms"):
         for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
             try:
                 importlib.import_module(pkg + "." + m.name)
