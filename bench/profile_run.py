@@ -89,8 +89,12 @@ def cold_profile(runbook: str, params: Path, folder: Path, n: int) -> str:
     return f"== cold {runbook}: {took:.2f} s wall under py-spy (250 Hz)\n" + collapsed_top(raw.read_text(), n)
 
 
+IDLE = ("select (selectors.py", "poll (zmq", "wait (threading.py", "_wait_for_tstate_lock")
+
+
 def collapsed_top(text: str, n: int) -> str:
-    """py-spy's collapsed stacks -> per process, the functions most often on the stack (inclusive)."""
+    """py-spy's collapsed stacks -> per process, the functions most often on its main thread's stack
+    while it was busy (samples waiting in select/poll left out), as a share of the busy samples."""
     per_proc: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     totals: collections.Counter = collections.Counter()
     for line in text.splitlines():
@@ -98,15 +102,17 @@ def collapsed_top(text: str, n: int) -> str:
         if not stack:
             continue
         frames = stack.split(";")
-        at = max(i for i, f in enumerate(frames) if f.startswith("process ")) if frames[0].startswith("process ") \
-            else -1
+        at = max((i for i, f in enumerate(frames) if f.startswith("process ")), default=-1)
         proc = frames[at].split(" --")[0][:90] if at >= 0 else "?"
+        own = frames[at + 1:]
+        if not own or not own[0].startswith("_run_module_as_main") or any(own[-1].startswith(i) for i in IDLE):
+            continue   # another thread, or the main thread waiting
         totals[proc] += int(count)
-        for f in dict.fromkeys(frames[at + 1:]):   # each function once per sample
+        for f in dict.fromkeys(own):   # each function once per sample
             per_proc[proc][f] += int(count)
     out = []
     for proc, total in totals.most_common():
-        out.append(f"-- {proc}: {total} samples --")
+        out.append(f"-- {proc}: {total} busy samples of its main thread --")
         for f, c in per_proc[proc].most_common(n):
             out.append(f"{100 * c / total:5.1f}%  {f}")
     return "\n".join(out)
