@@ -176,6 +176,31 @@ def warm_floor(kernel, nb: Path, out: Path) -> None:
                                log_output=False)
 
 
+def stock_warm_floor(nb: Path, out: Path, n: int) -> tuple[float, list[float]]:
+    """The warm floor as issue 14 first measured it: papermill in-process on a kernel started by
+    jupyter_client's own manager and client (no SmartOps kernel manager), started before the clock."""
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    times = []
+    for _ in range(n):
+        km = AsyncKernelManager(kernel_name="python3")
+        run_sync(km.start_kernel)()
+        try:
+            kc = km.client()   # started and answering before the clock, as a warm kernel is
+            kc.start_channels()
+            run_sync(kc.wait_for_ready)(timeout=60)
+            kc.stop_channels()
+            t0 = time.perf_counter()
+            papermill.execute_notebook(str(nb), str(out), km=km, kernel_name="python3", progress_bar=False)
+            times.append(time.perf_counter() - t0)
+        finally:
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
+    return statistics.median(times), times
+
+
 # -- the runs -----------------------------------------------------------------------------------
 def cold_run(runbook: str, params: Path, archive: Path) -> int:
     p = subprocess.run([sys.executable, "-m", "smartops_nb.cli", "run", runbook, "-f", str(params),

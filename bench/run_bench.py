@@ -10,7 +10,8 @@ folder; stopped at the end) and measures, medians of ``-n`` runs each:
 * **floors**: ``papermill`` (a new process) on a one-cell empty notebook (the *cold floor*); the same
   on a notebook that imports pandas and matplotlib and draws one chart (the *plot floor*: the least
   a cold runbook must do); a warm kernel running the empty notebook through papermill in this
-  process (the *warm floor*);
+  process (the *warm floor*), and for comparison the same on a kernel of jupyter_client's own
+  manager (whose client waits a fixed 0.2 s that the pool's kernels no longer do);
 * **cold**: ``smartops run RUNBOOK`` as a new process (what a person or cron does);
 * **warm**: the same run on a warm kernel as :class:`smartops_nb.execution.kernels.KernelPool` makes them
   (started, ``smartops_nb`` imported, before the clock starts), through ``flow.investigate``;
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (ALERT_RUNBOOK, MINIMUM_WINDOWS, PLATFORM_RUNBOOKS, REPO, TARGET_ALERT,  # noqa: E402
                       TARGET_COLD, TARGET_RECORD_KB, TARGET_WARM, Warm, alert_latency, cold_run, empty_notebook,
                       free_port, log, median_time, papermill_process, percentile, plot_notebook, runbook_params,
-                      verdict, warm_floor, warm_run)
+                      stock_warm_floor, verdict, warm_floor, warm_run)
 
 
 def archive_list() -> str:
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             floor_cold, _ = median_time(lambda: papermill_process(nb, tmp / "empty-out.ipynb"), args.n)
             floor_plot, _ = median_time(lambda: papermill_process(plot_nb, tmp / "plot-out.ipynb"), args.n)
             floor_warm, _ = warm.timed(lambda k: warm_floor(k, nb, tmp / "empty-warm.ipynb"), args.n)
+            floor_stock, _ = stock_warm_floor(nb, tmp / "empty-stock.ipynb", args.n)
             rows = []
             for rb in runbooks:
                 log(f"{rb}: {0 if args.skip_cold else args.n} cold, {args.n} warm")
@@ -129,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"floor, cold: papermill (new process) on a 1-cell empty notebook            {floor_cold:6.2f} s")
     print(f"floor, plot: papermill (new process), import pandas + matplotlib, 1 chart  {floor_plot:6.2f} s"
           f"  ({floor_plot / floor_cold:.1f}x the cold floor)")
-    print(f"floor, warm: warm kernel running the empty notebook (papermill, in-process) {floor_warm:6.2f} s\n")
+    print(f"floor, warm: warm kernel running the empty notebook (papermill, in-process) {floor_warm:6.2f} s")
+    print(f"  (the same on a kernel of jupyter_client's own manager and client, as issue 14 first measured "
+          f"the warm floor: {floor_stock:.2f} s; warm runs / that: "
+          + ", ".join(f"{rb} {hot / floor_stock:.1f}x" for rb, _, hot, *_ in rows) + ")\n")
     head = (f"{'runbook':<20} {'cold s':>7} {'warm s':>7} {'warm/floor':>10}      {'cold/plot':>9}      "
             f"{'record KB':>9}      {'kernel MiB':>10}  notes")
     print(head)
