@@ -31,6 +31,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlib import kernel_pid, memory_mib  # noqa: E402
 
 #: The bounds (investigate mode); the README quotes them.
 BOUNDS = {"pg_max_connections": 1, "pg_statements": 20, "pg_rows_written": 0, "redis_on_commands": 0}
@@ -107,12 +110,7 @@ def api_requests(api_url: str) -> float:
 
 def peak_rss_mib(pid: int) -> float | None:
     """A process's peak resident memory so far (``VmHWM``), MiB; None once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(m.group(1)) / 1024 if m else None
+    return memory_mib(pid).get("peak")
 
 
 def measure(kernel, runbook: str, params_file: Path, archive: Path, sandbox) -> dict[str, Any]:
@@ -130,8 +128,7 @@ def footprint(sandbox, run, name: str, kernel=None) -> dict[str, Any]:
     admin = sandbox.postgres.dsn(user="postgres")
     pg_reset(admin)
     redis_before, http_before = redis_commands(sandbox.redis.url), api_requests(sandbox.api_url)
-    pid = getattr(getattr(kernel, "km", None), "provisioner", None)
-    sampler = ConnectionSampler(admin, kernel_pid=getattr(pid, "pid", None))
+    sampler = ConnectionSampler(admin, kernel_pid=kernel_pid(kernel))
     sampler.start()
     t0 = time.perf_counter()
     # the kernel's own run, as flow.investigate does it, without writing a record: the record is
@@ -196,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runbooks", default="", help="comma-separated runbook ids (default: all)")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(REPO / "bench"))
-    from run_bench import free_port, runbook_params
+    from benchlib import free_port, runbook_params
 
     from smartops_nb import catalog
     from smartops_nb.execution.kernels import start_warm_kernel

@@ -17,22 +17,22 @@ folder; all stopped at the end), then measures in the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml  # noqa: E402
-from run_bench import (ALERT_NAME, ALERT_RUNBOOK, REPO, alert_latency, alert_payload, free_port,  # noqa: E402
-                       percentile, records_by_incident, runbook_params)
+from benchlib import (ALERT_RUNBOOK, REPO, alert_latency, free_port, percentile, post_alert,  # noqa: E402
+                      runbook_params, stop_process, wait_record, write_routes)
 
 from smartops_sandbox import Sandbox  # noqa: E402
 from smartops_sandbox.postgres_server import PostgresServer  # noqa: E402
@@ -53,9 +53,7 @@ class Team:
         with psycopg.connect(pg.dsn(db="postgres"), autocommit=True, connect_timeout=5) as c:
             c.execute(f"CREATE DATABASE {db}")
         self.dsn, self.archive, self.port, self.folder = pg.dsn(db=db), folder / "incidents", free_port(), folder
-        routes = folder / "routes.yaml"
-        routes.write_text(yaml.safe_dump({"routes": [{"alertname": ALERT_NAME, "runbook": ALERT_RUNBOOK,
-                                                      "from_labels": {"environment": "env"}}]}))
+        routes = write_routes(folder)
         common = ["--queue", self.dsn, "--routes", str(routes), "-f", str(params)]
         subprocess.run([sys.executable, "-m", "smartops_nb.cli", "queue", "init", "--queue", self.dsn], check=True,
                        cwd=REPO, capture_output=True, timeout=60)
@@ -83,30 +81,15 @@ class Team:
         except OSError:
             return False
 
-    def post(self, fp: str) -> None:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/alerts", data=alert_payload(fp), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            if r.status != 202:
-                raise RuntimeError(f"serve answered {r.status}")
+    def post(self, fp: str) -> float:
+        return post_alert(f"http://127.0.0.1:{self.port}", fp)
 
     def wait_record(self, fp: str, seen: dict, timeout: float = 300) -> float:
-        key, deadline = f"incident:{ALERT_NAME}-{fp}", time.monotonic() + timeout
-        while key not in records_by_incident(self.archive, seen):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no record for {fp} within {timeout} s: see {self.folder}")
-            time.sleep(0.05)
-        return seen[key]
+        return wait_record(self.archive, fp, seen, timeout, where=f"see {self.folder}")
 
     def stop(self) -> None:
         for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            stop_process(p, 90)
 
 
 def queue_latency(folder: Path, pg: PostgresServer, params: Path, n: int) -> list[float]:
@@ -115,13 +98,23 @@ def queue_latency(folder: Path, pg: PostgresServer, params: Path, n: int) -> lis
         out, seen = [], {}
         for _ in range(n):
             fp = secrets.token_hex(8)
-            t = time.time()
-            team.post(fp)
+            t = team.post(fp)
             out.append(team.wait_record(fp, seen) - t)
             time.sleep(3)  # a warm kernel ready again for the next alert (steady state; not timed)
         return out
     finally:
         team.stop()
+
+
+@contextlib.contextmanager
+def queue_postgres(folder: Path) -> Iterator[PostgresServer]:
+    """The queue's own PostgreSQL (embedded, free port, under ``folder``), stopped after."""
+    pg = PostgresServer(folder / "data", free_port(), max_connections=200, log_path=folder / "pg.log")
+    pg.start(timeout=60)
+    try:
+        yield pg
+    finally:
+        pg.stop()
 
 
 def storm(folder: Path, pg: PostgresServer, params: Path, workers: int, n: int) -> float:
@@ -146,21 +139,19 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="smartops-queue-bench-"))
     sb = Sandbox(tmp / "sandbox", free_port(), free_port(), free_port())
-    pg = PostgresServer(tmp / "queue" / "data", free_port(), max_connections=200, log_path=tmp / "queue" / "pg.log")
     try:
         sb.up(timeout=120)
-        pg.start(timeout=60)
-        params = runbook_params(sb, tmp)
-        log(f"alert -> record, in-process, {args.alerts} alerts")
-        inproc = alert_latency(tmp / "inproc", params, args.alerts)
-        log(f"alert -> record, queue mode, {args.alerts} alerts")
-        queued = queue_latency(tmp / "queued", pg, params, args.alerts)
-        rates = {}
-        for w in [int(x) for x in args.workers.split(",")]:
-            log(f"storm of {args.storm} alerts, {w} worker process(es)")
-            rates[w] = storm(tmp / f"storm{w}", pg, params, w, args.storm)
+        with queue_postgres(tmp / "queue") as pg:
+            params = runbook_params(sb, tmp)
+            log(f"alert -> record, in-process, {args.alerts} alerts")
+            inproc = alert_latency(tmp / "inproc", params, args.alerts)
+            log(f"alert -> record, queue mode, {args.alerts} alerts")
+            queued = queue_latency(tmp / "queued", pg, params, args.alerts)
+            rates = {}
+            for w in [int(x) for x in args.workers.split(",")]:
+                log(f"storm of {args.storm} alerts, {w} worker process(es)")
+                rates[w] = storm(tmp / f"storm{w}", pg, params, w, args.storm)
     finally:
-        pg.stop()
         sb.down()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"alert -> record ({ALERT_RUNBOOK}, {args.alerts} alerts, one at a time)   p50 s   p95 s")

@@ -42,12 +42,23 @@ def __smartops_warmup():
     import smartops_nb, smartops_nb.kernel.plots
     # the package's notebook API is lazy (the CLI must start fast): load what begin() needs
     import smartops_nb.kernel.run, smartops_nb.kernel.interactive, smartops_nb.kernel.approvals, smartops_nb.platforms
-    for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations"):
+    # platforms too: a recommended restart/scale connects to the platform (docker SDK: ~0.1 s, 8 MiB;
+    # the Kubernetes client stays lazy inside its module)
+    for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations", "smartops_nb.platforms"):
         for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
             try:
                 importlib.import_module(pkg + "." + m.name)
             except Exception:
                 pass
+    # one chart rendered and thrown away: the kernel's backend (inline), the PNG writer's plugins and
+    # the font's glyphs load now, not in the run's first chart (profiled: ~0.1 s of a warm run)
+    import io
+    plt = matplotlib.pyplot
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.barh(["a"], [1])
+    ax.set_title("warm-up 0123456789")
+    fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    plt.close(fig)
 __smartops_warmup()
 del __smartops_warmup
 """
@@ -148,15 +159,80 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
     km = _EnvKernelManager(kernel_name=kernel_name, transport="ipc",
                            connection_file=os.path.join(folder, "kernel.json"))
     km.ip = os.path.join(folder, "kernel-ipc")  # IPC socket files live in the run's private folder
+    km.client_factory = _ready_client_class()  # nbclient's client: no fixed 0.2 s in wait_for_ready
     return km
+
+
+#: How long a new client waits for more IOPub messages once the kernel answered (see wait_for_ready).
+IOPUB_SETTLE_S = 0.02
+
+
+async def wait_for_ready(kc, timeout: float | None = None) -> None:
+    """jupyter_client's ``wait_for_ready`` without its fixed 0.2 s at the end.
+
+    The same test (a ``kernel_info`` reply on shell, then a message on IOPub: the subscription is
+    live; else ask again) and the same failures (the kernel died, the timeout passed). jupyter_client
+    then drains IOPub until it has been silent for 0.2 s, which every new client paid: twice per warm
+    run (``set_env`` and papermill's client), 0.4 s of a 1.3 s run (profiled). Here the drain stops after
+    ``IOPUB_SETTLE_S`` of silence; a status message of the ``kernel_info`` request arriving later is
+    harmless, since clients match IOPub messages to their own request's msg_id.
+    """
+    from queue import Empty
+
+    from jupyter_core.utils import ensure_async
+
+    deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+    while True:
+        kc.kernel_info()
+        try:
+            msg = await ensure_async(kc.shell_channel.get_msg(timeout=1))
+        except Empty:
+            msg = None
+        if msg is not None and msg["msg_type"] == "kernel_info_reply":
+            try:
+                await ensure_async(kc.iopub_channel.get_msg(timeout=0.2))
+            except Empty:
+                pass
+            else:
+                kc._handle_kernel_info_reply(msg)
+                break
+        if not await ensure_async(kc.is_alive()):
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+    while True:
+        try:
+            await ensure_async(kc.iopub_channel.get_msg(timeout=IOPUB_SETTLE_S))
+        except Empty:
+            return
+
+
+_READY_CLIENT = None
+
+
+def _ready_client_class():
+    """An AsyncKernelClient whose ``wait_for_ready`` is :func:`wait_for_ready` (made on first use:
+    jupyter_client is imported only by what runs kernels)."""
+    global _READY_CLIENT
+    if _READY_CLIENT is None:
+        from jupyter_client.asynchronous import AsyncKernelClient
+
+        class ReadyClient(AsyncKernelClient):
+            async def wait_for_ready(self, timeout: float | None = None) -> None:
+                await wait_for_ready(self, timeout)
+
+        _READY_CLIENT = ReadyClient
+    return _READY_CLIENT
 
 
 def _silent(km, code: str, timeout: float) -> None:
     """Run ``code`` silently and without history (execution counts stay as they were); raise on error."""
+    from jupyter_core.utils import run_sync
+
     kc = km.blocking_client()
     kc.start_channels()
     try:
-        kc.wait_for_ready(timeout=timeout)
+        run_sync(wait_for_ready)(kc, timeout)
         reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout,
                                        output_hook=lambda msg: None)
     finally:
