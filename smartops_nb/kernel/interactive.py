@@ -26,14 +26,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, MutableMapping
-
-import nbformat
+from typing import TYPE_CHECKING, Any, MutableMapping
 
 from . import approvals, display
 from smartops_nb import redact
 
 from smartops_nb.contract import CONTACTS_ENV, PARAMETERS_ENV, SESSION_ENV
+
+if TYPE_CHECKING:  # imported where a record is saved: nbformat pulls in jsonschema, whose optional
+    import nbformat  # rfc3987-syntax builds a grammar on import (~1.6 s of every kernel's start, profiled)
 SAVE_MARK = "save-request"  # metadata of our own script outputs, removed from the record
 _current = None
 
@@ -147,14 +148,16 @@ def request_save(path: Path, timeout: float = 15) -> bool:
     return saved
 
 
-def _clean(nb: nbformat.NotebookNode) -> None:
+def _clean(nb: "nbformat.NotebookNode") -> None:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if o.get("metadata", {}).get("smartops") != SAVE_MARK]
 
 
-def _injected_cell(applied: dict[str, Any]) -> nbformat.NotebookNode:
+def _injected_cell(applied: dict[str, Any]) -> "nbformat.NotebookNode":
     """Papermill's "injected-parameters" cell, for the values a parameters file gave this run."""
+    import nbformat
+
     lines = [f"# Parameters from {', '.join(applied['files'])} (applied by smartops_nb.begin in JupyterLab)"]
     lines += [f"{k} = {(redact.mask_url(v) if isinstance(v, str) else v)!r}" for k, v in applied["values"].items()]
     return nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]})
@@ -166,6 +169,8 @@ def save_record(run=None, archive: str | os.PathLike | None = None, *, timeout: 
     from smartops_nb.records.location import open_archive
     from smartops_nb.records.store import store
     from smartops_nb.params import iso, utcnow
+
+    import nbformat
 
     run = run or current()
     path = notebook_path()
