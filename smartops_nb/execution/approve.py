@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -29,7 +30,7 @@ from smartops_nb.contract import EXIT_FAILED, EXIT_OK, ParameterError
 from smartops_nb.params import CONFIG_SECTIONS, load_yaml_files, parse_time
 from smartops_nb.records import archive as record_archive
 from smartops_nb.records import plans
-from smartops_nb.records.plans import Plan
+from smartops_nb.records.plans import Plan, PlanRefused
 
 from .flow import Result, investigate
 from .prepare import Prepared, prepare
@@ -119,14 +120,23 @@ def carry_out_approved(plan_id: str, archive: Any, base: Mapping[str, Any],
     if plan.status != plans.APPROVED:
         log.info("plan %s is %s: not carried out again", plan.id, plan.state)
         return None
-    prep = prepare(plan.runbook, cli=plan_parameters(plan, plan.decided_by or "", base), base=dict(base))
+    try:
+        prep = prepare(plan.runbook, cli=plan_parameters(plan, plan.decided_by or "", base), base=dict(base))
+    except ParameterError as e:  # this worker lacks what the plan needs: the plan must not stay "approved"
+        loc.plan_store().finish(plan.id, plans.FAILED, f"not carried out: {e}", None)
+        raise
     return run_claimed(plan, prep, loc, run)
 
 
 def run_claimed(plan: Plan, prep: Prepared, loc, run: Callable[[Prepared], Result]) -> Outcome:
     """Lock the plan's target, run the mitigating run (``run``), record the plan's outcome, notify."""
     store = loc.plan_store()
-    with store.target_lock(plan):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.target_lock(plan))
+        except PlanRefused as e:  # another plan held the target too long: nothing done, and said
+            store.finish(plan.id, plans.FAILED, f"not carried out: {e}", None)
+            raise
         try:
             result = run(prep)
         except Exception as e:  # the record could not be written: the plan must not stay "approved"

@@ -9,7 +9,8 @@ from smartops_nb.records.index_postgres import PostgresIndex
 from smartops_nb.records.plans import PostgresPlanStore, SqlitePlanStore
 # the same tests, collected here with this module's `store` fixture
 from tests.unit.records.test_plans import (  # noqa: F401
-    _plan, test_a_released_plan_is_pending_again_and_approvable,
+    _plan, test_a_plan_whose_target_stays_locked_fails_with_the_reason_and_does_not_stay_approved,
+    test_a_released_plan_is_pending_again_and_approvable,
     test_denied_expired_unknown_and_finished_plans_are_refused, test_only_one_of_many_concurrent_approvals_wins,
     test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused)
 

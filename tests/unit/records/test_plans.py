@@ -148,3 +148,21 @@ def test_rows_copy_into_another_store_as_they_are(tmp_path):
     dst.insert(src.rows())
     dst.insert(src.rows())  # twice: kept once
     assert [r["id"] for r in dst.rows()] == [p["id"]] and dst.get(p["id"]).state == "denied"
+
+
+def test_a_plan_whose_target_stays_locked_fails_with_the_reason_and_does_not_stay_approved(store):
+    from types import SimpleNamespace
+
+    from smartops_nb.execution.approve import run_claimed
+
+    a, b = _plan(), _plan()
+    store.register({"plans": [a, b]}, "r.ipynb")
+    held, waiting = store.claim(a["id"], "alice"), store.claim(b["id"], "bob")
+    where = SimpleNamespace(plan_store=lambda: store)
+    ran = []
+    original = store.target_lock
+    store.target_lock = lambda plan, wait=0.2: original(plan, wait)  # a short wait for the test
+    with original(held):
+        with pytest.raises(PlanRefused, match="held its lock"):
+            run_claimed(waiting, None, where, lambda prep: ran.append(prep))
+    assert not ran and store.get(b["id"]).state == "failed" and "not carried out" in store.get(b["id"]).reason
