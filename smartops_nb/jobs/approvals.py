@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from smartops_nb.execution import approve
 from smartops_nb.records import archive as record_archive
-from smartops_nb.records.plans import APPROVED, FINAL, Plan, PlanRefused
+from smartops_nb.records.plans import APPROVED, Plan, PlanRefused
 
 from . import app as queue_app
 
@@ -66,7 +66,7 @@ def wait_for_outcome(archive: Any, plan_id: str, timeout: float, *,
     while True:
         plan = store.get(plan_id)
         waited = time.monotonic() - t0
-        if plan.status in FINAL or plan.status != APPROVED or waited >= timeout:
+        if plan.status != APPROVED or waited >= timeout:  # decided (final), or released
             return plan
         if tick is not None:
             tick(plan, waited)

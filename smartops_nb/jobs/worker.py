@@ -31,6 +31,7 @@ from smartops_nb.execution.kernels import KernelPool
 from smartops_nb.execution.prepare import prepare
 from smartops_nb.params import ParameterError
 from smartops_nb.records.plans import PlanRefused
+from smartops_nb.records.storage import name_in
 
 from . import app as queue_app
 from .tasks import BadJob, HandedBack
@@ -121,8 +122,8 @@ class Runner:
             done_by = self._recorded_already(job.id, iid)
             if done_by is not None:
                 log.warning("job %s: an earlier attempt wrote record %s but its end never reached the queue; "
-                            "not running it again", job.id, done_by.rsplit("/", 1)[-1])
-                self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {done_by.rsplit('/', 1)[-1]} "
+                            "not running it again", job.id, name_in(done_by))
+                self._note(job.id, f"attempt {attempt}: nothing run; attempt before wrote {name_in(done_by)} "
                                    f"(its end was not acknowledged: the queue was unreachable)")
                 return done_by
         log.info("job %s: attempt %d of %s for incident %s (%s)", job.id, attempt, prep.runbook.id, iid, kind)
@@ -205,8 +206,6 @@ class Runner:
     def _recorded_already(self, job_id: int, iid: str) -> str | None:
         """The record an earlier attempt of this job finished (not one handed back), if any: its worker
         lost the queue before it could mark the job done, so the stalled sweep handed it out again."""
-        import json
-
         from smartops_nb.records import archive
 
         try:
@@ -216,7 +215,7 @@ class Runner:
             return None
         for row in rows:
             try:  # through the archive's storage: a folder here, or s3:// shared by every worker
-                meta = json.loads(where.storage.read(row["name"]))["metadata"]["smartops"]
+                meta = archive.read_summary(where, row["name"])
             except Exception:
                 continue
             q = meta.get("queue") or {}

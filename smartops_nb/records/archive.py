@@ -64,9 +64,14 @@ def plan_store(archive: "str | os.PathLike | Archive | None", index: str | None 
     return location(archive, index).plan_store()
 
 
+def summary_of(data: bytes) -> dict[str, Any]:
+    """A record file's ``metadata.smartops`` (empty when it has none), without nbformat's validation."""
+    return json.loads(data).get("metadata", {}).get("smartops", {})
+
+
 def read_summary(archive: "str | os.PathLike | Archive | None", name: str) -> dict[str, Any]:
     """A record's ``metadata.smartops`` read through the archive's storage (a folder or S3)."""
-    return json.loads(location(archive).storage.read(name)).get("metadata", {}).get("smartops", {})
+    return summary_of(location(archive).storage.read(name))
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -444,7 +449,7 @@ def adopt(folder: "Path | Archive") -> list[str]:
                 log.warning("not adopted: %s (%s)", name, _one_line(e))
                 continue
             tx.append(row, words)
-            loc.plan_store().register(json.loads(data).get("metadata", {}).get("smartops", {}), name, tx=tx)
+            loc.plan_store().register(summary_of(data), name, tx=tx)
             adopted.append(name)
     return adopted
 

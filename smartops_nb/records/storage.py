@@ -42,6 +42,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def name_in(where: "str | os.PathLike") -> str:
+    """A record's name from where it is: a path, or an ``s3://`` URL (:meth:`Storage.where`)."""
+    return str(where).rsplit("/", 1)[-1]
+
+
 def is_record_name(name: str) -> bool:
     return name.endswith(".ipynb") and not name.startswith(".")
 
