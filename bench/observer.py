@@ -189,6 +189,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def footprints(sandbox, runbooks: list[str], params_file: Path, archive: Path) -> list[dict[str, Any]]:
+    """Each runbook's footprint on ``sandbox``, one warm kernel each, the measurement's own reads taken
+    off (``run_bench.py`` prints the same table from its own sandbox)."""
+    from smartops_nb.execution.kernels import start_warm_kernel
+
+    base, rows = baseline(sandbox), []
+    for rb in runbooks:
+        kernel = start_warm_kernel()
+        try:
+            rows.append(less(measure(kernel, rb, params_file, archive, sandbox), base))
+        finally:
+            kernel.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runbooks", default="", help="comma-separated runbook ids (default: all)")
@@ -196,24 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     from benchlib import free_port, runbook_params
 
     from smartops_nb import catalog
-    from smartops_nb.execution.kernels import start_warm_kernel
     from smartops_sandbox import Sandbox
 
     runbooks = [r for r in (args.runbooks.split(",") if args.runbooks else list(catalog.RUNBOOKS)) if r]
-    rows = []
     with tempfile.TemporaryDirectory(prefix="smartops-observer-") as tmp:
         tmp = Path(tmp)
         sb = Sandbox(tmp / "sandbox", free_port(), free_port(), free_port())
         try:
             sb.up(timeout=120)
             params = runbook_params(sb, tmp)
-            base = baseline(sb)
-            for rb in runbooks:
-                kernel = start_warm_kernel()
-                try:
-                    rows.append(less(measure(kernel, rb, params, tmp / "incidents", sb), base))
-                finally:
-                    kernel.close()
+            rows = footprints(sb, runbooks, params, tmp / "incidents")
         finally:
             sb.down()
     print(table(rows))

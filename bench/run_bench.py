@@ -20,10 +20,14 @@ folder; stopped at the end) and measures, medians of ``-n`` runs each:
   v4 payload at a time in the steady state (both warm kernels ready), timed from the POST to the
   record's mtime; p50 and p95 over ``--alerts`` alerts. ``--queue`` adds the same through the queue
   (``serve --queue`` + one worker on an embedded PostgreSQL: ``queue_bench.queue_latency``);
+* **observer overhead**: what each runbook costs the sandbox it inspects (PostgreSQL connections at
+  once and opened, statements, rows written; Redis commands, SCAN and O(N) ones; HTTP requests and
+  their rate; the kernel's peak RSS): ``bench/observer.py``'s measurement, on this run's sandbox,
+  with its bounds beside each row;
 * **archive list** over 10,000 index entries: ``bench/archive_list.py`` (run as it is).
 
 Then the targets of issue 14, each with ok/MISS: warm / warm floor ≤ 3×, cold / plot floor ≤ 1.3×,
-record ≤ 300 KB, alert → record p50 / cold floor ≤ 0.25×.
+record ≤ 300 KB, alert → record p50 / cold floor ≤ 0.25×, and the observer's bounds.
 
 The sandbox is healthy during the runs: the runbooks investigate and find nothing, the common
 case of an alert that needs a look. api-down and failed-deployment need a platform (Docker or
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-cold", action="store_true", help="do not time cold runs (iterating on warm runs)")
     ap.add_argument("--skip-serve", action="store_true", help="do not measure alert-to-record latency")
     ap.add_argument("--skip-archive", action="store_true", help="do not run bench/archive_list.py")
+    ap.add_argument("--skip-observer", action="store_true", help="do not measure the runbooks' footprint")
     args = ap.parse_args(argv)
 
     from smartops_nb import catalog
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             log("starting the sandbox")
             sb.up(timeout=120)
             params = runbook_params(sb, tmp)
+            footprints: list = []
             nb, plot_nb = empty_notebook(tmp / "empty.ipynb"), plot_notebook(tmp / "plot.ipynb")
             log("floors")
             floor_cold, _ = median_time(lambda: papermill_process(nb, tmp / "empty-out.ipynb"), args.n)
@@ -113,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                 kb = statistics.median(r.record.stat().st_size for r in results) / 1024
                 peak = max((m["after"].get("peak", 0.0) for m in warm.memory[-args.n:]), default=0.0)
                 rows.append((rb, cold, hot, kb, errors, peak))
+            if not args.skip_observer:
+                from observer import footprints as measure_footprints
+
+                log("observer overhead: one warm run per runbook")
+                footprints = measure_footprints(sb, runbooks, params, tmp / "observer")
             lat, qlat = [], []
             if not args.skip_serve:
                 log(f"alert -> record through smartops serve, {args.alerts} alerts")
@@ -167,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"  p50 {p50:.2f} s, p95 {percentile(values, 0.95):.2f} s, min {min(values):.2f} s, "
                   f"max {max(values):.2f} s;  p50 / cold floor {p50 / floor_cold:.2f}  "
                   f"{verdict(p50 / floor_cold, TARGET_ALERT)} (target <= {TARGET_ALERT:g}x)")
+    if footprints:
+        from observer import table
+
+        print("\nwhat each runbook costs the system it inspects (bench/observer.py, one warm run each on the "
+              "healthy sandbox):")
+        print(table(footprints))
     if archive_out:
         print("\narchive list over 10,000 index entries (bench/archive_list.py):")
         print(archive_out)

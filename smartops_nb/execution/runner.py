@@ -73,6 +73,7 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
     kernel_name = notebook_kernel_name(rb.path)
     error: str | None = None
     executed = None
+    runs: list = []  # papermill's execution manager of this run, for the notebook so far (see in_memory_engine)
     with tempfile.TemporaryDirectory(prefix="smartops-run-") as tmp:
         state_file = Path(tmp) / "state.json"
         out_path = Path(tmp) / "executed.ipynb"
@@ -100,8 +101,8 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
                 log.info("running %s (%s)", rb.id, rb.notebook)
                 executed = papermill.execute_notebook(
                     str(rb.path), str(out_path), parameters=prep.parameters, km=km, kernel_name=kernel_name,
-                    engine_name=saved_at_end_engine(),
-                    progress_bar=progress, request_save_on_cell_execute=True, execution_timeout=cell_timeout,
+                    engine_name=in_memory_engine(), smartops_runs=runs,
+                    progress_bar=progress, request_save_on_cell_execute=False, execution_timeout=cell_timeout,
                     start_timeout=start_timeout, cwd=str(rb.path.parent),
                 )
         except PapermillExecutionError as e:
@@ -112,9 +113,16 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
             if kernel is not None and kernel.interrupted:
                 error = f"interrupted: {kernel.interrupted}"
             _shutdown(km)
-        # papermill returns the notebook it wrote (no second parse); after an error, what it saved
-        nb = executed if executed is not None else \
-            nbformat.read(out_path if out_path.exists() else rb.path, as_version=4)
+        # papermill returns the executed notebook; after a failing cell, the one it wrote with its error
+        # marker; after a dead kernel or a timeout, the notebook so far (papermill wrote nothing)
+        if executed is not None:
+            nb = executed
+        elif out_path.exists():
+            nb = nbformat.read(out_path, as_version=4)
+        elif runs:
+            nb = runs[0].nb
+        else:
+            nb = nbformat.read(rb.path, as_version=4)
         summary = _load_state(state_file)
     finished = utcnow()
     reached_end = summary is not None and summary.get("status") == "completed"
@@ -133,29 +141,32 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
     return Executed(nb, summary, reached_end, redact.secrets_in(prep.values))
 
 
-ENGINE = "smartops-saved-at-end"
+ENGINE = "smartops-in-memory"
 
 
 @functools.cache
-def saved_at_end_engine() -> str:
-    """papermill's nbclient engine, writing the executed notebook once when the run ends (completed,
-    failed, timed out or its kernel killed: papermill's ``notebook_complete`` runs in a ``finally``)
-    instead of twice per cell. Nobody reads the output file during a run (a private temporary folder;
-    the findings so far are in the state file), and the per-cell writes (the whole notebook, charts
-    included, as JSON: 46 for db-pool-exhausted) were a fifth of a warm run (profiled). Returns the
-    engine's name for ``papermill.execute_notebook(engine_name=...)``; registered on first use."""
+def in_memory_engine() -> str:
+    """papermill's nbclient engine, keeping the executed notebook in memory: it writes nothing during
+    the run (papermill's execution manager saves the whole notebook, charts included, when the run
+    starts, after every cell and when it ends, each an nbformat serialization: 46 writes for
+    db-pool-exhausted were a fifth of a warm run, and the three left at start and end 0.1 s of the
+    0.66 s that remained; profiled). Nobody reads the notebook during a run (the findings so far are in
+    the state file), and :func:`smartops_nb.records.store.store` writes the record once.
+
+    ``smartops_runs``: a list the engine appends papermill's execution manager to when the run starts,
+    so that a run ended by a dead kernel or a timeout (papermill raises, returning nothing) still
+    gives the notebook so far. Returns the engine's name for
+    ``papermill.execute_notebook(engine_name=...)``; registered on first use."""
     from papermill.engines import NBClientEngine, papermill_engines
 
-    class SavedAtEnd(NBClientEngine):
+    class InMemory(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
-            path, nb_man.output_path = nb_man.output_path, None  # the manager writes only with a path
-            try:
-                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-            finally:
-                nb_man.output_path = path  # for notebook_complete, which papermill calls after this
+        def execute_managed_notebook(cls, nb_man, kernel_name, smartops_runs=None, **kwargs):
+            if smartops_runs is not None:
+                smartops_runs.append(nb_man)
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
-    papermill_engines.register(ENGINE, SavedAtEnd)
+    papermill_engines.register(ENGINE, InMemory)
     return ENGINE
 
 

@@ -48,6 +48,10 @@ def test_kernel_death_mid_run_exits_1_and_keeps_the_partial_record(tmp_path, san
     summary = nbformat.read(record, as_version=4).metadata["smartops"]
     assert summary["status"] == "failed" and "DeadKernelError" in summary["error"]
     assert [f["check"] for f in summary["findings"]] == ["login"]  # the step before the death is kept
+    # the notebook so far, as papermill held it in memory (it writes nothing during a run)
+    cells = nbformat.read(record, as_version=4).cells
+    login = next(c for c in cells if "db_pool.Step.LOGIN" in c.source)
+    assert login.execution_count and login.outputs, login
     assert summary["timeline"][-1]["event"].startswith("run failed")
 
 
