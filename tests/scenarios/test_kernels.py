@@ -32,3 +32,23 @@ def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandb
     assert "__smartops_warmup" not in nbformat.writes(warm.nb)
     assert not kernel.folder.exists()  # the lease's end shut the kernel down and removed its folder
 
+
+
+@pytest.mark.timeout(120)
+def test_a_leased_kernel_that_died_in_the_pool_is_restarted_and_the_run_completes(healthy_sandbox, sandbox_params,
+                                                                                   archive):
+    import os
+    import signal
+
+    kernel = kernels.start_warm_kernel()
+    try:
+        kernel.set_env({"SMARTOPS_TEST_ENV": "set"})  # over the shell channel alone: a warm kernel answers
+        os.kill(kernel.km.provisioner.pid, signal.SIGKILL)  # dies while it waits in the pool
+        with pytest.raises(RuntimeError, match="died"):   # noticed by its process, not after set_env's 30 s
+            kernel.set_env({"SMARTOPS_TEST_ENV": "again"}, timeout=30)
+        prep = prepare("db-pool-exhausted", (), sandbox_params)
+        rec = Record(investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel))
+    finally:
+        kernel.close()
+    assert rec.summary["status"] == "completed", rec.summary.get("error")
+    assert [f["check"] for f in rec.summary["findings"]][0] == "login"
