@@ -247,6 +247,10 @@ def _silent(km, code: str, timeout: float) -> None:
                                        output_hook=lambda msg: None)
     finally:
         kc.stop_channels()
+    _raise_unless_ok(reply)
+
+
+def _raise_unless_ok(reply: dict) -> None:
     c = reply["content"]
     if c.get("status") != "ok":
         raise RuntimeError(f"kernel refused a silent cell: {c.get('ename')}: {c.get('evalue')}")
@@ -281,9 +285,7 @@ def _silent_on_shell(km, code: str, timeout: float) -> None:
                 break
     finally:
         kc.stop_channels()
-    c = reply["content"]
-    if c.get("status") != "ok":
-        raise RuntimeError(f"kernel refused a silent cell: {c.get('ename')}: {c.get('evalue')}")
+    _raise_unless_ok(reply)
 
 
 def shutdown_kernel(km) -> None:

@@ -33,7 +33,6 @@ def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandb
     assert not kernel.folder.exists()  # the lease's end shut the kernel down and removed its folder
 
 
-
 @pytest.mark.timeout(120)
 def test_a_leased_kernel_that_died_in_the_pool_is_restarted_and_the_run_completes(healthy_sandbox, sandbox_params,
                                                                                    archive):

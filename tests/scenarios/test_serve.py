@@ -19,6 +19,7 @@ import nbformat
 import pytest
 import yaml
 
+from smartops_nb import waiting
 from tests.conftest import REPO, free_port, post_alerts, stop_process
 from tests.fixtures.leak import app_backends
 
@@ -130,9 +131,7 @@ def test_firing_alert_gives_a_record_then_resolved_gives_a_confirming_run(server
     healthy_sandbox.heal()
     # Alertmanager sends "resolved" once the condition has cleared: wait (bounded) until PostgreSQL has
     # closed the leaked sessions, or a fast confirming run can still see them (seen in a CI run)
-    deadline = time.monotonic() + 30
-    while len(app_backends(healthy_sandbox)) > leaked // 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    waiting.until(lambda: len(app_backends(healthy_sandbox)), 30, 0.2, done=lambda n: n <= leaked // 2)
     status, body = server.post(payload(leak_alert(status="resolved"), status="resolved"))
     assert status == 202 and body["accepted"][0]["kind"] == "resolved"
     recs = server.wait_records(2)
