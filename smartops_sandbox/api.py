@@ -401,8 +401,16 @@ def _inject_connection_leak(app: App) -> dict:
     return {"leaked_from_pool": len(app.leaked_from_pool), "leaked_extra": len(app.leaked), "refusal": refusal}
 
 
+LEAK_GONE_TIMEOUT_S = 10.0
+
+
 def _heal_connection_leak(app: App) -> dict:
-    n = len(app.leaked) + len(app.leaked_from_pool)
+    """Close every leaked connection and return once PostgreSQL has ended their sessions.
+
+    A client's close only asks the server to end its backend: under load ~100 backends take a
+    moment to go, and a confirming runbook run started in that moment would still see the leak.
+    """
+    pids = [c.info.backend_pid for c in app.leaked + app.leaked_from_pool if not c.closed]
     for conn in app.leaked:
         with contextlib.suppress(Exception):
             conn.close()
@@ -410,7 +418,25 @@ def _heal_connection_leak(app: App) -> dict:
     for conn in app.leaked_from_pool:
         app.pool.put(conn, discard=True)
     app.leaked_from_pool.clear()
-    return {"closed": n}
+    remaining = _wait_sessions_gone(app, pids) if pids else 0
+    return {"closed": len(pids), **({"still_open": remaining} if remaining else {})}
+
+
+def _wait_sessions_gone(app: App, pids: list[int], timeout: float = LEAK_GONE_TIMEOUT_S) -> int:
+    """Poll pg_stat_activity until none of ``pids`` is left (bounded); how many still were."""
+    deadline, left, error = time.monotonic() + timeout, len(pids), ""
+    while time.monotonic() < deadline:
+        try:   # while the slots are still full the pool's login may be refused: try again
+            with app.pool.connection(timeout=1) as c:
+                left = c.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()[0]
+        except (psycopg.Error, PoolExhausted) as e:
+            error = f" (last check failed: {e})"
+        else:
+            if not left:
+                return 0
+        time.sleep(0.05)
+    log.warning("heal: %d leaked sessions may still be open after %.0f s%s", left, timeout, error)
+    return left
 
 
 def _random_search() -> str:

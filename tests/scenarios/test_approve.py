@@ -20,13 +20,13 @@ from smartops_nb.params import parse_time
 from smartops_nb.records.archive import plan_store
 from smartops_nb.records.plans import PlanRefused
 from tests.conftest import REPO, run_runbook
-from tests.fixtures.leak import app_backends
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, app_backends
 
 ACTION = "terminate-idle-connections"
 
 
 def _investigate(archive, sandbox_params, **extra):
-    return run_runbook("db-pool-exhausted", archive, {**sandbox_params, "idle_minutes": 0.01, **extra})
+    return run_runbook("db-pool-exhausted", archive, {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES, **extra})
 
 
 def _the_plan(rec) -> dict:
@@ -45,7 +45,7 @@ def test_a_headless_run_records_a_pending_plan_bound_to_its_target_and_evidence(
     # P1: approvable for the seed's 15 minutes
     made, until = parse_time(plan["created_at"]), parse_time(plan["expires_at"])
     assert (until - made).total_seconds() == 15 * 60
-    assert "mode" not in plan["parameters"] and plan["parameters"]["idle_minutes"] == 0.01
+    assert "mode" not in plan["parameters"] and plan["parameters"]["idle_minutes"] == LEAK_IDLE_MINUTES
     # the record says how to approve it; the store knows it as pending
     assert f"smartops approve {plan['id']}" in json.dumps(rec.nb.cells[-1].outputs)
     assert plan_store(archive).get(plan["id"]).state == "pending"
@@ -129,7 +129,8 @@ def test_two_plans_on_one_target_run_one_after_the_other(leak, healthy_sandbox, 
         t.start()
     for t in threads:
         t.join(timeout=300)
-    runs = sorted((o.result.summary for o in outcomes.values()), key=lambda s: s["started_at"])
+    # timestamps have whole seconds: two quick runs can share a started_at, so order by both ends
+    runs = sorted((o.result.summary for o in outcomes.values()), key=lambda s: (s["started_at"], s["finished_at"]))
     assert parse_time(runs[0]["finished_at"]) <= parse_time(runs[1]["started_at"])  # never at once
     # the first terminated the leak; the second re-checked and found its cause gone
     assert sorted(o.status for o in outcomes.values()) == ["executed", "refused"]

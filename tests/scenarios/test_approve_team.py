@@ -21,7 +21,7 @@ from smartops_nb.execution.prepare import prepare
 from smartops_nb.records.location import open_archive
 from smartops_nb.waiting import until
 from tests.conftest import REPO, WarmKernels
-from tests.fixtures.leak import app_backends
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, app_backends
 from tests.fixtures.web import serve_web
 from tests.scenarios.test_queue import Team
 
@@ -37,7 +37,7 @@ def _smartops(*args: str, state, timeout: float = 300) -> subprocess.CompletedPr
 
 
 def _headless(archive, params: dict, incident_id: str):
-    prep = prepare("db-pool-exhausted", (), {**params, "idle_minutes": 0.01, "incident_id": incident_id})
+    prep = prepare("db-pool-exhausted", (), {**params, "idle_minutes": LEAK_IDLE_MINUTES, "incident_id": incident_id})
     with WarmKernels.lease() as kernel:
         result = investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel)
     (plan,) = result.summary["plans"]

@@ -18,6 +18,7 @@ import yaml
 from smartops_nb.execution.lab import Lab
 from smartops_nb.records import archive as index
 from tests.conftest import REPO, require, run_runbook
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS
 
 RUNBOOK = "notebooks/db_pool_exhausted.ipynb"
@@ -42,7 +43,7 @@ def lab(browser_ready, sandbox, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     (root / "parameters").mkdir()
-    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": 0.01,
+    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": LEAK_IDLE_MINUTES,
               "operator": "browser-test"}
     (root / "parameters" / "sandbox.yaml").write_text(yaml.safe_dump(params))
     server = Lab(root, root / "incidents", root / "parameters" / "sandbox.yaml", log_path=root / "lab.log")
@@ -96,7 +97,7 @@ def _output(page, text: str, timeout: float = 120_000):
 def leak_investigated(lab, browser, sandbox):
     """The runbook opened in JupyterLab and run cell by cell (Run All) against a leaking PostgreSQL."""
     sandbox.heal()
-    sandbox.fault("connection-leak")
+    inject_leak(sandbox)
     assert _leaked(sandbox) >= 50
     page = _open(browser, lab, RUNBOOK)
     page.get_by_text("| Idle").first.wait_for(timeout=60_000)  # the kernel is up
@@ -157,7 +158,7 @@ def test_mitigation_button_runs_it_and_the_saved_record_logs_it(leak_investigate
 
 def test_archived_record_shows_its_charts_without_running(lab, browser, sandbox):
     sandbox.heal()
-    sandbox.fault("connection-leak")
+    inject_leak(sandbox)
     try:
         params = yaml.safe_load((lab.root / "parameters" / "sandbox.yaml").read_text())
         rec = run_runbook("db-pool-exhausted", lab.archive, params)

@@ -8,6 +8,7 @@ from smartops_nb.execution import kernels
 from smartops_nb.execution.flow import investigate
 from smartops_nb.execution.prepare import prepare
 from tests.conftest import Record
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
 
 def _form(rec: Record) -> tuple:
@@ -18,8 +19,8 @@ def _form(rec: Record) -> tuple:
 
 @pytest.mark.timeout(240)
 def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandbox_params, archive):
-    healthy_sandbox.fault("connection-leak")
-    prep = prepare("db-pool-exhausted", (), {**sandbox_params, "idle_minutes": 0.01})
+    inject_leak(healthy_sandbox)
+    prep = prepare("db-pool-exhausted", (), {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES})
     with kernels.KernelPool(1) as pool, pool.lease(timeout=60) as kernel:
         assert kernel is not None
         warm = Record(investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel))

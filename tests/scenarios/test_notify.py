@@ -12,6 +12,7 @@ import yaml
 from smartops_nb.alerts import notify
 from smartops_nb.records import archive as record_archive
 from tests.conftest import run_runbook
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
 
 class Receiver:
@@ -64,7 +65,7 @@ def _notify_file(tmp_path, **section) -> str:
 
 
 def _params(sandbox_params):
-    return {**sandbox_params, "idle_minutes": 0.01, "incident_id": "INC-notify-1"}
+    return {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES, "incident_id": "INC-notify-1"}
 
 
 @pytest.mark.timeout(240)
@@ -74,7 +75,7 @@ def test_slack_and_pagerduty_trigger_then_resolve(tmp_path, receivers, healthy_s
     monkeypatch.setenv("TEST_PD_KEY", "R0UTINGKEY")
     files = (_notify_file(tmp_path, timeout_s=5, slack={"webhook_url": slack.url + "/services/T0/B0/XYZ"},
                           pagerduty={"routing_key": "env:TEST_PD_KEY", "url": pd.url + "/v2/enqueue"}),)
-    healthy_sandbox.fault("connection-leak")
+    inject_leak(healthy_sandbox)
     rec = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)
     assert rec.exit_code == 0 and rec.summary["diagnosis"]["confirmed"] and rec.summary["severity"] == "P1"
 
@@ -119,7 +120,7 @@ def test_failing_and_hanging_targets_are_logged_recorded_and_not_fatal(tmp_path,
     files = (_notify_file(tmp_path, timeout_s=1, slack=[{"webhook_url": broken.url + "/hook"},
                                                         {"webhook_url": hanging.url + "/hook"}],
                           pagerduty={"routing_key": "env:SMARTOPS_TEST_UNSET_KEY"}),)
-    healthy_sandbox.fault("connection-leak")
+    inject_leak(healthy_sandbox)
     t0 = time.monotonic()
     rec = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)
     assert rec.exit_code == 0 and rec.summary["status"] == "completed" and rec.summary["diagnosis"]["confirmed"]

@@ -10,6 +10,7 @@ from smartops_nb import catalog
 from smartops_nb.cli import main as cli
 from smartops_nb.params import iso, utcnow
 from tests.conftest import run_runbook
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
 SECTIONS = ["# Incident Post-Mortem", "**Date:**", "**Severity:**", "**Duration:**", "**Impact:**",
             "## Timeline", "## Root Cause", "## Resolution", "## Action Items", "## Lessons Learned",
@@ -19,8 +20,8 @@ SECTIONS = ["# Incident Post-Mortem", "**Date:**", "**Severity:**", "**Duration:
 @pytest.fixture
 def incident(healthy_sandbox, sandbox_params, archive):
     """Three runs of one incident against a really leaking PostgreSQL."""
-    healthy_sandbox.fault("connection-leak")
-    base = {**sandbox_params, "idle_minutes": 0.01, "incident_id": "INC-42", "environment": "sandbox",
+    inject_leak(healthy_sandbox)
+    base = {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES, "incident_id": "INC-42", "environment": "sandbox",
             "detected_at": iso(utcnow())}
     investigate = run_runbook("db-pool-exhausted", archive, base)
     mitigate = run_runbook("db-pool-exhausted", archive, {**base, "mode": "mitigate",

@@ -26,6 +26,7 @@ import yaml
 
 from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, post_alerts, stop_process
+from tests.fixtures.leak import LEAK_IDLE_MINUTES
 from tests.scenarios.test_serve import alert, payload
 
 pytestmark = pytest.mark.scenario
@@ -34,7 +35,7 @@ ROUTES = {
     "confirm_on_resolved": True,
     "routes": [
         # a quick run: the connection-pool check against the sandbox's PostgreSQL
-        {"alertname": "PoolAlert", "runbook": "db-pool-exhausted", "parameters": {"idle_minutes": 0.01}},
+        {"alertname": "PoolAlert", "runbook": "db-pool-exhausted", "parameters": {"idle_minutes": LEAK_IDLE_MINUTES}},
         # a slow run without any fault: sampling the API for a few seconds
         {"alertname": "SlowProbe", "runbook": "high-latency", "parameters": {"sample_seconds": 8.0}},
     ],

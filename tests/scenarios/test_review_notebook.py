@@ -12,6 +12,7 @@ from smartops_nb.params import iso, utcnow
 from smartops_nb.records import archive as index
 from smartops_nb.reports import postmortem, review
 from tests.conftest import REPO, run_runbook
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
 
 # -- the notebook on an archive of real runs -----------------------------------------------------------
@@ -33,10 +34,10 @@ def scenario_archive(sandbox, tmp_path_factory):
     post-mortem); a second leak detected 40 minutes before its run (misses P1's 15 min); a healthy
     Redis (a false alarm)."""
     folder = tmp_path_factory.mktemp("review") / "incidents"
-    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": 0.01}
+    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": LEAK_IDLE_MINUTES}
     sandbox.heal()
     try:
-        sandbox.fault("connection-leak")
+        inject_leak(sandbox)
         now = utcnow()
         first = [run_runbook("db-pool-exhausted", folder, {**params, "incident_id": "INC-1",
                                                            "detected_at": iso(now - dt.timedelta(minutes=1))}),
@@ -44,7 +45,7 @@ def scenario_archive(sandbox, tmp_path_factory):
                                                            "approved_actions": ["terminate-idle-connections"]})]
         sandbox.heal()
         first.append(run_runbook("db-pool-exhausted", folder, {**params, "incident_id": "INC-1"}))
-        sandbox.fault("connection-leak")
+        inject_leak(sandbox)
         run_runbook("db-pool-exhausted", folder, {**params, "incident_id": "INC-2",
                                                   "detected_at": iso(utcnow() - dt.timedelta(minutes=40))})
         sandbox.heal()

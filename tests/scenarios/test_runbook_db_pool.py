@@ -6,13 +6,12 @@ import json
 import pytest
 
 from tests.conftest import run_runbook
-from tests.fixtures.leak import LEAKER
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, LEAKER
 from tests.fixtures.leak import app_backends as _app_backends
 
 
 def _params(sandbox_params, **extra):
-    # the leak is seconds old here; 0.01 min keeps the idle-age rule meaningful without waiting 5 min
-    return {**sandbox_params, "idle_minutes": 0.01, **extra}
+    return {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES, **extra}
 
 
 def test_leak_investigate_confirms_both_causes_and_terminates_nothing(leak, healthy_sandbox, sandbox_params,

@@ -8,6 +8,7 @@ from nbconvert import HTMLExporter
 
 from smartops_nb import redact
 from tests.conftest import run_runbook
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
 
 def _leaks(rec, secrets: list[str]) -> dict[str, list[str]]:
@@ -20,7 +21,7 @@ def _leaks(rec, secrets: list[str]) -> dict[str, list[str]]:
 
 def test_db_pool_dsn_env_reference_and_log_line_secrets(healthy_sandbox, sandbox_params, archive, monkeypatch):
     dsn_secret, env_secret, token, bearer = "Pw-dsn-6b1f0e", "Pw-env-93c4aa", "tk-log-5e8d21c0", "brr.4f0a9c7d2e"
-    healthy_sandbox.fault("connection-leak")
+    inject_leak(healthy_sandbox)
     with open(sandbox_params["api_log_path"], "a") as log:  # what an API prints when a request fails
         log.write(f"ERROR connection pool exhausted; request GET /api/search?q=protein&token={token}\n")
         log.write(f"ERROR connection pool exhausted; headers Authorization: Bearer {bearer}\n")
@@ -28,7 +29,7 @@ def test_db_pool_dsn_env_reference_and_log_line_secrets(healthy_sandbox, sandbox
     monkeypatch.setenv("SMARTOPS_TEST_ADMIN_DSN", healthy_sandbox.postgres.dsn(user="postgres").replace(
         "postgres@", f"postgres:{env_secret}@"))
     rec = run_runbook("db-pool-exhausted", archive, {
-        **sandbox_params, "idle_minutes": 0.01, "postgres_dsn": dsn,
+        **sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES, "postgres_dsn": dsn,
         "postgres_admin_dsn": "env:SMARTOPS_TEST_ADMIN_DSN"})
     assert rec.summary["status"] == "completed"
     assert rec.finding("connection-usage")["status"] == "critical"  # it connected and worked

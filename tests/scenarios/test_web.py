@@ -16,6 +16,7 @@ import pytest
 from smartops_nb.records.archive import plan_store
 from tests.conftest import run_runbook
 from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS, serve_web
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
 TOKEN = "web-test-token-5f1c2e"
 HOSTILE_LOG = "<img src=x onerror=alert('log')><script>alert('log2')</script> connection pool exhausted"
@@ -27,10 +28,10 @@ def incident(sandbox, tmp_path_factory):
     """A confirmed leak with a pending plan, a second plan already approved, hostile text planted."""
     archive = tmp_path_factory.mktemp("web") / "incidents"
     sandbox.heal()
-    sandbox.fault("connection-leak")
+    inject_leak(sandbox)
     with open(sandbox.api_log, "a") as log:  # what a compromised or careless app could print
         log.write(f"2026-11-29 12:00:00 ERROR {HOSTILE_LOG}\n")
-    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": 0.01,
+    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": LEAK_IDLE_MINUTES,
               "incident_id": "INC-web", "environment": HOSTILE_ENV}
     rec = run_runbook("db-pool-exhausted", archive, params)
     (plan,) = rec.summary["plans"]
