@@ -73,7 +73,8 @@ def verdict(value: float, target: float) -> str:
 
 
 # -- the floors ---------------------------------------------------------------------------------
-def _notebook(path: Path, *sources: str) -> Path:
+def notebook(path: Path, *sources: str) -> Path:
+    """A notebook of code cells ``sources`` on the python3 kernel."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -83,7 +84,7 @@ def _notebook(path: Path, *sources: str) -> Path:
 
 def empty_notebook(path: Path) -> Path:
     """The cold and warm floor: one cell that does nothing."""
-    return _notebook(path, "pass")
+    return notebook(path, "pass")
 
 
 PLOT_CELLS = ("import pandas as pd\nimport matplotlib.pyplot as plt",
@@ -94,7 +95,7 @@ PLOT_CELLS = ("import pandas as pd\nimport matplotlib.pyplot as plt",
 
 def plot_notebook(path: Path) -> Path:
     """The plot floor: the least a cold runbook must do (import pandas and matplotlib, draw one chart)."""
-    return _notebook(path, *PLOT_CELLS)
+    return notebook(path, *PLOT_CELLS)
 
 
 def papermill_process(nb: Path, out: Path) -> None:
@@ -174,6 +175,16 @@ def warm_floor(kernel, nb: Path, out: Path) -> None:
 
     papermill.execute_notebook(str(nb), str(out), km=kernel.km, kernel_name="python3", progress_bar=False,
                                log_output=False)
+
+
+def runner_floor(kernel, nb: Path, out: Path) -> None:
+    """``nb`` on a warm kernel through the runner's papermill engine (no notebook writes during the run)."""
+    import papermill
+
+    from smartops_nb.execution.runner import in_memory_engine
+
+    papermill.execute_notebook(str(nb), str(out), km=kernel.km, kernel_name="python3", progress_bar=False,
+                               engine_name=in_memory_engine(), request_save_on_cell_execute=False, log_output=False)
 
 
 def stock_warm_floor(nb: Path, out: Path, n: int) -> tuple[float, list[float]]:
