@@ -170,21 +170,16 @@ class Warm:
         return statistics.median(times), times
 
 
-def warm_floor(kernel, nb: Path, out: Path) -> None:
-    import papermill
-
-    papermill.execute_notebook(str(nb), str(out), km=kernel.km, kernel_name="python3", progress_bar=False,
-                               log_output=False)
-
-
-def runner_floor(kernel, nb: Path, out: Path) -> None:
-    """``nb`` on a warm kernel through the runner's papermill engine (no notebook writes during the run)."""
+def warm_floor(kernel, nb: Path, out: Path, *, runner_engine: bool = False) -> None:
+    """``nb`` through papermill in-process on a warm kernel; ``runner_engine``: through the runner's
+    papermill engine, as a served run goes (no notebook writes during the run)."""
     import papermill
 
     from smartops_nb.execution.runner import in_memory_engine
 
+    engine = {"engine_name": in_memory_engine(), "request_save_on_cell_execute": False} if runner_engine else {}
     papermill.execute_notebook(str(nb), str(out), km=kernel.km, kernel_name="python3", progress_bar=False,
-                               engine_name=in_memory_engine(), request_save_on_cell_execute=False, log_output=False)
+                               log_output=False, **engine)
 
 
 def stock_warm_floor(nb: Path, out: Path, n: int) -> tuple[float, list[float]]:

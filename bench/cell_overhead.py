@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Warm, empty_notebook, log, notebook, runner_floor  # noqa: E402
+from benchlib import Warm, empty_notebook, log, notebook, warm_floor  # noqa: E402
 
 SETUP = "from smartops_nb.kernel import plots\nimport pandas as pd"
 #: Charts as the runbooks draw them (db-pool-exhausted's two, high-latency's line chart), fixed data.
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         out = tmp / "out.ipynb"
 
         def timed(nb: Path) -> float:
-            return warm.timed(lambda k: runner_floor(k, nb, out), args.n)[0]
+            return warm.timed(lambda k: warm_floor(k, nb, out, runner_engine=True), args.n)[0]
 
         log("per cell")
         one, many = timed(empty_notebook(tmp / "1.ipynb")), timed(notebook(tmp / "21.ipynb", *["pass"] * 21))

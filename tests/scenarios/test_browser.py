@@ -11,26 +11,16 @@ import shutil
 from pathlib import Path
 
 import nbformat
-import psycopg
 import pytest
 import yaml
 
 from smartops_nb.execution.lab import Lab
 from smartops_nb.records import archive as index
 from tests.conftest import REPO, require, run_runbook
-from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, idle_app_sessions, inject_leak
 from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS
 
 RUNBOOK = "notebooks/db_pool_exhausted.ipynb"
-LEAKER = "smartamazon"
-
-
-def _leaked(sandbox) -> int:
-    with psycopg.connect(sandbox.postgres.dsn(user="postgres"), connect_timeout=5, autocommit=True) as c:
-        return c.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type='client backend' "
-                         "AND usename=%s AND state='idle'", (LEAKER,)).fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def browser_ready():
     require("chromium", CHROMIUM.is_file(), "apt-get install chromium")
@@ -98,7 +88,7 @@ def leak_investigated(lab, browser, sandbox):
     """The runbook opened in JupyterLab and run cell by cell (Run All) against a leaking PostgreSQL."""
     sandbox.heal()
     inject_leak(sandbox)
-    assert _leaked(sandbox) >= 50
+    assert idle_app_sessions(sandbox) >= 50
     page = _open(browser, lab, RUNBOOK)
     page.get_by_text("| Idle").first.wait_for(timeout=60_000)  # the kernel is up
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -134,7 +124,7 @@ def test_mitigation_button_runs_it_and_the_saved_record_logs_it(leak_investigate
     approval.get_by_role("button", name="Run terminate-idle-connections").click()
     approval.locator("b", has_text="executed").wait_for(timeout=60_000)
     _shot(page, "b-mitigation-executed")
-    assert _leaked(sandbox) < 5  # the leaked connections are gone
+    assert idle_app_sessions(sandbox) < 5  # the leaked connections are gone
 
     save = page.get_by_role("button", name="Save incident record")
     save.scroll_into_view_if_needed()
