@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from smartops_nb.contract import STATE_ENV
+
+from . import jupyter_adapter as jc_adapter
 
 log = logging.getLogger("smartops.kernels")
 
@@ -86,37 +89,18 @@ class WarmKernel:
         code = f"__import__('os').environ.update({ {str(k): str(v) for k, v in env.items()}!r})"
         _silent_on_shell(self.km, code, timeout)
 
-    def interrupt(self, reason: str) -> None:
-        """End the run on this kernel now (shutdown): papermill raises, the runner records why.
-
-        Final: no kernel starts on this manager again (nbclient would start a fresh one on a manager
-        whose kernel is gone, and the run would go on), so an interrupt before the run began holds too.
-        """
+    def end(self, reason: str) -> None:
+        """End the run on this kernel now, from any thread (a shutdown, a deadline, a job handed back):
+        SIGKILL to the kernel's process group (what it started dies with it) and no kernel starts on this
+        manager again (nbclient would start a fresh one, and the run would go on). Nothing else: the
+        ZeroMQ sockets stay with the thread running the kernel, which notices the death (papermill raises,
+        the record says why) and releases them in :meth:`close`. Closing a socket from another thread
+        while it is in use makes libzmq abort the whole process."""
         with self._lock:
-            self.interrupted = reason
-            self.km.refused = f"interrupted: {reason}"
-            shutdown_kernel(self.km)
-
-    def kill(self, reason: str) -> None:
-        """End the run now from outside the kernel: SIGKILL to the kernel's whole process group (what
-        it started dies with it), then :meth:`interrupt` (final; papermill raises, the record says why).
-        For a kernel that no longer answers, where a polite shutdown could wait."""
-        import signal
-
-        with self._lock:
-            self.interrupted = reason
-            self.km.refused = f"interrupted: {reason}"
-            provisioner = getattr(self.km, "provisioner", None)
-            pgid = getattr(provisioner, "pgid", None)
-            pid = getattr(getattr(provisioner, "process", None), "pid", None)
-        try:
-            if pgid:
-                os.killpg(pgid, signal.SIGKILL)
-            elif pid:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError) as e:
-            log.debug("kernel kill: %s", e)
-        self.interrupt(reason)
+            if self.interrupted is None:
+                self.interrupted = reason
+            self.km.refuse(f"interrupted: {reason}")
+        signal_group(self.km, signal.SIGKILL)
 
     def restart(self, timeout: float = 60) -> None:
         """A fresh kernel (no warm-up) in place of one that stopped answering: same folder, state file,
@@ -132,10 +116,11 @@ class WarmKernel:
         _silent(self.km, "", timeout)
 
     def close(self) -> None:
+        """Release everything (kernel process, clients, sockets, context, folder): by the thread that ran it."""
         if self._closed:
             return
         self._closed = True
-        shutdown_kernel(self.km)
+        release(self.km)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -148,11 +133,21 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
 
     It must be an *async* manager: with a blocking one, nbclient waits on a blocking socket read
     and never notices that the kernel died (the hang papermill users report).
+
+    The manager owns one ZeroMQ context for itself and every client made from it (nbclient's);
+    :func:`release` stops those clients' channels and destroys the context. Left to jupyter_client, a
+    client's context and heartbeat thread outlive the run (nbclient does not stop the channels of a
+    client on a kernel it was given): ~14 descriptors per run, until the process dies of them.
     """
+    import zmq.asyncio
     from jupyter_client.manager import AsyncKernelManager
 
     class _EnvKernelManager(AsyncKernelManager):
-        refused: str | None = None  # set when the run is interrupted: no kernel starts on it again
+        refused: str | None = None  # set when the run is ended from outside: no kernel starts on it again
+        released: bool = False
+
+        def refuse(self, reason: str) -> None:
+            self.refused = reason
 
         async def start_kernel(self, **kw):  # nbclient calls this when it starts the kernel
             if self.refused:
@@ -160,17 +155,68 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
             kw["env"] = {**kw.get("env", {}), **env}
             return await super().start_kernel(**kw)
 
-        async def _async_wait(self, pollinterval: float = 0.1) -> None:
-            # jupyter_client waits for a killed kernel to exit by polling every 0.1 s: a kernel is
-            # gone within milliseconds of its SIGKILL, so every run paid ~0.1 s there (profiled: a
-            # sixth of a warm run). Same loop, same 5 s limit (the caller's), a finer interval.
-            await super()._async_wait(pollinterval=min(pollinterval, KILL_POLL_S))
+        def client(self, **kw):
+            kc = super().client(context=self.context, **kw)
+            self.clients.append(kc)
+            return kc
 
-    km = _EnvKernelManager(kernel_name=kernel_name, transport="ipc",
+        _async_wait = jc_adapter.fine_kill_wait(AsyncKernelManager, KILL_POLL_S)
+
+    km = _EnvKernelManager(kernel_name=kernel_name, transport="ipc", context=zmq.asyncio.Context(),
                            connection_file=os.path.join(folder, "kernel.json"))
+    km.clients = []
     km.ip = os.path.join(folder, "kernel-ipc")  # IPC socket files live in the run's private folder
     km.client_factory = _ready_client_class()  # nbclient's client: no fixed 0.2 s in wait_for_ready
     return km
+
+
+def release(km) -> None:
+    """Stop the kernel and release all it holds: its clients' channels (and their heartbeat threads),
+    the control socket, the IPC files, the ZeroMQ context. Call it from the thread that used the
+    kernel last; twice is harmless."""
+    if getattr(km, "released", False):
+        return
+    km.released = True
+    for kc in getattr(km, "clients", ()):
+        try:
+            kc.stop_channels()
+        except Exception as e:  # noqa: BLE001 - a half-started client: nothing more to stop
+            log.debug("client channels: %s", e)
+    shutdown_kernel(km)
+    ctx = km.context
+    if not ctx.closed:
+        ctx.destroy(linger=0)
+
+
+def close_thread_loop() -> None:
+    """Close the event loop jupyter_client's blocking calls left on this thread (``run_sync`` makes one
+    per thread and keeps it): for a thread about to end, so its selector and self-pipe are released now,
+    not when the garbage collector finds them."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # none on this thread
+        return
+    asyncio.set_event_loop(None)
+    if not loop.is_running():
+        loop.close()
+
+
+def signal_group(km, signum: int) -> None:
+    """Send ``signum`` to the kernel's process group (jupyter_client's public ``signal_kernel``), from
+    any thread: it touches no socket. A kernel already gone is not an error."""
+    import asyncio
+
+    if not km.has_kernel:
+        return
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(km.signal_kernel(signum))
+    except Exception as e:  # noqa: BLE001 - no kernel any more, or it exited or was released meanwhile
+        log.debug("kernel signal %s: %s", signum, e)
+    finally:
+        loop.close()
 
 
 #: How long a new client waits for more IOPub messages once the kernel answered (see wait_for_ready).
@@ -204,7 +250,7 @@ async def wait_for_ready(kc, timeout: float | None = None) -> None:
             except Empty:
                 pass
             else:
-                kc._handle_kernel_info_reply(msg)
+                jc_adapter.kernel_info_seen(kc, msg)
                 break
         if not await ensure_async(kc.is_alive()):
             raise RuntimeError("Kernel died before replying to kernel_info")
@@ -239,15 +285,32 @@ def _silent(km, code: str, timeout: float) -> None:
     """Run ``code`` silently and without history (execution counts stay as they were); raise on error."""
     from jupyter_core.utils import run_sync
 
-    kc = km.blocking_client()
-    kc.start_channels()
-    try:
+    with _blocking_client(km) as kc:
         run_sync(wait_for_ready)(kc, timeout)
         reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout,
                                        output_hook=lambda msg: None)
-    finally:
-        kc.stop_channels()
     _raise_unless_ok(reply)
+
+
+@contextmanager
+def _blocking_client(km, **channels: bool) -> Iterator[Any]:
+    """A blocking client of ``km``'s kernel on a ZeroMQ context of its own, channels started; on exit
+    the channels are stopped and the context destroyed, in this thread (``km.blocking_client()`` leaves
+    its context to the garbage collector)."""
+    import zmq
+    from jupyter_client.blocking import BlockingKernelClient
+
+    ctx = zmq.Context()
+    try:
+        kc = BlockingKernelClient(parent=km, context=ctx)
+        kc.load_connection_info(km.get_connection_info())
+        kc.start_channels(**channels)
+        try:
+            yield kc
+        finally:
+            kc.stop_channels()
+    finally:
+        ctx.destroy(linger=0)
 
 
 def _raise_unless_ok(reply: dict) -> None:
@@ -267,9 +330,7 @@ def _silent_on_shell(km, code: str, timeout: float) -> None:
 
     from jupyter_core.utils import run_sync
 
-    kc = km.blocking_client()
-    kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-    try:
+    with _blocking_client(km, shell=True, iopub=False, stdin=False, hb=False, control=False) as kc:
         msg_id = kc.execute(code, silent=True, store_history=False)
         deadline = time.monotonic() + timeout
         while True:
@@ -283,8 +344,6 @@ def _silent_on_shell(km, code: str, timeout: float) -> None:
                 continue
             if reply.get("parent_header", {}).get("msg_id") == msg_id:
                 break
-    finally:
-        kc.stop_channels()
     _raise_unless_ok(reply)
 
 
@@ -371,6 +430,8 @@ class KernelPool:
             kernel = start_warm_kernel(self.kernel_name, timeout=self.start_timeout)
         except Exception as e:
             log.error("warm kernel failed to start: %s", e)
+        finally:
+            close_thread_loop()  # this thread ends here: its event loop's descriptors with it
         with self._lock:
             self._starting -= 1
             closed = self._closed
@@ -452,7 +513,7 @@ class Deadline:
         if self.fired is None and self.kernel is not None:
             self.fired = reason or self.reason
             log.warning("ending run: %s", self.fired)
-            self.kernel.kill(self.fired)
+            self.kernel.end(self.fired)
 
     def __enter__(self) -> "Deadline":
         self._timer.start()

@@ -22,7 +22,7 @@ from smartops_nb import catalog, redact, response
 from smartops_nb.contract import CONTACTS_ENV, HEADLESS_ENV, RECORD_SCHEMA, STATE_ENV
 from smartops_nb.params import iso, utcnow
 
-from .kernels import kernel_manager, shutdown_kernel as _shutdown
+from .kernels import kernel_manager, release
 from .prepare import Prepared
 
 log = logging.getLogger("smartops.runner")
@@ -62,7 +62,7 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
     state file chosen when it started); without one, or if its kernel name does not fit, a fresh
     kernel is started. Either way the record has the same form. The kernel is shut down after.
     A leased kernel that stopped answering is restarted in place (it stays the caller's to
-    interrupt); once interrupted (:meth:`~smartops_nb.execution.kernels.WarmKernel.interrupt`), at any time,
+    end); once ended (:meth:`~smartops_nb.execution.kernels.WarmKernel.end`), at any time,
     no kernel starts on it again and the record says so.
     """
     import papermill
@@ -112,7 +112,7 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
         finally:
             if kernel is not None and kernel.interrupted:
                 error = f"interrupted: {kernel.interrupted}"
-            _shutdown(km)
+            release(km)  # this thread ran it: its sockets are released here
         # papermill returns the executed notebook; after a failing cell, the one it wrote with its error
         # marker; after a dead kernel or a timeout, the notebook so far (papermill wrote nothing)
         if executed is not None:

@@ -151,7 +151,7 @@ class Runner:
         def on_kernel(kernel) -> None:
             kernels.append(kernel)
             if handed and kernel is not None:
-                kernel.kill(HANDED_BACK)
+                kernel.end(HANDED_BACK)
 
         def watch() -> None:  # Procrastinate asks a sync job to abort through should_abort()
             while not done.wait(0.5):
@@ -161,7 +161,7 @@ class Runner:
                                 prep.runbook.id, iid, job.id)
                     for k in kernels:
                         if k is not None:
-                            k.kill(HANDED_BACK)
+                            k.end(HANDED_BACK)
                     return
 
         watcher = threading.Thread(target=watch, name=f"smartops-job-{job.id}-watch", daemon=True)

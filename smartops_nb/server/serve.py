@@ -158,7 +158,7 @@ class Service:
         if interrupting and kernel is not None:
             log.warning("shutdown: interrupting run of %s for incident %s before it began",
                         job.prep.runbook.id, job.incident_id)
-            kernel.interrupt(SHUTDOWN_REASON)
+            kernel.end(SHUTDOWN_REASON)
 
     def _work(self) -> None:
         while True:
@@ -206,7 +206,7 @@ class Service:
             log.warning("shutdown: interrupting run of %s for incident %s (drain timeout %.0f s)",
                         job.prep.runbook.id, job.incident_id, timeout)
             if job.kernel is not None:
-                job.kernel.interrupt(SHUTDOWN_REASON)
+                job.kernel.end(SHUTDOWN_REASON)
         for _ in self._threads:
             self.queue.put(None)
         for t in self._threads:
