@@ -22,7 +22,7 @@ request answered under a burst).
   → 400, nothing run.
 - With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
   without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
-  and tells queue depth, runs in progress and pool size only.
+  and tells queue depth, runs in progress, pool size and the process's open descriptors and RSS.
 - SIGTERM/SIGINT: stop accepting (503), let the runs in flight finish within the drain timeout,
   interrupt those still running (their records say so), log the queued ones dropped, exit.
 """
@@ -47,6 +47,7 @@ from smartops_nb.contract import PUBLIC_URL_ENV, SERVE_TOKEN_ENV as TOKEN_ENV
 from smartops_nb.execution.flow import investigate_on_pool
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
+from smartops_nb.resources import process_stats
 
 from .intake import answer, plan, status_of
 
@@ -257,7 +258,7 @@ def make_app(mode, token: str | None, pages: list | None = None):
         if request.method == "GET":
             if request.url.path == "/healthz":
                 status, body = await mode.health_async()
-                return send(status, body)
+                return send(status, {**body, "process": process_stats()})  # descriptors, RSS: flat over months
             return send(404, {"error": "not found; POST alerts to /alerts, GET /healthz"})
         if token is not None:
             given = request.headers.get("authorization", "")
