@@ -6,6 +6,7 @@ notebook failed (the record is still saved), 2 bad input (nothing was executed).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import json
 import logging
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq teardown chatter at exit
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a reconnect attempt per line: serve/worker say it once
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    try:  # a native abort (libzmq, libpq) leaves every thread's Python stack in the log
+        faulthandler.enable()
+    except (OSError, ValueError):  # stderr is not a file (main() called in-process, its output captured)
+        pass
     return args.func(args)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,24 +60,21 @@ def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_ti
 
 
 def investigate_on_pool(prep: Prepared, archive: Path, pool: kernels.KernelPool, *, incident: str,
-                        lease_wait: float = 5.0, cell_timeout: int = 600, deadline: float | None = None,
-                        kernel_for=None, on_kernel=None, annotate: dict[str, Any] | None = None) -> Result | None:
+                        handle: kernels.RunHandle | None = None, lease_wait: float = 5.0, cell_timeout: int = 600,
+                        deadline: float | None = None, annotate: dict[str, Any] | None = None) -> Result | None:
     """One alert's run as ``serve`` and the queue's workers do it: a kernel of its own (warm if one is
-    ready; ``kernel_for()`` to choose it otherwise), ``on_kernel(kernel)`` before the run starts (so a shutdown can end it), a wall-clock
-    ``deadline`` enforced by killing the kernel, the record, the kernel shut down after. Returns None
-    (logged) only when no record could be written."""
+    ready), reachable from outside through ``handle`` (a shutdown ends it there), a wall-clock ``deadline``,
+    the record, and everything the kernel held released after, by this thread. Returns None (logged) only
+    when no record could be written."""
     rb = prep.runbook
     t0 = time.monotonic()
+    handle = handle or kernels.RunHandle()
     kernel = None
     try:
-        kernel, how = kernel_for() if kernel_for is not None else \
-            kernel_for_run(pool, rb.path, lease_wait=lease_wait, what=f"{rb.id} ({incident})")
-        if on_kernel is not None:
-            on_kernel(kernel)
+        kernel, how = kernel_for_run(pool, rb.path, lease_wait=lease_wait, what=f"{rb.id} ({incident})")
+        handle.attach(kernel)
         log.info("run started: %s for incident %s (%s kernel)", rb.id, incident, how)
-        limit = kernels.Deadline(kernel, deadline, f"deadline: the run took longer than {deadline:.0f} s") \
-            if deadline else nullcontext()
-        with limit:
+        with handle.deadline(deadline):
             result = investigate(prep, archive, progress=False, cell_timeout=cell_timeout, kernel=kernel,
                                  annotate=annotate)
         diag = result.summary["diagnosis"]

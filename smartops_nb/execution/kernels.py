@@ -498,26 +498,44 @@ def _alive(km) -> bool:
         return False
 
 
-class Deadline:
-    """A run's wall-clock limit, enforced from outside the kernel: when it passes (or :meth:`fire` is
-    called, e.g. on shutdown) the kernel's process group is killed, so a hung kernel or a hung
-    papermill never holds a worker. ``with Deadline(kernel, seconds, reason): investigate(...)``."""
+class RunHandle:
+    """A run's kernel as the outside sees it (a shutdown, a job's abort, a deadline): :meth:`end` ends the
+    run now if it has its kernel, or the moment it gets one (:meth:`attach`). The one way anything but the
+    run's own thread ends a kernel; safe from any thread."""
 
-    def __init__(self, kernel: WarmKernel | None, seconds: float, reason: str):
-        self.kernel, self.reason = kernel, reason
-        self.fired: str | None = None
-        self._timer = threading.Timer(seconds, self.fire)
-        self._timer.daemon = True
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.kernel: WarmKernel | None = None
+        self.ended: str | None = None     # why it was ended, once it was
 
-    def fire(self, reason: str | None = None) -> None:
-        if self.fired is None and self.kernel is not None:
-            self.fired = reason or self.reason
-            log.warning("ending run: %s", self.fired)
-            self.kernel.end(self.fired)
+    def attach(self, kernel: WarmKernel | None) -> None:
+        with self._lock:
+            self.kernel = kernel
+            reason = self.ended
+        if reason and kernel is not None:
+            kernel.end(reason)
 
-    def __enter__(self) -> "Deadline":
-        self._timer.start()
-        return self
+    def end(self, reason: str) -> None:
+        with self._lock:
+            if self.ended is not None:
+                return
+            self.ended = reason
+            kernel = self.kernel
+        log.warning("ending run: %s", reason)
+        if kernel is not None:
+            kernel.end(reason)
 
-    def __exit__(self, *exc) -> None:
-        self._timer.cancel()
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator["RunHandle"]:
+        """End the run when ``seconds`` pass (None: no limit): a hung kernel or a hung papermill never
+        holds a worker. ``with handle.deadline(1800): investigate(...)``."""
+        if not seconds:
+            yield self
+            return
+        timer = threading.Timer(seconds, self.end, (f"deadline: the run took longer than {seconds:.0f} s",))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield self
+        finally:
+            timer.cancel()

@@ -5,7 +5,7 @@ slots (each run on its own kernel, warm if the pool has one), and ``smartops-mai
 one slot for the periodic stalled-job sweep (so the sweep never waits behind long runs).
 
 - Every run has a wall-clock deadline enforced from outside the kernel (its process group is
-  killed; :class:`~smartops_nb.execution.kernels.Deadline`): a hung kernel never holds a slot.
+  killed; :meth:`~smartops_nb.execution.kernels.RunHandle.deadline`): a hung kernel never holds a slot.
 - Heartbeats every ``heartbeat`` s; a worker silent for ``stalled_after`` s is dead: the sweep hands
   its jobs to the others, and the lost attempt is noted on the job and in the retry's record.
 - SIGTERM/SIGINT drain: runs finish within ``drain_timeout`` or their kernel is killed, the record
@@ -27,11 +27,12 @@ from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Routes
 from smartops_nb.execution import approve
 from smartops_nb.execution.flow import investigate_on_pool
-from smartops_nb.execution.kernels import KernelPool
+from smartops_nb.execution.kernels import KernelPool, RunHandle
 from smartops_nb.execution.prepare import prepare
 from smartops_nb.params import ParameterError
 from smartops_nb.records.plans import PlanRefused
 from smartops_nb.records.storage import name_in
+from smartops_nb.resources import process_stats
 
 from . import app as queue_app
 from .tasks import BadJob, HandedBack
@@ -144,36 +145,28 @@ class Runner:
         job = context.job
         annotate = {"queue": {"job": job.id, "attempt": job.attempts + 1, "worker": context.worker_name,
                               "earlier_attempts": self._earlier(job.id)}}
-        kernels: list = []
-        handed: list[str] = []
+        handle = RunHandle()
         done = threading.Event()
-
-        def on_kernel(kernel) -> None:
-            kernels.append(kernel)
-            if handed and kernel is not None:
-                kernel.end(HANDED_BACK)
 
         def watch() -> None:  # Procrastinate asks a sync job to abort through should_abort()
             while not done.wait(0.5):
                 if context.should_abort():
-                    handed.append(HANDED_BACK)
                     log.warning("shutdown: ending run of %s for incident %s (job %s); handing it back",
                                 prep.runbook.id, iid, job.id)
-                    for k in kernels:
-                        if k is not None:
-                            k.end(HANDED_BACK)
+                    handle.end(HANDED_BACK)
                     return
 
         watcher = threading.Thread(target=watch, name=f"smartops-job-{job.id}-watch", daemon=True)
         watcher.start()
         try:
-            result = investigate_on_pool(prep, self.archive, self.pool, incident=iid, lease_wait=self.lease_wait,
-                                         cell_timeout=self.cell_timeout, deadline=self.run_timeout,
-                                         on_kernel=on_kernel, annotate=annotate)
+            result = investigate_on_pool(prep, self.archive, self.pool, incident=iid, handle=handle,
+                                         lease_wait=self.lease_wait, cell_timeout=self.cell_timeout,
+                                         deadline=self.run_timeout, annotate=annotate)
         finally:
             done.set()
             watcher.join(5)
-        return result, bool(handed)
+        log.info("job %s: done; process: %s", job.id, process_stats())
+        return result, handle.ended == HANDED_BACK
 
     # -- an approved plan, deferred by `smartops approve` / POST /approvals ------------------------
     def approve_job(self, context, plan_id: str) -> str:

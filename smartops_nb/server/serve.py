@@ -37,7 +37,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,6 +45,7 @@ from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
 from smartops_nb.contract import PUBLIC_URL_ENV, SERVE_TOKEN_ENV as TOKEN_ENV
 from smartops_nb.execution.flow import investigate_on_pool
+from smartops_nb.execution.kernels import RunHandle
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
 from smartops_nb.resources import process_stats
@@ -70,7 +71,7 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
 class Job:
     key: tuple[str, str]          # (incident_id, "firing" | "resolved")
     prep: Prepared
-    kernel: Any = None            # its WarmKernel (warm or started for it) while running: drain interrupts it
+    handle: RunHandle = field(default_factory=RunHandle)  # drain ends the run's kernel through it
 
     @property
     def incident_id(self) -> str:
@@ -91,7 +92,7 @@ class Service:
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], Job] = {}     # queued or running
         self._running: dict[tuple[str, str], Job] = {}
-        self._interrupting = False   # drain's timeout passed: a run that gets its kernel now is interrupted
+        self._interrupting = False   # drain's timeout passed: a run that starts now is ended at once
         self.accepting = True
         self.finished = 0
         self._threads = [threading.Thread(target=self._work, name=f"smartops-worker-{i}", daemon=True)
@@ -144,33 +145,19 @@ class Service:
                  self.queue.qsize())
         return "accepted"
 
-    def _kernel_for(self, job: Job):
-        """The run's kernel (warm, else started for it): see :func:`kernels.kernel_for_run`."""
-        from smartops_nb.execution.flow import kernel_for_run
-
-        return kernel_for_run(self.pool, job.prep.runbook.path, lease_wait=self.lease_wait,
-                              what=f"{job.prep.runbook.id} ({job.incident_id})")
-
-    def _started(self, job: Job, kernel) -> None:
-        with self._lock:  # one step: drain sees the job with its kernel, or the job sees drain's flag
-            self._running[job.key] = job
-            job.kernel = kernel
-            interrupting = self._interrupting
-        if interrupting and kernel is not None:
-            log.warning("shutdown: interrupting run of %s for incident %s before it began",
-                        job.prep.runbook.id, job.incident_id)
-            kernel.end(SHUTDOWN_REASON)
-
     def _work(self) -> None:
         while True:
             job = self.queue.get()
             if job is None:
                 return
+            with self._lock:  # one step: drain sees the job running, or the job sees drain's flag
+                self._running[job.key] = job
+                interrupting = self._interrupting
+            if interrupting:
+                job.handle.end(SHUTDOWN_REASON)  # its kernel ends the moment it has one; the record says so
             try:
-                investigate_on_pool(job.prep, self.archive, self.pool, incident=job.incident_id,
-                                    lease_wait=self.lease_wait, cell_timeout=self.cell_timeout,
-                                    kernel_for=lambda job=job: self._kernel_for(job),
-                                    on_kernel=lambda kernel, job=job: self._started(job, kernel))
+                investigate_on_pool(job.prep, self.archive, self.pool, incident=job.incident_id, handle=job.handle,
+                                    lease_wait=self.lease_wait, cell_timeout=self.cell_timeout)
             finally:
                 with self._lock:
                     self._running.pop(job.key, None)
@@ -206,8 +193,7 @@ class Service:
         for job in running:
             log.warning("shutdown: interrupting run of %s for incident %s (drain timeout %.0f s)",
                         job.prep.runbook.id, job.incident_id, timeout)
-            if job.kernel is not None:
-                job.kernel.end(SHUTDOWN_REASON)
+            job.handle.end(SHUTDOWN_REASON)
         for _ in self._threads:
             self.queue.put(None)
         for t in self._threads:
