@@ -262,12 +262,19 @@ def test_a_run_getting_its_kernel_during_the_drain_is_interrupted_and_recorded(t
     from smartops_nb.execution.prepare import prepare
     from smartops_nb.server import serve
 
+    from smartops_nb.execution.kernels import RunHandle
+
+    gate = threading.Event()
+
+    class Gated(RunHandle):  # taken off the queue, its kernel not yet handed to the run
+        def attach(self, kernel):
+            gate.wait(60)
+            super().attach(kernel)
+
     svc = serve.Service(Routes([], [], base_params), tmp_path / "incidents", workers=1, warm=0)
-    gate, real = threading.Event(), svc._kernel_for
-    svc._kernel_for = lambda job: (gate.wait(60), real(job))[1]  # taken off the queue, no kernel yet
     svc.start()
     prep = prepare("high-latency", cli={"incident_id": "SlowProbe-race"}, base=base_params)
-    assert svc._submit(serve.Job(("SlowProbe-race", "firing"), prep)) == "accepted"
+    assert svc._submit(serve.Job(("SlowProbe-race", "firing"), prep, handle=Gated())) == "accepted"
     deadline = time.monotonic() + 10
     while svc.queue.qsize() and time.monotonic() < deadline:  # the worker has it (not dropped as queued)
         time.sleep(0.05)
