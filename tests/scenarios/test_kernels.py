@@ -52,3 +52,58 @@ def test_a_leased_kernel_that_died_in_the_pool_is_restarted_and_the_run_complete
         kernel.close()
     assert rec.summary["status"] == "completed", rec.summary.get("error")
     assert [f["check"] for f in rec.summary["findings"]][0] == "login"
+
+
+@pytest.mark.timeout(300)
+def test_runs_ended_every_way_release_all_they_opened(tmp_path):
+    """Completed, ended from outside (a shutdown, a handed-back job), past their deadline, and killed under
+    the run: each releases every descriptor it opened (sockets, ZeroMQ contexts, heartbeat threads, loops)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from smartops_nb.execution.flow import investigate_on_pool
+    from smartops_nb.waiting import until
+    from smartops_nb.resources import open_descriptors
+    from tests.fixtures.soak import BASE
+
+    slow = prepare("high-latency", cli={**{k: v for k, v in BASE.items() if k != "postgres_dsn"},
+                                        "sample_seconds": 60.0})
+    quick = prepare("db-pool-exhausted", cli=BASE)
+    archive = tmp_path / "incidents"
+
+    def ended_from_outside():
+        handle = kernels.RunHandle()
+        threading.Timer(3, handle.end, ("test: ended from outside",)).start()
+        return investigate_on_pool(slow, archive, pool, incident="outside", handle=handle)
+
+    def killed_under_the_run():
+        handle = kernels.RunHandle()
+
+        def kill():  # once the run has its kernel (a cold start can take seconds) and is under way
+            if until(lambda: handle.kernel is not None, 60, 0.05):
+                time.sleep(2)
+                os.kill(handle.kernel.km.provisioner.pid, signal.SIGKILL)
+        threading.Thread(target=kill).start()
+        return investigate_on_pool(slow, archive, pool, incident="killed", handle=handle)
+
+    ways = {"completed": lambda: investigate_on_pool(quick, archive, pool, incident="ok"),
+            "ended": ended_from_outside,
+            "deadline": lambda: investigate_on_pool(slow, archive, pool, incident="late", deadline=3),
+            "killed": killed_under_the_run}
+    with kernels.KernelPool(0) as pool:
+        for run in ways.values():  # once each: imports, caches and loops of this thread settle
+            run()
+        base = open_descriptors()
+        outcomes = {}
+        for name, run in ways.items():
+            for _ in range(2):
+                result = run()
+                outcomes[name] = (result.summary["status"], result.summary.get("error", ""))
+        after = open_descriptors()
+    assert outcomes["completed"][0] == "completed"
+    assert outcomes["ended"][1].startswith("interrupted: test: ended from outside")
+    assert outcomes["deadline"][1].startswith("interrupted: deadline")
+    assert outcomes["killed"][0] == "failed"
+    assert after <= base + 4, f"{after - base} descriptors more after 8 runs ({outcomes})"
