@@ -33,6 +33,7 @@ from smartops_nb.records import archive as record_archive
 from smartops_nb.records.plans import PlanRefused, UnknownPlan
 from smartops_nb.records.render import record_html
 from smartops_nb.records.storage import is_record_name
+from smartops_nb.postincident import checklist
 from smartops_nb.reports import incident as incidents
 
 log = logging.getLogger("smartops.web")
@@ -286,7 +287,8 @@ def _postmortem(archive: Any, incident_id: str) -> str:
     names = [n for n, _ in incidents.summaries(archive, incident_id)]
     records = postmortem.one_incident([postmortem.load(record_archive.fetch(archive, n)) for n in names])
     plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
-    return postmortem.render(records, [], None, plans)
+    done, lessons = checklist.proof(archive, incident_id)
+    return postmortem.render(records, [], None, plans, done, lessons)
 
 
 def _approve(plan_id: str, operator: str, archive: Any, files: list[str], queue: str | None) -> str:
