@@ -178,6 +178,20 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
             said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files)
         return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
 
+    async def learn(request: Request):
+        form = await request.form()
+        incident_id = request.path_params["incident_id"]
+        if not access.csrf_ok(str(form.get("csrf", ""))):
+            return html("error.html", 403, title="Refused", message="This form is stale or was not sent by this "
+                                                                     "page (CSRF check): nothing was done.")
+        try:
+            lesson = await run_in_threadpool(checklist.learn, archive, incident_id, str(form.get("text", "")),
+                                             str(form.get("operator", "")).strip())
+            said = f"lesson {lesson['id']} kept for runbook {lesson['runbook']}"
+        except ParameterError as e:
+            said = f"not kept: {e}"
+        return RedirectResponse(f"{incident_path(incident_id)}?{urlencode({'m': said})}", status_code=303)
+
     async def approval_api(request: Request):
         if not access.allowed(request) or (access.token is not None and COOKIE in request.cookies
                                            and not request.headers.get("authorization")):
@@ -219,6 +233,7 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         Route("/records/{name}/view", guarded(record_view), methods=["GET"]),
         Route("/records/{name}/download", guarded(record_download), methods=["GET"]),
         Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
+        Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
         Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
     ]
 
