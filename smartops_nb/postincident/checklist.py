@@ -147,7 +147,8 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         if inc.stage is None:
             return []
         ctx = {"notifications": notifications or []}
-        return [_do(cfg, Store(archive), inc, item, AUTOMATION, ctx) for item in ITEM_IDS]
+        with Store(archive).held() as store:
+            return [_do(cfg, store, inc, item, AUTOMATION, ctx) for item in ITEM_IDS]
     except Exception as e:  # the run's record and exit code come first
         log.error("post-incident checklist skipped for %s: %s", summary.get("incident_id"),
                   redact.scrub(f"{type(e).__name__}: {e}"))
@@ -160,7 +161,8 @@ def redo(config: Mapping[str, Any] | None, archive: Any, incident_id: str, item:
         raise ParameterError(f"unknown checklist item {item!r} (one of {', '.join(ITEM_IDS)})")
     cfg = load(config)
     inc = facts.read(archive, incident_id, notify.public_url(config))
-    return _do(cfg, Store(archive), inc, item, by, {"redo": True})
+    with Store(archive).held() as store:
+        return _do(cfg, store, inc, item, by, {"redo": True})
 
 
 def state(archive: Any, incident_id: str) -> list[dict[str, Any]]:

@@ -34,10 +34,26 @@ class Store:
         loc = record_archive.location(archive)
         self._pg = loc.index if isinstance(loc.index, PostgresIndex) else None
         self._folder = loc.folder
+        self._held: Any = None
+
+    @contextmanager
+    def held(self) -> Iterator["Store"]:
+        """Keep one connection (tables made) for the calls inside: a checklist pass makes dozens."""
+        if self._held is not None:
+            yield self
+            return
+        with self._db(write=True) as con:
+            self._held = con
+            try:
+                yield self
+            finally:
+                self._held = None
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[Any]:
-        if self._pg is not None:
+        if self._held is not None:
+            yield self._held
+        elif self._pg is not None:
             from smartops_nb.records.index_postgres import postincident_db
 
             with postincident_db(self._pg, write=write) as con:
@@ -66,9 +82,10 @@ class Store:
 
     def set_item(self, incident_id: str, item: str, status: str, *, by: str = "", link: str = "", error: str = "",
                  detail: dict[str, Any] | None = None) -> None:
-        self._write("DELETE FROM postincident_items WHERE incident_id = ? AND item = ?", (incident_id, item))
         self._write("INSERT INTO postincident_items (incident_id, item, status, at, by_whom, link, error, detail) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id, item) DO UPDATE SET "
+                    "status = excluded.status, at = excluded.at, by_whom = excluded.by_whom, link = excluded.link, "
+                    "error = excluded.error, detail = excluded.detail",
                     (incident_id, item, status, iso(utcnow()), by, link, error, json.dumps(detail or {})))
 
     # -- idempotency keys -------------------------------------------------------------------------

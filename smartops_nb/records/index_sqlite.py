@@ -401,7 +401,7 @@ def postincident_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Co
         yield None
         return
     try:
-        if write or con.execute("SELECT 1 FROM sqlite_master WHERE name = 'lessons'").fetchone() is None:
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'lessons'").fetchone() is None:
             if not write:
                 yield None
                 return
