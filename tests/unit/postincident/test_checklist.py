@@ -56,3 +56,18 @@ def test_learn_refuses_bad_input_and_keeps_nothing(archive, cli):
         out = cli("learn", *args, "--archive", str(archive))
         assert out.returncode == 2 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert Store(archive).lessons(runbook="db-pool-exhausted") == []
+
+
+def test_the_readme_example_is_a_valid_section():
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    part = readme[readme.index("## After the incident"):]
+    block = re.search(r"```yaml\n(.*?)```", part, re.S)[1]
+    cfg = config.load(yaml.safe_load(block))
+    assert {"statuspage", "jira", "smtp", "meeting", "stakeholders"} <= set(cfg)
+    assert cfg["jira"]["api_token"] == "env:JIRA_API_TOKEN"  # a reference, resolved only at use
