@@ -5,7 +5,7 @@ After every stored run (:func:`after_run`, called by the investigate flow, so ``
 follows investigating → identified → resolved and the tracker issue follows the timeline; once resolved,
 the tickets, the meeting invitation (P1/P2) and the stakeholders' summary go out. Each item's state
 (done / when / by whom / link, or failed with its masked error) is kept in the archive's index
-(:class:`.state.Store`); :func:`redo` retries one item. Nothing here ever raises into a run or ``serve``.
+(:class:`smartops_nb.records.checklist_store.Store`); :func:`redo` retries one item. Nothing here ever raises into a run or ``serve``.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from smartops_nb import catalog
 from smartops_nb.execution import approve
 from smartops_nb.params import iso, parse_time, utcnow
 from smartops_nb.postincident import checklist, http
+from smartops_nb.records.checklist_store import Store
 from tests.conftest import run_runbook
 from tests.fixtures.archives import cli, write  # noqa: F401  (cli: a fixture)
 from tests.fixtures.leak import LEAK_IDLE_MINUTES
@@ -252,3 +253,53 @@ def test_a_sandbox_incident_carries_out_the_whole_checklist_once(leak, healthy_s
     (opening,) = [json.dumps(c.outputs) for c in again.nb.cells if "so.begin(" in c.source]
     assert "Learned from earlier incidents" in opening and "Watch idle-in-transaction age" in opening
 
+
+
+def test_the_incident_page_shows_the_checklist_and_keeps_a_lesson(archive, saas):
+    import re
+
+    import httpx
+
+    from tests.fixtures.web import serve_web
+
+    confirmed(archive)
+    resolved(archive)
+    run(archive, saas.config("statuspage"))
+    hostile = "<script>alert('lesson')</script> check the pool's idle timeout"
+    with serve_web(archive, "pi-token-123456") as url, httpx.Client(base_url=url, timeout=30,
+                                                                   follow_redirects=True) as web:
+        page = web.get("/incidents/INC-9", params={"token": "pi-token-123456"}).text
+        table = page[page.index('id="checklist"'):page.index("</table>")]
+        assert table.count("<tr>") == 6 and "Update status page" in table and "stspg.io" in table
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)[1]
+        assert web.post("/incidents/INC-9/lessons", data={"text": hostile, "operator": "dana"}).status_code == 403
+        after = web.post("/incidents/INC-9/lessons", data={"csrf": csrf, "text": hostile, "operator": "dana"}).text
+        assert "kept for runbook db-pool-exhausted" in after and "<script>alert" not in after
+        learned = after[after.index('id="checklist"'):after.index("</table>")]
+        assert learned.count(">done<") == 2 and "dana" in learned  # the status page, and now the lesson
+    assert [x["by_whom"] for x in Store(archive).lessons(incident_id="INC-9")] == ["dana"]
+
+
+def test_two_replicas_finishing_at_once_file_one_issue(archive, saas):
+    import threading
+
+    confirmed(archive)
+    resolved(archive)
+    start = threading.Barrier(2)
+    results = []
+
+    def replica():
+        start.wait()
+        results.append(by_item(run(archive, saas.config("jira", "statuspage"))))
+
+    threads = [threading.Thread(target=replica) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(saas.incidents) == 1 and len([i for i in saas.jira.values()
+                                             if i["fields"]["issuetype"]["name"] == "Incident"]) == 1
+    assert all(r[i]["status"] in ("done", "in progress") for r in results for i in ("status-page", "timeline"))
+    final = by_item(run(archive, saas.config("jira", "statuspage")))  # the next run finishes what the other held
+    assert final["timeline"]["status"] == final["tickets"]["status"] == "done"
+    assert len(saas.jira) == 1 + len(saas.links)
