@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import email.policy
 import zoneinfo
 
 import icalendar
@@ -303,3 +304,24 @@ def test_two_replicas_finishing_at_once_file_one_issue(archive, saas):
     final = by_item(run(archive, saas.config("jira", "statuspage")))  # the next run finishes what the other held
     assert final["timeline"]["status"] == final["tickets"]["status"] == "done"
     assert len(saas.jira) == 1 + len(saas.links)
+
+
+def test_smtp_login_comes_from_the_environment_and_a_refusal_is_masked(archive, monkeypatch):
+    box = Mailbox(login=("smartops", "mail-pass-4711"))
+    try:
+        confirmed(archive, severity="P3")
+        resolved(archive, severity="P3")
+        smtp = {**box.smtp(), "username": "env:TEST_SMTP_USER", "password": "env:TEST_SMTP_PASSWORD"}
+        cfg = {"smtp": smtp, "stakeholders": {"to": ["stakeholders@acme.example"]}}
+        monkeypatch.setenv("TEST_SMTP_USER", "smartops")
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong-pass-0815")
+        items = by_item(run(archive, cfg))
+        assert items["stakeholders"]["status"] == "failed" and "535" in items["stakeholders"]["error"]
+        assert "wrong-pass-0815" not in str(items) and not box.messages
+        monkeypatch.setenv("TEST_SMTP_PASSWORD", "mail-pass-4711")
+        assert by_item(run(archive, cfg))["stakeholders"]["status"] == "done"  # the next run retries it
+        (msg,) = box.messages
+        body = email.message_from_bytes(msg["data"], policy=email.policy.default)
+        assert body["Subject"].startswith("RESOLVED: [P3]") and "Timeline:" in body.get_content()
+    finally:
+        box.stop()
