@@ -167,9 +167,9 @@ def redo(config: Mapping[str, Any] | None, archive: Any, incident_id: str, item:
 
 def state(archive: Any, incident_id: str) -> list[dict[str, Any]]:
     """The six items in the seed's order: status, when, by whom, link, error, detail."""
-    store = Store(archive)
-    kept = store.items(incident_id)
-    lessons = store.lessons(incident_id=incident_id)
+    with Store(archive).held(write=False) as store:
+        kept = store.items(incident_id)
+        lessons = store.lessons(incident_id=incident_id)
     rows = []
     for item in ITEM_IDS:
         row = kept.get(item) or {"status": OPEN, "at": None, "by_whom": "", "link": "", "error": "", "detail": {}}

@@ -37,12 +37,13 @@ class Store:
         self._held: Any = None
 
     @contextmanager
-    def held(self) -> Iterator["Store"]:
-        """Keep one connection (tables made) for the calls inside: a checklist pass makes dozens."""
+    def held(self, write: bool = True) -> Iterator["Store"]:
+        """Keep one connection for the calls inside (a checklist pass makes dozens); ``write``: tables
+        made. A reader of an index without the tables reads nothing, as without ``held``."""
         if self._held is not None:
             yield self
             return
-        with self._db(write=True) as con:
+        with self._db(write=write) as con:
             self._held = con
             try:
                 yield self
