@@ -20,6 +20,7 @@ RECORD_SCHEMA = 1    # metadata["smartops"]["schema"]
 STATE_ENV = "SMARTOPS_STATE_FILE"        # where the kernel writes the run's summary after every step
 HEADLESS_ENV = "SMARTOPS_HEADLESS"       # set by the runner: no widgets, nobody to click them
 CONTACTS_ENV = "SMARTOPS_CONTACTS"       # the parameters file's contacts: section, as JSON
+LESSONS_ENV = "SMARTOPS_LESSONS"         # the runbook's lessons from earlier incidents, as JSON (newest first)
 PARAMETERS_ENV = "SMARTOPS_PARAMETERS"   # files a live JupyterLab session applies (':'-separated)
 APPROVALS_ENV = "SMARTOPS_APPROVALS"     # force the approval widgets on/off in a kernel
 SESSION_ENV = "JPY_SESSION_NAME"         # jupyter_server gives its kernels the notebook's path here

@@ -103,7 +103,7 @@ def shared(name: str, default: Any = None, help: str | None = None) -> Param:
 
 
 #: Top-level sections of a parameters file that configure SmartOps itself, not a runbook.
-CONFIG_SECTIONS = ("contacts", "notify")
+CONFIG_SECTIONS = ("contacts", "notify", "post_incident")
 
 PLATFORMS = ("docker", "compose", "kubernetes")
 MODES = ("investigate", "mitigate")

@@ -71,6 +71,11 @@ def register(subparsers, parser_class) -> None:
     add_location(x)
     x.add_argument("--json", action="store_true", help="machine-readable output")
     x.set_defaults(func=cmd_incident_list)
+    INCIDENT_COMMANDS.append(isub)
+
+
+#: ``smartops incident``'s sub-commands, for the modules that add their own (``incident checklist``).
+INCIDENT_COMMANDS: list = []
 
 
 def _archive(args):

@@ -29,7 +29,7 @@ def register(subparsers, parser_class) -> None:
 
 
 def _incident_records(incident_id: str, archive: str | None, index: str | None = None):
-    """The incident's record paths (oldest first) and its plans, from the archive (an ``s3://``
+    """The incident's record paths (oldest first), its plans, its checklist and lessons, from the archive (an ``s3://``
     archive's records fetched to local read-only copies)."""
     from smartops_nb.contract import ParameterError
     from smartops_nb.records import archive as record_archive
@@ -40,14 +40,17 @@ def _incident_records(incident_id: str, archive: str | None, index: str | None =
         loc = open_archive(archive, index)
     except ParameterError as e:
         raise postmortem.PostmortemError(str(e)) from None
+    from smartops_nb.postincident import checklist
+
     try:
         paths = [record_archive.fetch(loc, name) for name, _ in incident.summaries(loc, incident_id)]
         plans = [p.to_dict() for p in loc.plan_store().of_incident(incident_id)]
+        done, lessons = checklist.proof(loc, incident_id)
     except (incident.IncidentNotFound, record_archive.IndexMissing) as e:
         raise postmortem.PostmortemError(str(e)) from None
     except Exception as e:  # the store or the index unreachable: one line, exit 1
         raise _Unreachable(f"cannot read incident {incident_id}: {' '.join(str(e).split())}") from None
-    return paths, plans
+    return paths, plans, done, lessons
 
 
 def cmd_postmortem(args) -> int:
@@ -58,12 +61,12 @@ def cmd_postmortem(args) -> int:
         print("smartops postmortem: give RECORD paths or --incident INCIDENT_ID (one of them)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        paths, plans = _paths(args), []
+        paths, plans, done, lessons = _paths(args), [], [], []
         if args.incident:
-            paths, plans = _incident_records(args.incident, args.archive, args.index)
+            paths, plans, done, lessons = _incident_records(args.incident, args.archive, args.index)
         records = postmortem.one_incident([postmortem.load(p) for p in paths])
         out = Path(args.output or f"postmortem-{_slug(records[0].summary.get('incident_id') or 'incident')}.md")
-        path = postmortem.write(records, out, args.impact, plans=plans)
+        path = postmortem.write(records, out, args.impact, plans=plans, done=done, lessons=lessons)
     except postmortem.PostmortemError as e:
         print(f"smartops postmortem: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

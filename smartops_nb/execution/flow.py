@@ -1,7 +1,8 @@
 """Investigate: the flow from a prepared run to a stored, announced incident record.
 
 ``investigate()`` = execute (papermill, :mod:`.runner`) → store (:mod:`smartops_nb.records.store`)
-→ notify (:mod:`smartops_nb.alerts.notify`). ``smartops run`` and ``smartops serve`` call this one
+→ notify (:mod:`smartops_nb.alerts.notify`) → the post-incident checklist
+(:mod:`smartops_nb.postincident.checklist`). ``smartops run`` and ``smartops serve`` call this one
 flow; each step is a service that knows nothing of the others.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from smartops_nb.alerts import notify
+from smartops_nb.postincident import checklist
 from smartops_nb.contract import EXIT_FAILED, EXIT_OK
 from smartops_nb.records.storage import name_in
 from smartops_nb.records.store import store
@@ -28,6 +30,7 @@ class Result:
     record: Path | str   # a path in a folder archive, an s3:// URL in a shared one
     summary: dict[str, Any]
     notifications: list[dict[str, Any]] = field(default_factory=list)  # outcomes, see notify.py
+    checklist: list[dict[str, Any]] = field(default_factory=list)  # post-incident items, see postincident/
 
     @property
     def name(self) -> str:
@@ -47,6 +50,7 @@ def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_ti
     :class:`~smartops_nb.records.record.RecordWriteError` only when the record cannot be written.
     ``annotate``: more top-level summary fields (a queued run's job and attempts).
     """
+    prep.lessons = checklist.lessons_for(archive, prep.runbook.id)  # shown in the opening cell
     done = runner.execute(prep, progress=progress, cell_timeout=cell_timeout, start_timeout=start_timeout,
                           kernel=kernel)
     if annotate:
@@ -56,6 +60,7 @@ def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_ti
     result = Result(path, stored)
     # after the write: the message names the record, and a record is written once (see notify.py)
     result.notifications = notify.after_run(prep.config, result.summary, path, archive)
+    result.checklist = checklist.after_run(prep.config, result.summary, path, archive, result.notifications)
     return result
 
 

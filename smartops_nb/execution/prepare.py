@@ -8,11 +8,12 @@ winning, then ``-p NAME VALUE``), checked against the runbook's one declaration
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from smartops_nb import catalog, response
 from smartops_nb.alerts import notify
+from smartops_nb.postincident import config as post_incident
 from smartops_nb.params import CONFIG_SECTIONS, ParameterError, check_types, check_values, load_yaml_files
 
 
@@ -21,6 +22,7 @@ class Prepared:
     runbook: catalog.Runbook
     parameters: dict[str, Any]       # what papermill injects (only names the runbook declares)
     config: dict[str, Any]           # non-parameter sections of the parameters files
+    lessons: list[dict[str, Any]] = field(default_factory=list)  # learned from earlier incidents (opening cell)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -49,6 +51,7 @@ def prepare(runbook_id: str, files: Iterable[str] = (), cli: Mapping[str, Any] |
     from_files = copy.deepcopy(dict(base)) if base is not None else load_yaml_files(files)
     config = {k: from_files.pop(k) for k in CONFIG_SECTIONS if k in from_files}
     notify.targets(config)  # a malformed notify: section is bad input, found before anything runs
+    post_incident.load(config)  # so is a malformed post_incident: section
     # A shared parameters file may hold keys for other runbooks; a key no runbook knows is an error.
     unknown = set(from_files) - set(defaults) - all_known_parameters()
     if unknown:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import nbformat
 
 from smartops_nb import catalog, redact, response
-from smartops_nb.contract import CONTACTS_ENV, HEADLESS_ENV, RECORD_SCHEMA, STATE_ENV
+from smartops_nb.contract import CONTACTS_ENV, HEADLESS_ENV, LESSONS_ENV, RECORD_SCHEMA, STATE_ENV
 from smartops_nb.params import iso, utcnow
 
 from .kernels import kernel_manager, release
@@ -49,9 +49,11 @@ def notebook_kernel_name(nb: nbformat.NotebookNode | Path) -> str:
 
 
 def kernel_env(prep: Prepared, state_file: Path) -> dict[str, str]:
-    """What the kernel gets besides our environment: the state file, headless mode, the contacts."""
+    """What the kernel gets besides our environment: the state file, headless mode, the contacts, the
+    runbook's lessons from earlier incidents."""
     return {STATE_ENV: str(state_file), HEADLESS_ENV: "1",
-            CONTACTS_ENV: json.dumps(response.contacts(prep.config.get("contacts")))}
+            CONTACTS_ENV: json.dumps(response.contacts(prep.config.get("contacts"))),
+            LESSONS_ENV: json.dumps(prep.lessons)}
 
 
 def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, start_timeout: int = 60,

@@ -46,3 +46,20 @@ def show_message(text: str, status: str = "ok") -> None:
 
 def show_summary(summary: dict[str, Any]) -> None:
     _display({"text/plain": summary_text(summary), "text/html": summary_html(summary), SUMMARY_MIME: summary})
+
+
+def show_lessons(lessons: list[dict[str, Any]], link=None) -> None:
+    """"Learned from earlier incidents", newest first; ``link(incident_id)`` gives an incident's page."""
+    if not lessons:
+        return
+    text = ["Learned from earlier incidents:"]
+    items = []
+    for x in lessons:
+        where = link(x["incident_id"]) if link else ""
+        text.append(f"- {x['at'][:10]} {x['incident_id']}: {x['text']} ({x['by_whom']})" + (f" {where}" if where else ""))
+        inc = html.escape(x["incident_id"])
+        ref = f"<a href='{html.escape(where)}'>{inc}</a>" if where else inc
+        items.append(f"<li>{html.escape(x['at'][:10])} {ref}: {html.escape(x['text'])} "
+                     f"<i>({html.escape(x['by_whom'])})</i></li>")
+    _display({"text/plain": "\n".join(text),
+              "text/html": f"<div class='smartops-lessons'><b>Learned from earlier incidents</b><ul>{''.join(items)}</ul></div>"})

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, MutableMapping
 from . import approvals, display
 from smartops_nb import redact
 
-from smartops_nb.contract import CONTACTS_ENV, PARAMETERS_ENV, SESSION_ENV
+from smartops_nb.contract import CONTACTS_ENV, LESSONS_ENV, PARAMETERS_ENV, PUBLIC_URL_ENV, SESSION_ENV
 
 if TYPE_CHECKING:  # imported where a record is saved: nbformat pulls in jsonschema, whose optional
     import nbformat  # rfc3987-syntax builds a grammar on import (~1.6 s of every kernel's start, profiled)
@@ -69,6 +69,27 @@ def apply_parameters_file(runbook_id: str, namespace: MutableMapping[str, Any]) 
                          f"parameters cell, as `smartops run -f` would: {names}. Edit that file (or start "
                          f"`smartops lab -f ''`) to use the cell's values.", "ok")
     return {"files": [str(f) for f in files], "values": known}
+
+
+def lessons(runbook_id: str) -> tuple[list[dict[str, Any]], Any]:
+    """The runbook's lessons from earlier incidents, and how to link an incident: a headless run gets
+    them from the runner; a live session reads the lab's archive. Never raises (a run does not wait on it)."""
+    from urllib.parse import quote
+
+    public = os.environ.get(PUBLIC_URL_ENV, "").rstrip("/")
+    link = (lambda i: f"{public}/incidents/{quote(i, safe='')}") if public else None
+    raw = os.environ.get(LESSONS_ENV)
+    try:
+        if raw is not None:
+            return list(json.loads(raw)), link
+        if not live_session():
+            return [], link
+        from smartops_nb.records.checklist_store import Store
+        from smartops_nb.records.location import open_archive
+
+        return Store(open_archive()).lessons(runbook=runbook_id, limit=10), link
+    except Exception:
+        return [], link
 
 
 def track(run, applied: dict[str, Any] | None = None):

@@ -326,4 +326,6 @@ def begin(runbook_id: str, namespace: Mapping[str, Any]) -> Run:
     applied = interactive.apply_parameters_file(runbook_id, namespace)  # JupyterLab only, never papermill
     values = _parameters_from(namespace)
     check_values(values, actions=catalog.get(runbook_id).actions)
-    return interactive.track(Run(runbook_id, values), applied)
+    run = interactive.track(Run(runbook_id, values), applied)
+    display.show_lessons(*interactive.lessons(runbook_id))
+    return run

@@ -254,3 +254,40 @@ class PostgresIndex(Index):
                 tx.append(row, words)
             tx.set_meta("reindexed_at", now())
         return old
+
+
+# ==== post-incident checklist (smartops_nb/postincident) ============================================
+# The same tables as index_sqlite.POSTINCIDENT_DDL, in the index's schema: every replica and machine
+# of the team sees one checklist and one set of idempotency keys per incident.
+POSTINCIDENT_DDL = f"""
+SET search_path TO {SCHEMA};
+CREATE TABLE IF NOT EXISTS postincident_items (incident_id text NOT NULL, item text NOT NULL, status text NOT NULL,
+    at text NOT NULL, by_whom text NOT NULL DEFAULT '', link text NOT NULL DEFAULT '', error text NOT NULL DEFAULT '',
+    detail text NOT NULL DEFAULT '{{}}', PRIMARY KEY (incident_id, item));
+CREATE TABLE IF NOT EXISTS postincident_keys (key text PRIMARY KEY, incident_id text NOT NULL, item text NOT NULL,
+    ref text NOT NULL DEFAULT '', link text NOT NULL DEFAULT '', claimed_at text NOT NULL, done_at text);
+CREATE TABLE IF NOT EXISTS lessons (id text PRIMARY KEY, incident_id text NOT NULL, runbook text NOT NULL,
+    text text NOT NULL, by_whom text NOT NULL DEFAULT '', at text NOT NULL);
+CREATE INDEX IF NOT EXISTS lessons_runbook ON lessons (runbook, at);
+"""
+
+
+@contextmanager
+def postincident_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
+    """The index's post-incident tables (autocommit); None when reading an index that has none yet."""
+    try:
+        with index._connect(create=write) as con:
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.lessons",)).fetchone()["t"]
+            if not made and not write:
+                yield None
+                return
+            if not made:
+                with con.transaction():
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+                    con.execute(POSTINCIDENT_DDL)
+            yield con
+    except IndexMissing:
+        if write:
+            raise
+        yield None
+# ==== end of post-incident checklist ================================================================

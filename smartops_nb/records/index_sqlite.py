@@ -372,3 +372,43 @@ class SqliteIndex(Index):
                 out.moved_aside = _move_aside(self.folder)
                 existed = False
         raise AssertionError("unreachable")
+
+
+# ==== post-incident checklist (smartops_nb/postincident) ============================================
+# Its own tables beside the records' (created on first use, so an index written before keeps its exact
+# tables): each checklist item's state per incident, the idempotency keys of what was created outside
+# (a status-page incident, a tracker issue, a ticket, an invitation) and the lessons learned. The same
+# columns as index_postgres.POSTINCIDENT_DDL. Queries are in smartops_nb/postincident/state.py.
+POSTINCIDENT_DDL = (
+    "CREATE TABLE IF NOT EXISTS postincident_items (incident_id TEXT NOT NULL, item TEXT NOT NULL, "
+    "status TEXT NOT NULL, at TEXT NOT NULL, by_whom TEXT NOT NULL DEFAULT '', link TEXT NOT NULL DEFAULT '', "
+    "error TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (incident_id, item))",
+    "CREATE TABLE IF NOT EXISTS postincident_keys (key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, "
+    "item TEXT NOT NULL, ref TEXT NOT NULL DEFAULT '', link TEXT NOT NULL DEFAULT '', claimed_at TEXT NOT NULL, "
+    "done_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS lessons (id TEXT PRIMARY KEY, incident_id TEXT NOT NULL, runbook TEXT NOT NULL, "
+    "text TEXT NOT NULL, by_whom TEXT NOT NULL DEFAULT '', at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS lessons_runbook ON lessons (runbook, at)",
+)
+
+
+@contextmanager
+def postincident_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """The index's post-incident tables (autocommit); None when reading an archive that has no index yet."""
+    try:
+        con = connect(folder, create=write)
+    except IndexMissing:
+        yield None
+        return
+    try:
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'lessons'").fetchone() is None:
+            if not write:
+                yield None
+                return
+            with _setup_lock(index_path(folder)):
+                for statement in POSTINCIDENT_DDL:
+                    con.execute(statement)
+        yield con
+    finally:
+        con.close()
+# ==== end of post-incident checklist ================================================================

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from smartops_nb import response
+from smartops_nb.postincident import checklist
 from smartops_nb.params import iso, utcnow
 from smartops_nb.records import archive as record_archive
 from smartops_nb.records.plans import PENDING
@@ -63,8 +64,9 @@ def status_of(entries: list[dict[str, Any]]) -> str:
     return state if confirmed else (RESOLVED if entries and entries[-1]["status"] == "completed" else OPEN)
 
 
-def show(archive: Path, incident_id: str) -> dict[str, Any]:
-    """The incident: records in order with their role, plans and their fate, status, response."""
+def show(archive: Path, incident_id: str, *, with_checklist: bool = True) -> dict[str, Any]:
+    """The incident: records in order with their role, plans and their fate, status, response, and the
+    post-incident checklist (``with_checklist``; lists of many incidents leave it out)."""
     records = summaries(archive, incident_id)
     entries, confirmed = [], False
     for name, s in records:
@@ -89,7 +91,7 @@ def show(archive: Path, incident_id: str) -> dict[str, Any]:
     return {"incident_id": incident_id, "runbook": first.get("runbook"), "severity": first.get("severity"),
             "environment": first.get("environment"), "detected_at": first.get("detected_at"), "status": state,
             "records": entries, "plans": plans, "pending_plans": [p["id"] for p in plans if p["state"] == PENDING],
-            "response": resp}
+            "response": resp, "checklist": checklist.state(archive, incident_id) if with_checklist else []}
 
 
 def open_incidents(archive: Path, limit: int = 0) -> list[dict[str, Any]]:
@@ -99,7 +101,7 @@ def open_incidents(archive: Path, limit: int = 0) -> list[dict[str, Any]]:
     out = []
     for incident_id in ids:
         try:
-            inc = show(archive, incident_id)
+            inc = show(archive, incident_id, with_checklist=False)
         except IncidentNotFound:
             continue
         if inc["pending_plans"] or inc["status"] != RESOLVED and any(e["diagnosis"]["confirmed"]
@@ -137,4 +139,6 @@ def text(inc: dict[str, Any]) -> str:
     lines += [f"  {at}  {what}" for at, what in sorted(events, key=lambda x: str(x[0]))]
     due = [x for x in inc["response"].get("escalations", []) if x["status"] in ("due", "overdue")]
     lines += [f"escalation {x['status']}: {x['role']} at {x['due_at']} ({x.get('contact', '')})" for x in due]
+    if inc.get("checklist"):
+        lines += ["post-incident checklist:", checklist.text(inc["checklist"])]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import nbformat
 
 from smartops_nb import catalog
 from smartops_nb.params import ParameterError, parse_time
+from smartops_nb.postincident.timeline import _approval, _t, resolved_at, timeline  # noqa: F401  (re-exported)
 
 TO_FILL = "_to fill in_"
 
@@ -93,67 +94,6 @@ def one_incident(records: list[Evidence]) -> list[Evidence]:
     return sorted(records, key=lambda r: parse_time(r.summary["started_at"]))
 
 
-def _t(at: str) -> dt.datetime:
-    return parse_time(at, name="time")
-
-
-def _approval(a: dict[str, Any]) -> str:
-    """How an executed action was approved, for a person reading the post-mortem."""
-    if a.get("plan_id"):
-        return f" (plan {a['plan_id']} approved by {a.get('approved_by', '')})"
-    return " (approved interactively)" if a.get("approved_by") else ""
-
-
-def timeline(records: list[Evidence], plans: list[dict[str, Any]] = ()) -> list[tuple[str, str]]:
-    """(time, event) in time order: the seed's milestones from the records' own timelines, and what
-    became of the plans a person was asked to approve."""
-    events: list[tuple[dt.datetime, str]] = []
-    first = records[0].summary
-    events.append((_t(first["detected_at"]), "Incident detected"))
-    events.append((_t(first["started_at"]), f"Investigation started ({first['runbook']} runbook, "
-                                            f"operator {first.get('operator', '')})"))
-    identified = False
-    for r in records:
-        s = r.summary
-        diag = s.get("diagnosis") or {}
-        reached = next((_t(t["at"]) for t in s.get("timeline", []) if t["event"].startswith("diagnosis reached")),
-                       None)
-        if diag.get("confirmed") and not identified and reached:
-            events.append((reached, f"Root cause identified: {', '.join(diag.get('causes', []))}"))
-            identified = True
-        for a in s.get("actions", []):
-            if a["mode"] in ("executed", "failed"):
-                who = f"by {a.get('operator', '')}{_approval(a)}"
-                events.append((_t(a["at"]), f"Mitigation {'applied' if a['mode'] == 'executed' else 'FAILED'}: "
-                                            f"{a['action']} on {a['target']} {who}"))
-            elif a["mode"] == "refused":
-                events.append((_t(a["at"]), f"Mitigation refused: {a['action']} on {a['target']}: {a['reason']}"))
-    for p in plans:
-        events.append((_t(p["created_at"]), f"Plan {p['id']} proposed: {p['action']} on {p['target']} "
-                                            f"(approvable until {p['expires_at']})"))
-        if p.get("decided_at"):
-            how = "denied" if p["status"] == "denied" else "approved"
-            events.append((_t(p["decided_at"]), f"Plan {p['id']} {how} by {p.get('decided_by')}: {p['state']}"
-                                                + (f" ({p['reason']})" if p.get("reason") else "")))
-    end = resolved_at(records)
-    if end is not None:
-        events.append((end, f"Incident resolved: a later {first['runbook']} run confirms nothing"))
-    return [(t.strftime("%Y-%m-%d %H:%M:%S"), e) for t, e in sorted(events, key=lambda x: x[0])]
-
-
-def resolved_at(records: list[Evidence]) -> dt.datetime | None:
-    """End of the first run of the same runbook, after a confirmed diagnosis, that confirms nothing."""
-    identified = False
-    for r in records:
-        diag = r.summary.get("diagnosis") or {}
-        identified = identified or bool(diag.get("confirmed"))
-        if identified and not diag.get("confirmed") and not diag.get("inconclusive") \
-                and r.summary.get("status") == "completed" \
-                and r.summary["runbook"] == records[0].summary["runbook"]:
-            return _t(r.summary.get("finished_at") or r.summary["started_at"])
-    return None
-
-
 def _duration(start: dt.datetime, end: dt.datetime | None) -> str:
     if end is None:
         return "ongoing (no confirming run yet)"
@@ -162,10 +102,13 @@ def _duration(start: dt.datetime, end: dt.datetime | None) -> str:
 
 
 def render(records: list[Evidence], charts: list[str] = (), impact: str | None = None,
-           plans: list[dict[str, Any]] = ()) -> str:
+           plans: list[dict[str, Any]] = (), done: list[dict[str, Any]] = (),
+           lessons: list[dict[str, Any]] = ()) -> str:
     """The post-mortem Markdown; ``charts`` are the file names of the charts written beside it.
 
-    ``impact`` wins over an ``impact`` parameter of the records (runbooks may define one).
+    ``impact`` wins over an ``impact`` parameter of the records (runbooks may define one). ``done``: the
+    post-incident checklist's items as the archive keeps them (:func:`smartops_nb.postincident.checklist.state`),
+    ticked with their proof; ``lessons``: the incident's lessons (``smartops learn``).
     """
     records = one_incident(records)
     first = records[0].summary
@@ -205,9 +148,10 @@ def render(records: list[Evidence], charts: list[str] = (), impact: str | None =
     fixes = rb.permanent_fixes if rb else ()
     out += [f"{i}. [ ] {fix} - Owner: {TO_FILL} - Due: {due}" for i, fix in enumerate(fixes, 1)] or [
         f"1. [ ] {TO_FILL} - Owner - Due date"]
-    out += ["", "## Lessons Learned", f"- What went well: {TO_FILL}", f"- What didn't go well: {TO_FILL}",
+    out += ["", "## Lessons Learned"] + [f"- {x['text']} ({x['by_whom']}, {x['at']}, lesson {x['id']})" for x in lessons]
+    out += [f"- What went well: {TO_FILL}", f"- What didn't go well: {TO_FILL}",
             f"- What we'll do differently next time: {TO_FILL}"]
-    out += ["", "## Post-Incident Checklist"] + checklist(records, severity, end)
+    out += ["", "## Post-Incident Checklist"] + checklist(records, severity, end, done)
     if charts:
         out += ["", "## Charts"] + [f"![chart {i}]({name})" for i, name in enumerate(charts, 1)]
     out += ["", "## Evidence", "", "| record | runbook | mode | diagnosis | SHA-256 |", "|---|---|---|---|---|"]
@@ -219,27 +163,48 @@ def render(records: list[Evidence], charts: list[str] = (), impact: str | None =
     return "\n".join(out) + "\n"
 
 
-def checklist(records: list[Evidence], severity: str, end: dt.datetime | None) -> list[str]:
-    """The seed's post-incident checklist; ticked only where the records prove it."""
-    box = lambda done, text: f"- [{'x' if done else ' '}] {text}"  # noqa: E731
+def checklist(records: list[Evidence], severity: str, end: dt.datetime | None,
+              done: list[dict[str, Any]] = ()) -> list[str]:
+    """The seed's post-incident checklist; ticked only where the records or the checklist's kept state
+    (``done``: what SmartOps carried out, with when, by whom and its link) prove it."""
+    box = lambda ok, text: f"- [{'x' if ok else ' '}] {text}"  # noqa: E731
+    state = {r["item"]: r for r in done}
     has_timeline = all(r.summary.get("timeline") for r in records)
     meeting = "Schedule post-mortem meeting (within 48 hours for P1/P2)"
     if severity in ("P1", "P2") and end is not None:
         meeting += f" — due by {(end + dt.timedelta(hours=48)).strftime('%Y-%m-%d %H:%M')} UTC"
-    return [
-        box(False, "Update status page"),
-        box(False, "Notify stakeholders of resolution"),
-        box(has_timeline, "Document timeline in incident tracker (timeline above, from the records)"),
-        box(False, meeting),
-        box(False, "Create tickets for permanent fixes (see Action Items)"),
-        box(False, "Update runbook with learnings"),
-        box(True, f"Incident record archived ({len(records)} record{'s' if len(records) != 1 else ''}, "
-                  "SHA-256 under Evidence)"),
-    ]
+    seed = [("status-page", "Update status page", False),
+            ("stakeholders", "Notify stakeholders of resolution", False),
+            ("timeline", "Document timeline in incident tracker (timeline above, from the records)", has_timeline),
+            ("meeting", meeting, False),
+            ("tickets", "Create tickets for permanent fixes (see Action Items)", False),
+            ("learnings", "Update runbook with learnings", False)]
+    out = [box(ok or state.get(item, {}).get("status") in ("done", "not needed"), text + _proof(state.get(item)))
+           for item, text, ok in seed]
+    return out + [box(True, f"Incident record archived ({len(records)} record{'s' if len(records) != 1 else ''}, "
+                            "SHA-256 under Evidence)")]
+
+
+def _proof(row: dict[str, Any] | None) -> str:
+    """What shows an item was carried out (or why it failed), from the checklist's kept state."""
+    if not row or row["status"] == "open":
+        return ""
+    if row["status"] == "failed":
+        return f" — FAILED: {row['error']}"
+    if row["status"] == "not needed":
+        return f" — not needed ({row['detail'].get('why', '')})"
+    d = row.get("detail") or {}
+    extra = [t["link"] for t in d.get("tickets", [])] or d.get("attendees", [])
+    what = f"{row['link']}" + (f" ({', '.join(extra)})" if extra and row["link"] not in extra else "") \
+        if row.get("link") else ", ".join(extra)
+    if row["item"] == "meeting":
+        what = f"invitation {row['link']} for {d.get('start')} to {', '.join(d.get('attendees', []))}"
+    return f" — {row['status']} {row['at']} by {row['by']}" + (f": {what}" if what else "")
 
 
 def write(records: list[Evidence | str | Path], out: str | Path, impact: str | None = None,
-          plans: list[dict[str, Any]] = ()) -> Path:
+          plans: list[dict[str, Any]] = (), done: list[dict[str, Any]] = (),
+          lessons: list[dict[str, Any]] = ()) -> Path:
     """Write the post-mortem to ``out`` and the records' charts beside it as PNG files.
 
     ``records``: loaded :class:`Evidence` (as the command has it already) or record paths.
@@ -253,5 +218,5 @@ def write(records: list[Evidence | str | Path], out: str | Path, impact: str | N
             name = f"{out.stem}-{r.path.stem}-chart{i}.png"
             (out.parent / name).write_bytes(png)
             names.append(name)
-    out.write_text(render(records, names, impact, plans))
+    out.write_text(render(records, names, impact, plans, done, lessons))
     return out

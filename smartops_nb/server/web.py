@@ -33,6 +33,7 @@ from smartops_nb.records import archive as record_archive
 from smartops_nb.records.plans import PlanRefused, UnknownPlan
 from smartops_nb.records.render import record_html
 from smartops_nb.records.storage import is_record_name
+from smartops_nb.postincident import checklist
 from smartops_nb.reports import incident as incidents
 
 log = logging.getLogger("smartops.web")
@@ -177,6 +178,20 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
             said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files)
         return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
 
+    async def learn(request: Request):
+        form = await request.form()
+        incident_id = request.path_params["incident_id"]
+        if not access.csrf_ok(str(form.get("csrf", ""))):
+            return html("error.html", 403, title="Refused", message="This form is stale or was not sent by this "
+                                                                     "page (CSRF check): nothing was done.")
+        try:
+            lesson = await run_in_threadpool(checklist.learn, archive, incident_id, str(form.get("text", "")),
+                                             str(form.get("operator", "")).strip())
+            said = f"lesson {lesson['id']} kept for runbook {lesson['runbook']}"
+        except ParameterError as e:
+            said = f"not kept: {e}"
+        return RedirectResponse(f"{incident_path(incident_id)}?{urlencode({'m': said})}", status_code=303)
+
     async def approval_api(request: Request):
         if not access.allowed(request) or (access.token is not None and COOKIE in request.cookies
                                            and not request.headers.get("authorization")):
@@ -218,6 +233,7 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         Route("/records/{name}/view", guarded(record_view), methods=["GET"]),
         Route("/records/{name}/download", guarded(record_download), methods=["GET"]),
         Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
+        Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
         Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
     ]
 
@@ -236,7 +252,7 @@ def _incident_rows(archive: Any, filters: dict[str, str], limit: int = 50) -> li
         if not incident_id or incident_id in seen:
             continue
         seen.add(incident_id)
-        inc = incidents.show(archive, incident_id)
+        inc = incidents.show(archive, incident_id, with_checklist=False)
         causes = sorted({c for e in inc["records"] for c in e["diagnosis"].get("causes") or []})
         out.append({**{k: inc[k] for k in ("incident_id", "runbook", "severity", "environment", "detected_at",
                                             "status", "pending_plans")},
@@ -286,7 +302,8 @@ def _postmortem(archive: Any, incident_id: str) -> str:
     names = [n for n, _ in incidents.summaries(archive, incident_id)]
     records = postmortem.one_incident([postmortem.load(record_archive.fetch(archive, n)) for n in names])
     plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
-    return postmortem.render(records, [], None, plans)
+    done, lessons = checklist.proof(archive, incident_id)
+    return postmortem.render(records, [], None, plans, done, lessons)
 
 
 def _approve(plan_id: str, operator: str, archive: Any, files: list[str], queue: str | None) -> str:
