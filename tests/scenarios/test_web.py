@@ -96,8 +96,8 @@ def test_the_incident_list_timeline_and_record_in_the_browser(server, incident, 
     ctx, page, dialogs = _page(browser)
     page.goto(f"{server}/incidents?token={TOKEN}")
     assert "token=" not in page.url  # signed in: the token went into an HttpOnly cookie
-    cookie = next(c for c in ctx.cookies() if c["name"] == "smartops_token")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    cookie = next(c for c in ctx.cookies() if c["name"].startswith("smartops_session_"))
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
     row = page.locator("tr", has_text="INC-web")
     assert row.count() == 1 and "idle-connection-leak" in row.inner_text()
     assert incident["plan"]["id"] in row.inner_text()
