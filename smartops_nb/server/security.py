@@ -10,7 +10,7 @@
   its cookies or form fields. Requests without these headers (curl, Alertmanager) pass on to their
   other checks (token, CSRF token, Content-Type).
 - **Headers**: every answer gets ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
-  no-referrer``; every one without its own Content-Security-Policy gets :data:`PAGE_CSP` (HTML) or
+  same-origin`` (no address of ours leaves for another site; our own forms keep their ``Origin``); every one without its own Content-Security-Policy gets :data:`PAGE_CSP` (HTML) or
   :data:`TEXT_CSP` (anything else: nothing in it may run or load).
 - :func:`bearer`: the token of an ``Authorization`` header, its scheme matched case-insensitively
   (RFC 9110 §11.1: Alertmanager's ``type: bearer`` sends ``bearer``).
@@ -112,6 +112,8 @@ class Guard:
         if fetch_site in ("cross-site", "same-site"):
             return 403, f"refused: a {fetch_site} request from another page (Sec-Fetch-Site)"
         origin = headers.get("origin")
+        if origin == "null" and fetch_site == "same-origin":
+            return None  # a form of ours under a no-referrer policy: the browser hides the origin, not the site
         if origin is not None and not self.site.origin_ok(origin, scope.get("scheme", "http"), headers["host"]):
             return 403, "refused: a request from another origin (Origin)"
         return None
@@ -128,7 +130,7 @@ class Guard:
                 have = {k.lower() for k, _ in out}
                 ctype = dict((k.lower(), v) for k, v in out).get(b"content-type", b"")
                 csp = PAGE_CSP if ctype.startswith(b"text/html") else TEXT_CSP
-                extra = {b"x-content-type-options": b"nosniff", b"referrer-policy": b"no-referrer",
+                extra = {b"x-content-type-options": b"nosniff", b"referrer-policy": b"same-origin",
                          b"content-security-policy": csp.encode()}
                 out += [(k, v) for k, v in extra.items() if k not in have]
                 message = {**message, "headers": out}

@@ -146,6 +146,16 @@ def test_a_same_origin_form_still_works(archive, tmp_path):
     assert r.status_code == 303 and state(archive) == "denied"
 
 
+def test_a_hidden_origin_counts_only_with_a_same_origin_fetch_site(archive, tmp_path):
+    client, _, _ = app(archive, tmp_path=tmp_path)
+    form = {"csrf": csrf_of(client), "operator": "alice", "reason": "not now"}
+    r = client.post(f"/plans/{archive['plan']}/deny", data=form, headers={"Origin": "null", "Sec-Fetch-Site": "none"})
+    assert r.status_code == 403 and state(archive) == "pending"
+    r = client.post(f"/plans/{archive['plan']}/deny", data=form,
+                    headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303 and state(archive) == "denied"
+
+
 def test_the_public_url_is_an_origin_of_ours(archive, tmp_path):
     client, intake, _ = app(archive, tmp_path=tmp_path, public_url="https://smartops.example.com/")
     r = client.post("/alerts", json=ALERT, headers={"Origin": "https://smartops.example.com",
