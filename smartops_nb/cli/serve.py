@@ -18,7 +18,9 @@ def register(subparsers, parser_class) -> None:
                     "alert routes to (routes file) in the background on warm kernels, and write the records "
                     "to the archive. With --queue DSN (or $SMARTOPS_QUEUE) each run becomes a job in a PostgreSQL "
                     "queue instead, run by `smartops worker` processes; any number of serve replicas may share it. "
-                    "GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. "
+                    "GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. Browser pages of other "
+                    "origins cannot post here (Origin/Sec-Fetch-Site), a foreign Host gets 421, and the pages' "
+                    "sign-in is a 12-hour session (README: security in each mode). "
                     "Exit 2: bad routes/parameters, an unreachable queue, or a non-loopback address without a token.")
     s.add_argument("--routes", default=DEFAULT_ROUTES, metavar="FILE",
                    help=f"routes file mapping alerts to runbooks ({DEFAULT_ROUTES})")

@@ -20,9 +20,13 @@ request answered under a burst).
   and kind: a ``resolved`` confirming run is a different kind from the firing run).
 - Queue full, or the queue's PostgreSQL unreachable → 503 (Alertmanager retries); malformed payload
   → 400, nothing run.
-- With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
-  without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
-  and tells queue depth, runs in progress and pool size only.
+- With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``
+  (the scheme in any case, RFC 9110); without one the server refuses to listen anywhere but
+  loopback. ``GET /healthz`` needs no token and tells queue depth, runs in progress and pool size only.
+- Before any route, :mod:`.security` checks the Host (DNS rebinding) and, on every POST, a browser's
+  Origin/Sec-Fetch-Site (no page of another origin posts here), and adds ``nosniff`` and a CSP to
+  every answer; ``POST /alerts`` takes ``application/json`` only (415); ``X-Forwarded-*`` count only
+  from ``--trusted-proxy`` addresses.
 - SIGTERM/SIGINT: stop accepting (503), let the runs in flight finish within the drain timeout,
   interrupt those still running (their records say so), log the queued ones dropped, exit.
 """
@@ -344,10 +348,17 @@ def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float,
                 self.force_exit = True
             self.should_exit = True
 
-    config = uvicorn.Config(make_app(mode, token, pages, host=host, public_url=public_url), log_config=None,
-                            access_log=False, lifespan="on", timeout_keep_alive=5, timeout_graceful_shutdown=10,
-                            proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None)
-    Server(config).run(sockets=[sock])
+    Server(http_config(make_app(mode, token, pages, host=host, public_url=public_url), trusted_proxies)).run(
+        sockets=[sock])
+
+
+def http_config(app, trusted_proxies: list[str] = ()):
+    """uvicorn's configuration for ``app``: ``X-Forwarded-*`` used only from ``trusted_proxies``."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=5,
+                          timeout_graceful_shutdown=10, proxy_headers=bool(trusted_proxies),
+                          forwarded_allow_ips=list(trusted_proxies) or None)
 
 
 def check_listen_address(host: str, token: str | None) -> None:

@@ -332,3 +332,33 @@ def test_trusted_proxies_are_addresses_or_networks():
 def test_a_bad_trusted_proxy_exits_2_in_one_line(cli):
     out = cli("serve", "--trusted-proxy", "proxy.example", "--routes", "/nonexistent.yaml")
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--trusted-proxy" in out.stderr
+
+
+@pytest.mark.parametrize("proxies, seen", [([], "127.0.0.1"), (["127.0.0.0/8"], "203.0.113.9")])
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(archive, tmp_path, caplog, proxies, seen):
+    """A real uvicorn on a loopback socket: the client address the webhook logs for a wrong token."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import uvicorn
+
+    from smartops_nb.waiting import until
+
+    pages = web.routes(archive["folder"], TOKEN, sessions=Sessions(install_secret(tmp_path / "state")))
+    server = uvicorn.Server(serve.http_config(serve.make_app(Intake(), TOKEN, pages), proxies))
+    sock = serve.listen("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        assert until(lambda: server.started, timeout=30, interval=0.05)
+        req = urllib.request.Request(f"http://127.0.0.1:{sock.getsockname()[1]}/alerts", data=b"{}", method="POST",
+                                     headers={"X-Forwarded-For": "203.0.113.9", "Content-Type": "application/json"})
+        with caplog.at_level("WARNING", logger="smartops.serve"), pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401
+        assert f"unauthorized POST from {seen} " in caplog.text, caplog.text
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
