@@ -25,9 +25,9 @@ import yaml
 
 from smartops_nb.records.archive import plan_store
 from smartops_nb.waiting import until
-from tests.conftest import REPO, free_port, require, run_runbook, stop_process
-from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
-from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS
+from tests.conftest import REPO, free_port, require, stop_process
+from tests.fixtures.leak import LEAK_IDLE_MINUTES
+from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS, investigated_leak
 
 ROUTES = {"routes": [{"alertname": "PostgresConnectionsNearLimit", "runbook": "db-pool-exhausted",
                       "parameters": {"idle_minutes": LEAK_IDLE_MINUTES}}]}
@@ -43,15 +43,8 @@ REBOUND = "rebind.attacker.example"
 @pytest.fixture(scope="module")
 def incident(sandbox, tmp_path_factory):
     """A confirmed leak with its plan pending, in a folder archive."""
-    archive = tmp_path_factory.mktemp("browser-security") / "incidents"
-    sandbox.heal()
-    inject_leak(sandbox)
-    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": LEAK_IDLE_MINUTES,
-              "incident_id": "INC-xsite"}
-    rec = run_runbook("db-pool-exhausted", archive, params)
-    (plan,) = rec.summary["plans"]
-    yield {"archive": archive, "record": rec, "plan": plan, "params": params}
-    sandbox.heal()
+    with investigated_leak(sandbox, tmp_path_factory.mktemp("browser-security") / "incidents", "INC-xsite") as inc:
+        yield inc
 
 
 class Serve:
