@@ -10,7 +10,8 @@
   its cookies or form fields. Requests without these headers (curl, Alertmanager) pass on to their
   other checks (token, CSRF token, Content-Type).
 - **Headers**: every answer gets ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
-  same-origin`` (no address of ours leaves for another site; our own forms keep their ``Origin``); every one without its own Content-Security-Policy gets :data:`PAGE_CSP` (HTML) or
+  same-origin`` (no address of ours leaves for another site; our own forms keep their ``Origin``);
+  every one without its own Content-Security-Policy gets :data:`PAGE_CSP` (HTML) or
   :data:`TEXT_CSP` (anything else: nothing in it may run or load).
 - :func:`bearer`: the token of an ``Authorization`` header, its scheme matched case-insensitively
   (RFC 9110 §11.1: Alertmanager's ``type: bearer`` sends ``bearer``).

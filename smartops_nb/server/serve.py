@@ -20,10 +20,10 @@ request answered under a burst).
   and kind: a ``resolved`` confirming run is a different kind from the firing run).
 - Queue full, or the queue's PostgreSQL unreachable → 503 (Alertmanager retries); malformed payload
   → 400, nothing run.
-- With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``
-  (the scheme in any case, RFC 9110); without one the server refuses to listen anywhere but
-  loopback. ``GET /healthz`` needs no token and tells queue depth, runs in progress and pool size only.
-- Before any route, :mod:`.security` checks the Host (DNS rebinding) and, on every POST, a browser's
+- With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
+  without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
+  and tells queue depth, runs in progress and pool size only.
+- The bearer scheme is matched in any case (RFC 9110). Before any route, :mod:`.security` checks the Host (DNS rebinding) and, on every POST, a browser's
   Origin/Sec-Fetch-Site (no page of another origin posts here), and adds ``nosniff`` and a CSP to
   every answer; ``POST /alerts`` takes ``application/json`` only (415); ``X-Forwarded-*`` count only
   from ``--trusted-proxy`` addresses.
