@@ -23,12 +23,12 @@ request answered under a burst).
 - With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
   without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
   and tells queue depth, runs in progress and pool size only.
-- The bearer scheme is matched in any case (RFC 9110). Before any route, :mod:`.security` checks the Host (DNS rebinding) and, on every POST, a browser's
-  Origin/Sec-Fetch-Site (no page of another origin posts here), and adds ``nosniff`` and a CSP to
-  every answer; ``POST /alerts`` takes ``application/json`` only (415); ``X-Forwarded-*`` count only
-  from ``--trusted-proxy`` addresses.
 - SIGTERM/SIGINT: stop accepting (503), let the runs in flight finish within the drain timeout,
   interrupt those still running (their records say so), log the queued ones dropped, exit.
+- Before any route, :mod:`.security` checks the Host (DNS rebinding) and, on every POST, a browser's
+  Origin/Sec-Fetch-Site (no page of another origin posts here), and adds ``nosniff`` and a CSP to
+  every answer; ``POST /alerts`` takes ``application/json`` only (415); ``X-Forwarded-*`` count only
+  from ``--trusted-proxy`` addresses; the bearer scheme is matched in any case (RFC 9110).
 """
 from __future__ import annotations
 
