@@ -28,13 +28,14 @@ SESSION_ENV = "JPY_SESSION_NAME"         # jupyter_server gives its kernels the 
 # -- environment: configuration of the tool ----------------------------------------------------------
 ARCHIVE_ENV = "SMARTOPS_ARCHIVE"         # the archive: a folder or s3://bucket/prefix
 INDEX_ENV = "SMARTOPS_INDEX"             # its index: sqlite (beside a folder) or a PostgreSQL DSN
-STATE_DIR_ENV = "SMARTOPS_STATE_DIR"     # this machine's state (spool of unsent records): ~/.smartops
+STATE_DIR_ENV = "SMARTOPS_STATE_DIR"     # this machine's state (spool of unsent records, serve.secret): ~/.smartops
 FALLBACK_ENV = "SMARTOPS_FALLBACK_DIR"   # where a record the archive refused is kept
 NOTEBOOKS_ENV = "SMARTOPS_NOTEBOOKS"     # the runbook notebooks' folder (default: the repository's)
 SERVE_TOKEN_ENV = "SMARTOPS_SERVE_TOKEN"  # bearer token of `smartops serve`
 QUEUE_ENV = "SMARTOPS_QUEUE"             # the job queue's PostgreSQL DSN (`serve`, `worker`, `queue`)
 LAB_TOKEN_ENV = "SMARTOPS_LAB_TOKEN"     # token of `smartops lab`
 PUBLIC_URL_ENV = "SMARTOPS_PUBLIC_URL"   # where people reach `smartops serve`'s pages (links in notifications)
+TRUSTED_PROXIES_ENV = "SMARTOPS_TRUSTED_PROXIES"   # `smartops serve --trusted-proxy`: reverse proxies (comma-separated)
 
 DEFAULT_ARCHIVE = "incidents"
 

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from smartops_nb.contract import PUBLIC_URL_ENV, QUEUE_ENV, SERVE_TOKEN_ENV
+from smartops_nb.contract import PUBLIC_URL_ENV, QUEUE_ENV, SERVE_TOKEN_ENV, TRUSTED_PROXIES_ENV
 from smartops_nb.params import ParameterError
 
 DEFAULT_ROUTES = "parameters/routes.yaml"
@@ -18,7 +18,9 @@ def register(subparsers, parser_class) -> None:
                     "alert routes to (routes file) in the background on warm kernels, and write the records "
                     "to the archive. With --queue DSN (or $SMARTOPS_QUEUE) each run becomes a job in a PostgreSQL "
                     "queue instead, run by `smartops worker` processes; any number of serve replicas may share it. "
-                    "GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. "
+                    "GET /healthz reports queue and workers. SIGTERM/SIGINT drain and exit. Browser pages of other "
+                    "origins cannot post here (Origin/Sec-Fetch-Site), a foreign Host gets 421, and the pages' "
+                    "sign-in is a 12-hour session (README: security in each mode). "
                     "Exit 2: bad routes/parameters, an unreachable queue, or a non-loopback address without a token.")
     s.add_argument("--routes", default=DEFAULT_ROUTES, metavar="FILE",
                    help=f"routes file mapping alerts to runbooks ({DEFAULT_ROUTES})")
@@ -33,6 +35,9 @@ def register(subparsers, parser_class) -> None:
     s.add_argument("--public-url", metavar="URL",
                    help="where people reach these pages (default $SMARTOPS_PUBLIC_URL): notifications link the "
                         "incident's and the record's page")
+    s.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
+                   help="a reverse proxy's address or network (repeatable; default $SMARTOPS_TRUSTED_PROXIES, "
+                        "comma-separated): only from these are X-Forwarded-For/-Proto believed; none: never")
     s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
     s.add_argument("--queue", type=_queue, default=None, metavar="DSN",
                    help="PostgreSQL DSN of the job queue: queue mode (default $SMARTOPS_QUEUE; none: in-process). "
@@ -65,7 +70,7 @@ def _queue(text: str) -> int | str:
 
 def cmd_serve(args) -> int:
     from smartops_nb.records.location import open_archive
-    from smartops_nb.server import serve
+    from smartops_nb.server import security, serve
 
     token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
     if args.public_url:  # read where links are made: the web view and the notifications of every run
@@ -74,13 +79,15 @@ def cmd_serve(args) -> int:
     dsn = args.queue if isinstance(args.queue, str) else None if isinstance(args.queue, int) else \
         os.environ.get(QUEUE_ENV) or None
     try:
+        proxies = security.trusted_proxies(args.trusted_proxy if args.trusted_proxy is not None
+                                           else [os.environ.get(TRUSTED_PROXIES_ENV, "")])
         if args.workers < 1 or size < 1:
             raise ParameterError("--workers and --queue-size must be at least 1")
         routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
         archive = open_archive(args.archive, args.index).target
         return serve.serve(routes, archive, host=args.host, port=args.port, token=token,
                            workers=args.workers, queue_size=size, warm=args.warm, drain_timeout=args.drain_timeout,
-                           cell_timeout=args.cell_timeout, queue_dsn=dsn)
+                           cell_timeout=args.cell_timeout, queue_dsn=dsn, trusted_proxies=proxies)
     except ParameterError as e:
         print(f"smartops serve: {e}", file=sys.stderr)
         return 2

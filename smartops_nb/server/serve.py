@@ -25,6 +25,10 @@ request answered under a burst).
   and tells queue depth, runs in progress, pool size and the process's open descriptors and RSS.
 - SIGTERM/SIGINT: stop accepting (503), let the runs in flight finish within the drain timeout,
   interrupt those still running (their records say so), log the queued ones dropped, exit.
+- Before any route, :mod:`.security` checks the Host (DNS rebinding) and, on every POST, a browser's
+  Origin/Sec-Fetch-Site (no page of another origin posts here), and adds ``nosniff`` and a CSP to
+  every answer; ``POST /alerts`` takes ``application/json`` only (415); ``X-Forwarded-*`` count only
+  from ``--trusted-proxy`` addresses; the bearer scheme is matched in any case (RFC 9110).
 """
 from __future__ import annotations
 
@@ -50,7 +54,9 @@ from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
 from smartops_nb.resources import process_stats
 
+from . import security
 from .intake import answer, plan, status_of
+from .security import bearer
 
 log = logging.getLogger("smartops.serve")
 
@@ -211,12 +217,14 @@ class Service:
 LISTEN_BACKLOG = 2048   # an alert storm arrives at once: queue the connections, answer every one
 
 
-def make_app(mode, token: str | None, pages: list | None = None):
-    """The ASGI app: ``GET /healthz`` (no token), ``POST`` anything else = Alertmanager's webhook.
+def make_app(mode, token: str | None, pages: list | None = None, *, host: str = "127.0.0.1", public_url: str = ""):
+    """The ASGI app: ``GET /healthz`` (no token), ``POST`` anything else = Alertmanager's webhook
+    (``Content-Type: application/json`` only: a browser's ``no-cors`` text/plain post is a 415).
 
     ``mode``: :class:`Service` (in-process) or :class:`~smartops_nb.server.queue_mode.QueueIntake`;
     both have ``accepting``, ``handle_async(doc)``, ``health_async()``, ``open_async()``/``close_async()``.
     ``pages``: Starlette routes served before the webhook's (the archive's web view, :mod:`.web`).
+    ``host``, ``public_url``: whom the Host and Origin checks of :mod:`.security` let through.
     """
     from contextlib import asynccontextmanager
 
@@ -247,10 +255,13 @@ def make_app(mode, token: str | None, pages: list | None = None):
                 return send(status, {**body, "process": process_stats()})  # descriptors, RSS: flat over months
             return send(404, {"error": "not found; POST alerts to /alerts, GET /healthz"})
         if token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            given = bearer(request.headers) or ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
                 log.warning("unauthorized POST from %s (%s token)", client, "wrong" if given else "no")
                 return send(401, {"error": "missing or wrong bearer token"})
+        ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if ctype != "application/json":
+            return send(415, {"error": "Content-Type must be application/json (Alertmanager's webhook)"})
         try:
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
@@ -279,7 +290,7 @@ def make_app(mode, token: str | None, pages: list | None = None):
             await mode.close_async_http()
 
     return Starlette(routes=[*(pages or []), HttpRoute("/{path:path}", endpoint, methods=["GET", "POST"])],
-                     lifespan=lifespan)
+                     lifespan=lifespan, middleware=security.middleware(host, public_url))
 
 
 def is_loopback(host: str) -> bool:
@@ -306,8 +317,12 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float, pages: list | None = None) -> None:
-    """Serve ``mode`` on ``sock`` with uvicorn until SIGTERM/SIGINT (then: stop accepting, close)."""
+def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float, pages: list | None = None, *,
+             host: str = "127.0.0.1", public_url: str = "", trusted_proxies: list[str] = ()) -> None:
+    """Serve ``mode`` on ``sock`` with uvicorn until SIGTERM/SIGINT (then: stop accepting, close).
+
+    ``X-Forwarded-For``/``-Proto`` are believed only from ``trusted_proxies`` (addresses or networks);
+    with none, never: the client is the peer of the connection."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -320,9 +335,17 @@ def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float,
                 self.force_exit = True
             self.should_exit = True
 
-    config = uvicorn.Config(make_app(mode, token, pages), log_config=None, access_log=False, lifespan="on",
-                            timeout_keep_alive=5, timeout_graceful_shutdown=10)
-    Server(config).run(sockets=[sock])
+    Server(http_config(make_app(mode, token, pages, host=host, public_url=public_url), trusted_proxies)).run(
+        sockets=[sock])
+
+
+def http_config(app, trusted_proxies: list[str] = ()):
+    """uvicorn's configuration for ``app``: ``X-Forwarded-*`` used only from ``trusted_proxies``."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=5,
+                          timeout_graceful_shutdown=10, proxy_headers=bool(trusted_proxies),
+                          forwarded_allow_ips=list(trusted_proxies) or None)
 
 
 def check_listen_address(host: str, token: str | None) -> None:
@@ -333,11 +356,16 @@ def check_listen_address(host: str, token: str | None) -> None:
 
 def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
           workers: int = 2, queue_size: int = 10, warm: int | None = None, drain_timeout: float = 60,
-          cell_timeout: int = 600, queue_dsn: str | None = None) -> int:
+          cell_timeout: int = 600, queue_dsn: str | None = None, trusted_proxies: list[str] = ()) -> int:
     """Listen until SIGTERM/SIGINT, then drain. Refuses a non-loopback address without a token.
 
-    ``queue_dsn``: queue mode (runs become jobs for ``smartops worker``); else in-process mode."""
+    ``queue_dsn``: queue mode (runs become jobs for ``smartops worker``); else in-process mode.
+    ``trusted_proxies``: the only peers whose ``X-Forwarded-*`` headers are used."""
     check_listen_address(host, token)
+    from smartops_nb.server import web
+    from smartops_nb.server.sessions import Sessions, install_secret
+
+    public_url, secret = os.environ.get(PUBLIC_URL_ENV, ""), install_secret()  # a bad secret file: exit 2 now
     if queue_dsn:
         from smartops_nb.server.queue_mode import QueueIntake
 
@@ -349,12 +377,11 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
         mode.start()
     log.info("listening on http://%s:%d (routes: %d, %s, %s)", host, sock.getsockname()[1], len(routes.routes),
              mode.describe(), "bearer token required" if token else "no token: loopback only")
-    from smartops_nb.server import web
-
-    pages = web.routes(archive, token, files=routes.files, public_url=os.environ.get(PUBLIC_URL_ENV, ""),
-                       queue=queue_dsn)
+    pages = web.routes(archive, token, files=routes.files, public_url=public_url, queue=queue_dsn,
+                       sessions=Sessions(secret, port=sock.getsockname()[1]))
     try:
-        run_http(mode, sock, token, drain_timeout, pages)
+        run_http(mode, sock, token, drain_timeout, pages, host=host, public_url=public_url,
+                 trusted_proxies=trusted_proxies)
     finally:
         sock.close()
         mode.accepting = False

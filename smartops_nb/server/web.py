@@ -6,19 +6,20 @@ from a system under investigation (log lines, label values, key names, query tex
 record is rendered by nbconvert with its HTML sanitizer on, served under a Content-Security-Policy
 that allows no script at all, inside a sandboxed frame: a hostile log line cannot run in the viewer.
 
-Access: the webhook's token. A browser signs in once with ``?token=…`` (a cookie marked HttpOnly and
-SameSite=Strict follows, as Jupyter does); every page answers 401 without it. Approve and Deny are
-POST forms carrying a CSRF token derived from the server's token, and call the same code as
+Access: the webhook's token. A browser signs in once with ``?token=…``: a session starts and its
+signed id (never the token) goes into a cookie marked HttpOnly and SameSite=Strict whose name carries
+the port and the install (:mod:`.sessions`); it lasts 12 hours or until "Sign out". Every page answers
+401 without it. Approve and Deny are POST forms carrying a CSRF token keyed by the install's random
+secret (and the session), checked besides the Origin (:mod:`.security`), and call the same code as
 ``smartops approve`` / ``smartops deny``. ``POST /approvals/PLAN_ID`` is the same approval for
 automation (bearer token, JSON body ``{"operator": "..."}``); with a queue both hand the claimed plan
 to the workers (202, the job's id). The archive is a folder or ``s3://`` + PostgreSQL: records are
 read through its storage (S3 objects fetched once to a read-only local copy), plans from its plan
 store. Without a token, ``serve`` listens on
-loopback only and the pages are open to that machine, as today.
+loopback only and the pages are open to that machine's users — not to its other origins' pages.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -36,38 +37,42 @@ from smartops_nb.records.storage import is_record_name
 from smartops_nb.postincident import checklist
 from smartops_nb.reports import incident as incidents
 
+from .security import bearer
+from .sessions import Sessions
+
 log = logging.getLogger("smartops.web")
 
-COOKIE = "smartops_token"
 #: Records are notebooks rendered to HTML: images inline, styles inline, no script, no network.
 RECORD_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
               "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
-PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; frame-src 'self'; "
-            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 FILTERS = ("runbook", "severity", "environment", "cause", "since", "q")
 
 
 class Access:
-    """Who may see the pages and act: the serve token (cookie, ``?token=``, or bearer header)."""
+    """Who may see the pages and act: the serve token (``?token=`` signs in, or a bearer header) or a
+    sign-in session (:mod:`.sessions`); and the CSRF token of the forms, keyed by the install's secret."""
 
-    def __init__(self, token: str | None):
-        self.token = token
+    def __init__(self, token: str | None, sessions: Sessions):
+        self.token, self.sessions = token, sessions
+
+    def session(self, request) -> str | None:
+        return self.sessions.check(request.cookies.get(self.sessions.cookie))
+
+    def token_ok(self, given: str | None) -> bool:
+        return bool(given) and self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
     def allowed(self, request) -> bool:
         if self.token is None:  # serve refuses to listen beyond loopback without a token
             return True
-        given = [request.cookies.get(COOKIE, ""), request.query_params.get("token", "")]
-        auth = request.headers.get("authorization", "")
-        if auth.startswith("Bearer "):
-            given.append(auth[len("Bearer "):])
-        return any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given)
+        return (self.session(request) is not None or self.token_ok(request.query_params.get("token"))
+                or self.token_ok(bearer(request.headers)))
 
-    def csrf(self) -> str:
-        """The token every state-changing form carries (an attacker's page cannot read it)."""
-        return hmac.new((self.token or "loopback").encode(), b"smartops-csrf", hashlib.sha256).hexdigest()
+    def csrf(self, request) -> str:
+        """The token every state-changing form carries: an attacker's page can neither read nor compute it."""
+        return self.sessions.mac("csrf", self.session(request) or "")
 
-    def csrf_ok(self, given: str) -> bool:
-        return bool(given) and hmac.compare_digest(given.encode(), self.csrf().encode())
+    def csrf_ok(self, request, given: str) -> bool:
+        return bool(given) and hmac.compare_digest(given.encode(), self.csrf(request).encode())
 
 
 def _templates():
@@ -93,7 +98,7 @@ def record_path(name: str) -> str:
 
 
 def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
-           queue: str | None = None) -> list:
+           queue: str | None = None, sessions: Sessions | None = None) -> list:
     """The pages and the approval endpoints, as Starlette routes to put before the webhook's.
 
     ``archive``: a folder or a shared archive (``s3://`` + PostgreSQL), read through its storage;
@@ -103,53 +108,54 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
     from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.routing import Route
 
-    access, env, files = Access(token), _templates(), list(files)
+    sessions = Sessions.for_install() if sessions is None else sessions
+    access, env, files = Access(token, sessions), _templates(), list(files)
 
-    def html(template: str, status: int = 200, **ctx) -> HTMLResponse:
-        body = env.get_template(template).render(csrf=access.csrf(), **ctx)
-        return HTMLResponse(body, status_code=status, headers={"Content-Security-Policy": PAGE_CSP,
-                                                                "X-Content-Type-Options": "nosniff",
-                                                                "Referrer-Policy": "no-referrer"})
+    def html(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
+        """A page (security headers: :class:`.security.Guard`)."""
+        body = env.get_template(template).render(csrf=access.csrf(request),
+                                                 signed_in=access.session(request) is not None, **ctx)
+        return HTMLResponse(body, status_code=status)
 
     def guarded(handler):
         async def endpoint(request: Request):
             if not access.allowed(request):
-                return html("error.html", 401, title="Sign in", message="This page needs the serve token: open "
-                            "the link from the alert, or add ?token=… once.")
-            if request.method == "GET" and "token" in request.query_params and access.token is not None:
-                # signed in with ?token=: keep it in a cookie, and drop it from the address bar
+                return html(request, "error.html", 401, title="Sign in", message="This page needs the serve token: "
+                            "open the link from the alert, or add ?token=… once.")
+            if request.method == "GET" and access.token_ok(request.query_params.get("token")):
+                # signed in with ?token=: a session in a cookie (never the token), the token off the address bar
                 rest = {k: v for k, v in request.query_params.items() if k != "token"}
                 to = request.url.path + (f"?{urlencode(rest)}" if rest else "")
                 out = RedirectResponse(to, status_code=303)
-                out.set_cookie(COOKIE, access.token, httponly=True, samesite="strict",
-                               secure=request.url.scheme == "https", path="/")
+                out.set_cookie(sessions.cookie, sessions.start(), max_age=int(sessions.ttl), httponly=True,
+                               samesite="strict", secure=request.url.scheme == "https", path="/")
                 return out
             try:
                 return await handler(request)
             except (record_archive.IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
-                return html("error.html", 404, title="Not found", message=str(e))
+                return html(request, "error.html", 404, title="Not found", message=str(e))
         return endpoint
 
     async def incidents_page(request: Request):
         filters = {k: request.query_params.get(k, "").strip() for k in FILTERS}
         rows = await run_in_threadpool(_incident_rows, archive, filters)
-        return html("incidents.html", incidents=rows, filters=filters, title="Incidents")
+        return html(request, "incidents.html", incidents=rows, filters=filters, title="Incidents")
 
     async def incident_page(request: Request):
         incident_id = request.path_params["incident_id"]
         inc = await run_in_threadpool(incidents.show, archive, incident_id)
-        return html("incident.html", inc=inc, title=f"Incident {incident_id}", message=request.query_params.get("m"),
-                    events=_events(inc), record_path=record_path)
+        return html(request, "incident.html", inc=inc, title=f"Incident {incident_id}",
+                    message=request.query_params.get("m"), events=_events(inc), record_path=record_path)
 
     async def record_page(request: Request):
         name = request.path_params["name"]
         info = await run_in_threadpool(_record_info, archive, name)
-        return html("record.html", title=name, **info, incident_path=incident_path)
+        return html(request, "record.html", title=name, **info, incident_path=incident_path)
 
     async def record_view(request: Request):
         path = await run_in_threadpool(_record_file, archive, request.path_params["name"])
         body = await run_in_threadpool(record_html, path)
-        return HTMLResponse(body, headers={"Content-Security-Policy": RECORD_CSP, "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(body, headers={"Content-Security-Policy": RECORD_CSP})
 
     async def record_download(request: Request):
         path = await run_in_threadpool(_record_file, archive, request.path_params["name"])
@@ -163,10 +169,10 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
     async def decide(request: Request):
         form = await request.form()
         plan_id, verb = request.path_params["plan_id"], request.path_params["verb"]
-        if not access.csrf_ok(str(form.get("csrf", ""))):
+        if not access.csrf_ok(request, str(form.get("csrf", ""))):
             log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
-            return html("error.html", 403, title="Refused", message="This form is stale or was not sent by this "
-                                                                     "page (CSRF check): nothing was done.")
+            return html(request, "error.html", 403, title="Refused",
+                        message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
         plan = await run_in_threadpool(lambda: record_archive.plan_store(archive).get(plan_id))
         operator = str(form.get("operator", "")).strip()
         if verb == "approve":
@@ -193,8 +199,8 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         return RedirectResponse(f"{incident_path(incident_id)}?{urlencode({'m': said})}", status_code=303)
 
     async def approval_api(request: Request):
-        if not access.allowed(request) or (access.token is not None and COOKIE in request.cookies
-                                           and not request.headers.get("authorization")):
+        if not access.allowed(request) or (access.token is not None and sessions.cookie in request.cookies
+                                           and not bearer(request.headers)):
             # automation presents the bearer token; a browser's cookie alone does not approve (CSRF)
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="smartops"'})
@@ -224,6 +230,16 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
     async def home(request: Request):
         return RedirectResponse("/incidents", status_code=303)
 
+    async def sign_out(request: Request):
+        form = await request.form()
+        if not access.csrf_ok(request, str(form.get("csrf", ""))):
+            return html(request, "error.html", 403, title="Refused", message="This form is stale or was not sent "
+                                                                              "by this page (CSRF check).")
+        sessions.end(request.cookies.get(sessions.cookie))
+        out = RedirectResponse("/incidents", status_code=303)
+        out.delete_cookie(sessions.cookie, path="/", httponly=True, samesite="strict")
+        return out
+
     return [
         Route("/", guarded(home), methods=["GET"]),
         Route("/incidents", guarded(incidents_page), methods=["GET"]),
@@ -235,6 +251,7 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
         Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
         Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
+        Route("/signout", sign_out, methods=["POST"]),
     ]
 
 

@@ -14,9 +14,7 @@ import urllib.request
 import pytest
 
 from smartops_nb.records.archive import plan_store
-from tests.conftest import run_runbook
-from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS, serve_web
-from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
+from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS, investigated_leak, serve_web
 
 TOKEN = "web-test-token-5f1c2e"
 HOSTILE_LOG = "<img src=x onerror=alert('log')><script>alert('log2')</script> connection pool exhausted"
@@ -26,17 +24,13 @@ HOSTILE_ENV = "prod<img src=x onerror=alert('env')>"
 @pytest.fixture(scope="module")
 def incident(sandbox, tmp_path_factory):
     """A confirmed leak with a pending plan, a second plan already approved, hostile text planted."""
-    archive = tmp_path_factory.mktemp("web") / "incidents"
-    sandbox.heal()
-    inject_leak(sandbox)
-    with open(sandbox.api_log, "a") as log:  # what a compromised or careless app could print
-        log.write(f"2026-11-29 12:00:00 ERROR {HOSTILE_LOG}\n")
-    params = {**sandbox.params(), "api_log_path": str(sandbox.api_log), "idle_minutes": LEAK_IDLE_MINUTES,
-              "incident_id": "INC-web", "environment": HOSTILE_ENV}
-    rec = run_runbook("db-pool-exhausted", archive, params)
-    (plan,) = rec.summary["plans"]
-    yield {"archive": archive, "record": rec, "plan": plan}
-    sandbox.heal()
+    def plant(sandbox):
+        with open(sandbox.api_log, "a") as log:  # what a compromised or careless app could print
+            log.write(f"2026-11-29 12:00:00 ERROR {HOSTILE_LOG}\n")
+
+    with investigated_leak(sandbox, tmp_path_factory.mktemp("web") / "incidents", "INC-web", plant,
+                           environment=HOSTILE_ENV) as incident:
+        yield incident
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +90,8 @@ def test_the_incident_list_timeline_and_record_in_the_browser(server, incident, 
     ctx, page, dialogs = _page(browser)
     page.goto(f"{server}/incidents?token={TOKEN}")
     assert "token=" not in page.url  # signed in: the token went into an HttpOnly cookie
-    cookie = next(c for c in ctx.cookies() if c["name"] == "smartops_token")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    cookie = next(c for c in ctx.cookies() if c["name"].startswith("smartops_session_"))
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
     row = page.locator("tr", has_text="INC-web")
     assert row.count() == 1 and "idle-connection-leak" in row.inner_text()
     assert incident["plan"]["id"] in row.inner_text()
@@ -137,19 +131,21 @@ def test_on_a_phone_the_verdict_comes_first(server, incident, browser):
 
 
 def test_a_forged_post_is_refused_and_nothing_is_done(server, incident):
+    import http.cookiejar
+
     plan = incident["plan"]
+    signed_in = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    signed_in.open(f"{server}/incidents?token={TOKEN}", timeout=20).read()  # a session cookie, as a browser's
     req = urllib.request.Request(f"{server}/plans/{plan['id']}/approve", method="POST",
                                  data=b"operator=mallory&confirm=" + plan["id"].encode(),
-                                 headers={"Cookie": f"smartops_token={TOKEN}",
-                                          "Content-Type": "application/x-www-form-urlencoded"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=20)
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # signed in, but no CSRF token
+        signed_in.open(req, timeout=20)
     assert refused.value.code == 403
     # the JSON approval needs the bearer token itself, not a browser's cookie
-    req = urllib.request.Request(f"{server}/approvals/{plan['id']}", method="POST", data=b'{"operator": "m"}',
-                                 headers={"Cookie": f"smartops_token={TOKEN}"})
+    req = urllib.request.Request(f"{server}/approvals/{plan['id']}", method="POST", data=b'{"operator": "m"}')
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=20)
+        signed_in.open(req, timeout=20)
     assert refused.value.code == 401
     assert plan_store(incident["archive"]).get(plan["id"]).state == "pending"
 
