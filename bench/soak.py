@@ -39,7 +39,7 @@ def main() -> int:
             print(f"{kind}: {args.runs} runs under ulimit -n {FD_LIMIT}", flush=True)
             if kind == "worker":
                 with postgres_server("smartops-soak-queue-", max_connections=100) as pg:
-                    result = soak(Path(tmp), args.runs, queue_dsn=pg.dsn(), every=args.every, progress=show)
+                    result = soak(Path(tmp), args.runs, queue_dsn=pg.dsn(db="postgres"), every=args.every, progress=show)
             else:
                 result = soak(Path(tmp), args.runs, every=args.every, progress=show)
         first, last = result.samples[0], result.samples[-1]
