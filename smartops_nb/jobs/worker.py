@@ -109,7 +109,8 @@ class Runner:
             return self._bad(job, f"route {route_key!r} is not in this worker's routes file (removed or renamed "
                                   f"since the job was queued); nothing ran")
         try:
-            prep = prepare(route.runbook, cli=routes_mod.run_parameters(route, alert), base=self.routes.base)
+            prep = prepare(route.runbook, cli=routes_mod.run_parameters(route, alert, self.routes.severities),
+                           base=self.routes.base)
         except ParameterError as e:
             return self._bad(job, f"bad parameters for {route.runbook}: {e}")
         other = self._ran_meanwhile(job)
@@ -269,6 +270,20 @@ def run_worker(dsn: str, runner: Runner, *, concurrency: int = 2, drain_timeout:
     return 0
 
 
+async def _name_workers(dsn: str, name: str, workers: list) -> None:
+    """Once the process's Procrastinate workers have registered, note them as ``name`` (host:pid), so
+    that `queue status` shows one worker per process. Bounded: gives up after 10 s."""
+    for _ in range(100):
+        ids = [w.worker_id for w in workers]
+        if all(ids):
+            try:
+                await asyncio.to_thread(queue_app.name_workers, dsn, name, ids)
+            except Exception as e:  # only `queue status` loses the name
+                log.warning("worker names not noted (%s: %s)", type(e).__name__, e)
+            return
+        await asyncio.sleep(0.1)
+
+
 async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_timeout: float,
                 heartbeat: float, poll: float) -> None:
     from procrastinate.worker import Worker
@@ -300,7 +315,9 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
                     Worker(app, queues=[queue_app.MAINTENANCE_QUEUE], concurrency=1, shutdown_graceful_timeout=5,
                            delete_jobs="successful", **common)]  # sweeps that found nothing leave no rows
                 tasks = [asyncio.create_task(w.run()) for w in current]
+                naming = asyncio.create_task(_name_workers(dsn, name, list(current)))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                naming.cancel()
                 for w in current:  # one stopped (signal, or its connection failed): stop the other too
                     w.stop()
                 results = await asyncio.gather(*tasks, return_exceptions=True)

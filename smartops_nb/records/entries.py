@@ -117,6 +117,21 @@ def describe(nb, data: bytes, name: str) -> tuple[dict[str, Any], dict[str, str]
     return row, words
 
 
+NEW, RECHECK, REPEAT = "new", "recheck", "repeat"   # what claim_episode found
+
+
+def episode_verdict(last_run_at: str | None, recheck_after: float, at: str) -> str:
+    """NEW when the episode was never claimed; RECHECK when its last run is ``recheck_after`` s old or
+    more (``recheck_after`` > 0); else REPEAT. Times are ISO 8601 UTC, as :func:`now` writes them."""
+    from smartops_nb.params import parse_time
+
+    if last_run_at is None:
+        return NEW
+    if recheck_after > 0 and (parse_time(at) - parse_time(last_run_at)).total_seconds() >= recheck_after:
+        return RECHECK
+    return REPEAT
+
+
 def now() -> str:
     from smartops_nb.params import iso, utcnow
 
@@ -232,6 +247,17 @@ class Index:
 
     def appending(self):
         """A context manager: the chain tip locked for this writer, committed on exit."""
+        raise NotImplementedError
+
+    # alert episodes: smartops serve's idempotent intake (see smartops_nb.server.intake)
+    def claim_episode(self, incident_id: str, kind: str, recheck_after: float = 0.0) -> str:
+        """Note a notification of one alert episode and kind (``firing``/``resolved``), atomically across
+        every writer of this index: :data:`NEW` (the first: run it), :data:`RECHECK` (a repeat more than
+        ``recheck_after`` s after the last run: run a re-check) or :data:`REPEAT` (nothing to run)."""
+        raise NotImplementedError
+
+    def release_episode(self, incident_id: str, kind: str) -> None:
+        """Forget a :data:`NEW` claim whose run could not be queued, so that the retry runs it."""
         raise NotImplementedError
 
     def rebuild(self, describe_all, out) -> dict[str, str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .entries import (GENESIS, LIST_COLUMNS, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index, IndexMissing,
-                      IndexUnavailable, chained, now, public_row, where)
+from .entries import (GENESIS, LIST_COLUMNS, NEW, RECHECK, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index,
+                      IndexMissing, IndexUnavailable, chained, episode_verdict, now, public_row, where)
 from .plans import DDL as PLANS_DDL
 
 SCHEMA = "smartops_archive"
@@ -68,6 +68,13 @@ CREATE INDEX IF NOT EXISTS records_fts_doc ON records_fts USING gin (doc);
 CREATE TABLE IF NOT EXISTS tombstones (name text PRIMARY KEY, sha256 text NOT NULL, pruned_at text NOT NULL,
     why text NOT NULL);
 {PLANS_DDL}"""
+#: smartops serve's alert episodes (idempotent intake), made by the first claim, apart from _DDL.
+_EPISODES_DDL = ("CREATE TABLE IF NOT EXISTS alert_episodes (incident_id text NOT NULL, kind text NOT NULL, "
+                 "first_at text NOT NULL, run_at text NOT NULL, repeats integer NOT NULL DEFAULT 0, "
+                 "PRIMARY KEY (incident_id, kind))")
+#: pg_advisory_xact_lock key of the episode claims ("episodes" in ASCII)
+EPISODE_LOCK = 0x657069736F646573
+
 # weights: the record's own words (name, runbook, incident) first, then diagnosis, findings, the rest
 _WEIGHTS = {"record": "A", "diagnosis": "A", "findings": "B", "parameters": "C", "outputs": "D"}
 _DOC = " || ".join(f"setweight(to_tsvector('simple', %({c})s), '{w}')" for c, w in _WEIGHTS.items())
@@ -242,6 +249,39 @@ class PostgresIndex(Index):
                     yield _PgAppender(con)
             except psycopg.Error as e:
                 raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
+
+    # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
+    @contextmanager
+    def _episodes(self) -> Iterator[Any]:
+        """A transaction holding the episode lock, the table made if missing (replicas claim one at a time)."""
+        import psycopg
+
+        with self._connect(create=True) as con:
+            try:
+                with con.transaction():
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (EPISODE_LOCK,))
+                    con.execute(_EPISODES_DDL)
+                    yield con
+            except psycopg.Error as e:
+                raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
+
+    def claim_episode(self, incident_id, kind, recheck_after=0.0):
+        at = now()
+        with self._episodes() as con:
+            row = con.execute("SELECT run_at FROM alert_episodes WHERE incident_id = %s AND kind = %s",
+                              (incident_id, kind)).fetchone()
+            verdict = episode_verdict(row["run_at"] if row else None, recheck_after, at)
+            if verdict == NEW:
+                con.execute("INSERT INTO alert_episodes VALUES (%s, %s, %s, %s, 0)", (incident_id, kind, at, at))
+            else:
+                con.execute("UPDATE alert_episodes SET repeats = repeats + 1, run_at = "
+                            "CASE WHEN %s THEN %s ELSE run_at END WHERE incident_id = %s AND kind = %s",
+                            (verdict == RECHECK, at, incident_id, kind))
+        return verdict
+
+    def release_episode(self, incident_id, kind):
+        with self._episodes() as con:
+            con.execute("DELETE FROM alert_episodes WHERE incident_id = %s AND kind = %s", (incident_id, kind))
 
     def rebuild(self, describe_all, out):
         with self.appending() as tx:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .entries import (GENESIS, LIST_COLUMNS, Appender, Index, IndexMissing, IndexUnavailable, SearchSyntaxError,
-                      chained, now, public_row, where)
+from .entries import (GENESIS, LIST_COLUMNS, NEW, RECHECK, Appender, Index, IndexMissing, IndexUnavailable,
+                      SearchSyntaxError, chained, episode_verdict, now, public_row, where)
 
 log = logging.getLogger("smartops.archive")
 
@@ -57,6 +57,10 @@ _SCHEMA = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
     "record, findings, diagnosis, outputs, parameters, tokenize='unicode61')",
 ]
+#: Added by the first alert ``smartops serve`` takes in (see :meth:`SqliteIndex.claim_episode`).
+_EPISODES = ("CREATE TABLE IF NOT EXISTS alert_episodes (incident_id TEXT NOT NULL, kind TEXT NOT NULL, "
+             "first_at TEXT NOT NULL, run_at TEXT NOT NULL, repeats INTEGER NOT NULL DEFAULT 0, "
+             "PRIMARY KEY (incident_id, kind)) WITHOUT ROWID")
 #: Added by ``archive prune`` when it first prunes (an index written before keeps its exact tables).
 _TOMBSTONES = ("CREATE TABLE IF NOT EXISTS tombstones (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
                "pruned_at TEXT NOT NULL, why TEXT NOT NULL)")
@@ -332,6 +336,42 @@ class SqliteIndex(Index):
             raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
         finally:
             con.close()
+
+    # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
+    def claim_episode(self, incident_id, kind, recheck_after=0.0):
+        at = now()
+        try:
+            con = connect(self.folder, timeout=self.busy_timeout)
+        except sqlite3.Error as e:
+            raise IndexUnavailable(f"cannot open {self.label}: {e}") from None
+        try:
+            with _immediate(con):
+                con.execute(_EPISODES)
+                row = con.execute("SELECT run_at FROM alert_episodes WHERE incident_id = ? AND kind = ?",
+                                  (incident_id, kind)).fetchone()
+                verdict = episode_verdict(row[0] if row else None, recheck_after, at)
+                if verdict == NEW:
+                    con.execute("INSERT INTO alert_episodes VALUES (?, ?, ?, ?, 0)", (incident_id, kind, at, at))
+                else:
+                    con.execute("UPDATE alert_episodes SET repeats = repeats + 1, run_at = "
+                                "CASE WHEN ? THEN ? ELSE run_at END WHERE incident_id = ? AND kind = ?",
+                                (verdict == RECHECK, at, incident_id, kind))
+            return verdict
+        except sqlite3.Error as e:
+            raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
+        finally:
+            con.close()
+
+    def release_episode(self, incident_id, kind):
+        try:
+            con = connect(self.folder, timeout=self.busy_timeout)
+            try:
+                con.execute(_EPISODES)
+                con.execute("DELETE FROM alert_episodes WHERE incident_id = ? AND kind = ?", (incident_id, kind))
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
 
     def rebuild(self, describe_all, out):
         con, old = self._begin_rebuild(out)
