@@ -27,7 +27,7 @@ import yaml
 from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, post_alerts, stop_process
 from tests.fixtures.leak import LEAK_IDLE_MINUTES
-from tests.scenarios.test_serve import alert, payload
+from tests.scenarios.test_serve import EPISODE, alert, payload
 
 pytestmark = pytest.mark.scenario
 
@@ -233,7 +233,7 @@ def test_a_burst_of_200_in_queue_mode_gets_every_request_answered(team, healthy_
     assert team.status()["waiting"] == 20
     team.worker("--concurrency", "2")
     recs = team.wait_idle(20, 400)
-    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-q{i}" for i in range(20))
+    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-q{i}{EPISODE}" for i in range(20))
 
 
 # -- dedup across replicas, records by workers -----------------------------------------------------
@@ -269,9 +269,9 @@ def test_a_repeat_while_the_run_is_running_is_refused_by_the_other_replica(team,
     assert until(lambda: team.status()["running"] == 1, 60, 0.3)
     status, body = team.post(b, payload(alert("SlowProbe", "r1")))
     assert status == 202 and body == {"deduplicated": [
-        {"incident_id": "SlowProbe-r1", "runbook": "high-latency", "kind": "firing"}]}
+        {"incident_id": "SlowProbe-r1" + EPISODE, "runbook": "high-latency", "kind": "firing"}]}
     (rec,) = team.wait_idle(1, 120)
-    assert rec["incident_id"] == "SlowProbe-r1" and rec["status"] == "completed"
+    assert rec["incident_id"] == "SlowProbe-r1" + EPISODE and rec["status"] == "completed"
     h = team.health(b)
     assert h["queue"] == {"reachable": True, "depth": 0, "running": 0, "oldest_waiting_s": None}
 
@@ -290,7 +290,7 @@ def test_a_worker_killed_mid_run_is_retried_by_another_and_the_attempt_is_visibl
     (rec,) = team.wait_idle(1, 90)
     took = time.monotonic() - t0
     assert took < 90
-    assert rec["incident_id"] == "SlowProbe-kill1" and rec["status"] == "completed"
+    assert rec["incident_id"] == "SlowProbe-kill1" + EPISODE and rec["status"] == "completed"
     assert rec["queue"]["attempt"] == 2
     assert any("attempt 1 lost" in line for line in rec["queue"]["earlier_attempts"]), rec["queue"]
     job = team.status()["latest"][0]
@@ -313,7 +313,7 @@ def test_a_job_whose_route_was_removed_fails_with_a_reason_and_the_worker_lives(
     # the worker is alive and runs the next job
     assert team.post(s, payload(pool_alert("after1")))[0] == 202
     recs = team.wait_idle(1, 120)
-    assert [r["incident_id"] for r in recs] == ["PoolAlert-after1"] and w.proc.poll() is None
+    assert [r["incident_id"] for r in recs] == ["PoolAlert-after1" + EPISODE] and w.proc.poll() is None
 
 
 # -- no secret in the queue ------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def test_a_killed_serve_replica_loses_nothing_it_accepted(team, healthy_sandbox)
             accepted.append(al["fingerprint"])
     assert len(accepted) == 20  # the dead replica was not asked again; the other took the rest
     recs = team.wait_idle(20, 500)
-    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-{fp}" for fp in accepted)
+    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-{fp}{EPISODE}" for fp in accepted)
 
 
 @pytest.mark.timeout(900)
@@ -432,7 +432,7 @@ def test_postgresql_restarted_during_a_storm_503s_then_recovers_losing_and_repea
         assert until(lambda i=i: send(f"pg{i}") == 202, 30, 1.0)
     recs = team.wait_idle(20, 700)
     ids = [r["incident_id"] for r in recs]
-    assert sorted(ids) == sorted(f"PoolAlert-pg{i}" for i in range(20)), ids  # none lost, none twice
+    assert sorted(ids) == sorted(f"PoolAlert-pg{i}{EPISODE}" for i in range(20)), ids  # none lost, none twice
     log = team.procs[0].text()
     assert log.count("queue unreachable (") == 1 and "queue reachable again" in log
     assert all(w.proc.poll() is None for w in workers)
@@ -465,7 +465,7 @@ def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
         assert retry.returncode == 1 and "cannot be retried" in retry.stderr, retry.stderr
         # cancelled, the incident can be queued again
         assert team.post(s, payload(pool_alert("c1")))[1] == {"accepted": [
-            {"incident_id": "PoolAlert-c1", "runbook": "db-pool-exhausted", "kind": "firing"}]}
+            {"incident_id": "PoolAlert-c1" + EPISODE, "runbook": "db-pool-exhausted", "kind": "firing"}]}
         assert team.status()["waiting"] == 1
         h = team.health(s)
         assert h["queue"]["reachable"] and h["queue"]["depth"] == 1 and h["queue"]["oldest_waiting_s"] >= 0
