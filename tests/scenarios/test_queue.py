@@ -487,3 +487,36 @@ def test_a_run_past_its_deadline_has_its_kernel_killed_and_the_worker_goes_on(te
     assert job["status"] == "succeeded" and "record" in job["last_note"] and "failed" in job["last_note"]
     assert team.post(s, payload(pool_alert("next1")))[0] == 202   # the slot is free again
     assert len(team.wait_idle(2, 120)) == 2
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-it-noticed", "quick-restart"])
+def test_a_worker_is_back_within_5_s_of_the_queues_return_named_by_host_and_pid(team, queue_postgres, noticed):
+    import socket
+
+    w = team.worker()
+    name = f"{socket.gethostname()}:{w.proc.pid}"
+
+    named = until(lambda: [x["name"] for x in team.status()["workers"]], 30, 0.5, done=lambda n: name in n)
+    assert named == [name], named   # `queue status`: one line per `smartops worker` process, though it runs two
+
+    def rows() -> dict[str, set]:  # what `queue status` reads, straight from the queue (a CLI call costs ~1 s)
+        from smartops_nb.jobs.app import WORKERS_SQL
+        try:
+            with psycopg.connect(team.dsn, connect_timeout=2, autocommit=True) as c:
+                return {r[0]: set(r[2]) for r in c.execute(WORKERS_SQL)}
+        except psycopg.Error:  # the queue is down
+            return {}
+    before = rows()[name]
+    lost_at = len(w.text())
+    queue_postgres.stop()
+    if noticed:
+        assert until(lambda: "queue connection lost" in w.text(), 30, 0.2), w.text()
+    queue_postgres.start(timeout=60)
+    back = time.monotonic()
+    # back at work = registered again (new worker rows, named), so polling for jobs
+    assert until(lambda: rows().get(name, set()) - before, 30, 0.1), w.text()
+    took = time.monotonic() - back
+    print(f"worker back {took:.2f} s after the queue's PostgreSQL ({'noticed' if noticed else 'quick restart'})")
+    assert took <= 5.0, f"the worker took {took:.1f} s to come back\n{w.text()[-3000:]}"  # the bound is the feature
+    errors = [line for line in w.text()[lost_at:].splitlines() if " ERROR " in line or "Traceback" in line]
+    assert len(errors) <= 2, "\n".join(errors)   # no burst: a line when it is lost, at most one more
