@@ -132,6 +132,22 @@ def episode_verdict(last_run_at: str | None, recheck_after: float, at: str) -> s
     return REPEAT
 
 
+def claim_in(con, ph: str, incident_id: str, kind: str, recheck_after: float) -> str:
+    """One episode claim on an open connection (either index's, inside its lock): read, decide, write.
+    ``ph``: the driver's placeholder (``?`` or ``%s``); rows are read by column name."""
+    at = now()
+    row = con.execute(f"SELECT run_at FROM alert_episodes WHERE incident_id = {ph} AND kind = {ph}",
+                      (incident_id, kind)).fetchone()
+    verdict = episode_verdict(row["run_at"] if row else None, recheck_after, at)
+    if verdict == NEW:
+        con.execute(f"INSERT INTO alert_episodes VALUES ({ph}, {ph}, {ph}, {ph}, 0)", (incident_id, kind, at, at))
+    else:
+        con.execute(f"UPDATE alert_episodes SET repeats = repeats + 1, run_at = CASE WHEN {ph} THEN {ph} "
+                    f"ELSE run_at END WHERE incident_id = {ph} AND kind = {ph}",
+                    (verdict == RECHECK, at, incident_id, kind))
+    return verdict
+
+
 def now() -> str:
     from smartops_nb.params import iso, utcnow
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .entries import (GENESIS, LIST_COLUMNS, NEW, RECHECK, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index,
-                      IndexMissing, IndexUnavailable, chained, episode_verdict, now, public_row, where)
+from .entries import (GENESIS, LIST_COLUMNS, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index, IndexMissing,
+                      IndexUnavailable, chained, claim_in, now, public_row, where)
 from .plans import DDL as PLANS_DDL
 
 SCHEMA = "smartops_archive"
@@ -240,44 +240,34 @@ class PostgresIndex(Index):
     # -- writing ----------------------------------------------------------------------------------
     @contextmanager
     def appending(self) -> Iterator[Appender]:
+        with self._locked(CHAIN_LOCK) as con:
+            yield _PgAppender(con)
+
+    @contextmanager
+    def _locked(self, key: int) -> Iterator[Any]:
+        """A transaction holding the advisory lock ``key`` (made if missing: the index's tables)."""
         import psycopg
 
         with self._connect(create=True) as con:
             try:
                 with con.transaction():
-                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-                    yield _PgAppender(con)
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                    yield con
             except psycopg.Error as e:
                 raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
 
     # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
     @contextmanager
     def _episodes(self) -> Iterator[Any]:
-        """A transaction holding the episode lock, the table made if missing (replicas claim one at a time)."""
-        import psycopg
-
-        with self._connect(create=True) as con:
-            try:
-                with con.transaction():
-                    con.execute("SELECT pg_advisory_xact_lock(%s)", (EPISODE_LOCK,))
-                    con.execute(_EPISODES_DDL)
-                    yield con
-            except psycopg.Error as e:
-                raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
+        """A transaction holding the episode lock (not the chain's: an upload must not delay intake), the
+        table made if missing; replicas claim one at a time."""
+        with self._locked(EPISODE_LOCK) as con:
+            con.execute(_EPISODES_DDL)
+            yield con
 
     def claim_episode(self, incident_id, kind, recheck_after=0.0):
-        at = now()
         with self._episodes() as con:
-            row = con.execute("SELECT run_at FROM alert_episodes WHERE incident_id = %s AND kind = %s",
-                              (incident_id, kind)).fetchone()
-            verdict = episode_verdict(row["run_at"] if row else None, recheck_after, at)
-            if verdict == NEW:
-                con.execute("INSERT INTO alert_episodes VALUES (%s, %s, %s, %s, 0)", (incident_id, kind, at, at))
-            else:
-                con.execute("UPDATE alert_episodes SET repeats = repeats + 1, run_at = "
-                            "CASE WHEN %s THEN %s ELSE run_at END WHERE incident_id = %s AND kind = %s",
-                            (verdict == RECHECK, at, incident_id, kind))
-        return verdict
+            return claim_in(con, "%s", incident_id, kind, recheck_after)
 
     def release_episode(self, incident_id, kind):
         with self._episodes() as con:

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .entries import (GENESIS, LIST_COLUMNS, NEW, RECHECK, Appender, Index, IndexMissing, IndexUnavailable,
-                      SearchSyntaxError, chained, episode_verdict, now, public_row, where)
+from .entries import (GENESIS, LIST_COLUMNS, Appender, Index, IndexMissing, IndexUnavailable, SearchSyntaxError,
+                      chained, claim_in, now, public_row, where)
 
 log = logging.getLogger("smartops.archive")
 
@@ -325,53 +325,39 @@ class SqliteIndex(Index):
 
     @contextmanager
     def appending(self) -> Iterator[Appender]:
+        with self._writing() as con:
+            yield _SqliteAppender(con)
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The index in a write transaction (``BEGIN IMMEDIATE``), committed on exit."""
         try:
             con = connect(self.folder, timeout=self.busy_timeout)
         except sqlite3.Error as e:
             raise IndexUnavailable(f"cannot open {self.label}: {e}") from None
         try:
             with _immediate(con):
-                yield _SqliteAppender(con)
+                yield con
         except sqlite3.Error as e:
             raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
         finally:
             con.close()
 
     # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
+    @contextmanager
+    def _episodes(self) -> Iterator[sqlite3.Connection]:
+        """The index in a write transaction, its episodes table made if missing."""
+        with self._writing() as con:
+            con.execute(_EPISODES)
+            yield con
+
     def claim_episode(self, incident_id, kind, recheck_after=0.0):
-        at = now()
-        try:
-            con = connect(self.folder, timeout=self.busy_timeout)
-        except sqlite3.Error as e:
-            raise IndexUnavailable(f"cannot open {self.label}: {e}") from None
-        try:
-            with _immediate(con):
-                con.execute(_EPISODES)
-                row = con.execute("SELECT run_at FROM alert_episodes WHERE incident_id = ? AND kind = ?",
-                                  (incident_id, kind)).fetchone()
-                verdict = episode_verdict(row[0] if row else None, recheck_after, at)
-                if verdict == NEW:
-                    con.execute("INSERT INTO alert_episodes VALUES (?, ?, ?, ?, 0)", (incident_id, kind, at, at))
-                else:
-                    con.execute("UPDATE alert_episodes SET repeats = repeats + 1, run_at = "
-                                "CASE WHEN ? THEN ? ELSE run_at END WHERE incident_id = ? AND kind = ?",
-                                (verdict == RECHECK, at, incident_id, kind))
-            return verdict
-        except sqlite3.Error as e:
-            raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
-        finally:
-            con.close()
+        with self._episodes() as con:
+            return claim_in(con, "?", incident_id, kind, recheck_after)
 
     def release_episode(self, incident_id, kind):
-        try:
-            con = connect(self.folder, timeout=self.busy_timeout)
-            try:
-                con.execute(_EPISODES)
-                con.execute("DELETE FROM alert_episodes WHERE incident_id = ? AND kind = ?", (incident_id, kind))
-            finally:
-                con.close()
-        except sqlite3.Error as e:
-            raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
+        with self._episodes() as con:
+            con.execute("DELETE FROM alert_episodes WHERE incident_id = ? AND kind = ?", (incident_id, kind))
 
     def rebuild(self, describe_all, out):
         con, old = self._begin_rebuild(out)
