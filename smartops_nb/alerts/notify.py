@@ -20,8 +20,8 @@ first run (the firing run) that ends *inconclusive* or *failed*: nobody is left 
 runbook could not look, and the message says which steps could not complete (or why the run
 failed) and links the record. A completed run that confirms nothing, for an ``incident_id`` whose
 previous record was confirmed, sends ``resolve``. An approved plan's mitigation run sends nothing
-itself: :func:`after_plan` posts its outcome once (Slack; PagerDuty on the incident's dedup key, so
-PagerDuty adds it to the open incident). "Previous" is found in the archive folder's index (by
+itself: :func:`after_plan` posts its outcome once (Slack; PagerDuty as a Change Event, on the
+service's and its open incident's timeline, never a new trigger). "Previous" is found in the archive folder's index (by
 ``incident_id``); only without an index are the records read.
 
 Outcomes: the message names the record, and a record is written once, so notifications go out
@@ -367,7 +367,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
 def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record: Path | None,
                archive: Path) -> list[dict[str, Any]]:
     """Tell the targets what became of a plan. Slack hears every outcome; PagerDuty hears those of
-    approved plans (its incident is still open then) on the incident's dedup key. Never raises."""
+    approved plans as a change event (no new trigger). Never raises."""
     try:
         configured = targets(config)
         pages = links(public_url(config), plan, record)
@@ -394,19 +394,30 @@ def _send_plan(target: Mapping[str, Any], plan: Mapping[str, Any], text: str, re
     def build() -> tuple[str, dict[str, Any]]:
         if target["kind"] == "slack":
             return _secret(target, "webhook_url"), {"text": text}
-        return _secret(target, "url"), {
-            "routing_key": _secret(target, "routing_key"), "event_action": "trigger",
-            "dedup_key": f"smartops:{plan.get('incident_id')}",
-            "payload": {"summary": text[:1024], "source": "smartops/approve",
-                        "severity": PD_SEVERITY.get(str(plan.get("severity")), "error"),
-                        "custom_details": {"plan": plan.get("id"), "status": plan.get("status"),
-                                           "reason": plan.get("reason"), "decided_by": plan.get("decided_by"),
-                                           "record": str(record) if record else None}}}
+        return change_url(_secret(target, "url")), plan_change_event(plan, text, record,
+                                                                     _secret(target, "routing_key"))
 
     _deliver(target, outcome, build)
     if not outcome["ok"]:
         log.error("plan notification to %s failed: %s", target["kind"], outcome["error"])
     return outcome
+
+
+def change_url(events_url: str) -> str:
+    """PagerDuty's Change Events endpoint beside the Events API v2 one (``…/v2/enqueue`` → ``…/v2/change/enqueue``)."""
+    return events_url[: -len("/v2/enqueue")] + "/v2/change/enqueue" if events_url.endswith("/v2/enqueue") else events_url
+
+
+def plan_change_event(plan: Mapping[str, Any], text: str, record: Path | None, routing_key: str) -> dict[str, Any]:
+    """A plan's outcome for PagerDuty as a *change event*: shown on the service and its open incident's
+    recent changes, never a new trigger (the incident was triggered by the run that confirmed it)."""
+    return {"routing_key": routing_key,
+            "payload": {"summary": text[:1024], "source": "smartops/approve",
+                        "custom_details": {"plan": plan.get("id"), "status": plan.get("status"),
+                                           "incident_id": plan.get("incident_id"),
+                                           "dedup_key": f"smartops:{plan.get('incident_id')}",
+                                           "reason": plan.get("reason"), "decided_by": plan.get("decided_by"),
+                                           "record": str(record) if record else None}}}
 
 
 def _log_folder(archive) -> Path:

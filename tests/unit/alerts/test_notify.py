@@ -127,3 +127,14 @@ def test_an_inconclusive_or_failed_firing_run_notifies_and_a_plans_mitigation_ru
     mitigation = {**summary, "parameters": {"plan_id": "p-1"},
                   "diagnosis": {"confirmed": True, "causes": ["container-crashed"]}}
     assert notify.event_for(mitigation, summary) is None        # after_plan tells its outcome, once
+
+
+def test_a_plans_outcome_reaches_pagerduty_as_a_change_event_not_a_trigger():
+    assert notify.change_url(notify.PAGERDUTY_URL) == "https://events.pagerduty.com/v2/change/enqueue"
+    assert notify.change_url("http://127.0.0.1:9/v2/enqueue") == "http://127.0.0.1:9/v2/change/enqueue"
+    plan = {"id": "pl-1", "status": "executed", "incident_id": "APIDown-f-20261204T160952Z", "severity": "P1",
+            "action": "restart", "target": "api", "reason": "done"}
+    body = notify.plan_change_event(plan, notify.plan_message(plan, None), None, "K")
+    assert "event_action" not in body and body["routing_key"] == "K"
+    assert body["payload"]["summary"].startswith("[P1] plan pl-1 EXECUTED")
+    assert body["payload"]["custom_details"]["dedup_key"] == "smartops:APIDown-f-20261204T160952Z"
