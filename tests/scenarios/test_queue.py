@@ -455,7 +455,7 @@ def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
         s = team.serve()  # no worker: the job waits
         assert team.post(s, payload(pool_alert("c1")))[0] == 202
         (job,) = team.status()["latest"]
-        assert job["status"] == "todo" and job["key"] == "PoolAlert-c1:firing"
+        assert job["status"] == "todo" and job["key"] == f"PoolAlert-c1{EPISODE}:firing"
         out = team.queue("cancel", str(job["id"]), "--json")
         assert out.returncode == 0 and json.loads(out.stdout)["job"] == job["id"], out.stderr
         assert team.status()["jobs"] == {"cancelled": 1}
@@ -463,9 +463,11 @@ def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
         assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr
         retry = team.queue("retry", "999999")
         assert retry.returncode == 1 and "cannot be retried" in retry.stderr, retry.stderr
-        # cancelled, the incident can be queued again
-        assert team.post(s, payload(pool_alert("c1")))[1] == {"accepted": [
+        # cancelled by an operator: a repeat of that episode stays taken in; the alert's next episode is queued
+        assert team.post(s, payload(pool_alert("c1")))[1] == {"deduplicated": [
             {"incident_id": "PoolAlert-c1" + EPISODE, "runbook": "db-pool-exhausted", "kind": "firing"}]}
+        assert team.post(s, payload({**pool_alert("c1"), "startsAt": "2026-11-26T15:00:00Z"}))[1] == {"accepted": [
+            {"incident_id": "PoolAlert-c1-20261126T150000Z", "runbook": "db-pool-exhausted", "kind": "firing"}]}
         assert team.status()["waiting"] == 1
         h = team.health(s)
         assert h["queue"]["reachable"] and h["queue"]["depth"] == 1 and h["queue"]["oldest_waiting_s"] >= 0
