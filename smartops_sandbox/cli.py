@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .manager import Sandbox, default_state_dir, STATE_FILE
+from .manager import DEFAULT_PORTS, Sandbox, default_state_dir, STATE_FILE
 
 ENGINE_MARKER = b"podman"   # in the podman API service's /proc/PID/cmdline (see _pid_is)
 
@@ -15,6 +15,7 @@ def _sandbox(args) -> Sandbox:
     from .manager import default_ports
 
     p = default_ports()
+    p.update({k: getattr(args, f"{k}_port") for k in list(p) if getattr(args, f"{k}_port", None)})  # up's flags
     wanted = ("compose" if getattr(args, "compose", False) else
               "containers" if getattr(args, "containers", False) else "process")
     if (d / STATE_FILE).exists():
@@ -186,6 +187,14 @@ def main(args) -> int:
     return 2
 
 
+def _port(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
 def register(sub, parser_class) -> None:
     """Add ``smartops sandbox ...`` to the ``smartops`` command (called by smartops_nb.cli.sandbox)."""
     s = sub.add_parser("sandbox", help="the SmartAmazon sandbox: API, PostgreSQL and Redis on loopback",
@@ -203,6 +212,10 @@ def register(sub, parser_class) -> None:
             x.add_argument("--compose", action="store_true",
                            help="run them as the Docker Compose project smartamazon (services backend, postgres, "
                                 "redis; deploy/compose/docker-compose.yml) with docker-compose, on that podman service")
+            for part, default in DEFAULT_PORTS.items():
+                x.add_argument(f"--{part}-port", type=_port, metavar="PORT",
+                               help=f"loopback port of the sandbox's {part} (default "
+                                    f"$SMARTOPS_SANDBOX_{part.upper()}_PORT or {default})")
         x.set_defaults(func=main)
     x = ssub.add_parser("fault", help="inject a fault (see `smartops sandbox fault --list`)",
                         description="Inject one of the seed's faults into the running sandbox.")

@@ -15,9 +15,14 @@ secrets whatever their form: registered with :mod:`smartops_nb.redact` before us
 text is scrubbed before it is logged or kept. Every call has a timeout; a target that fails is
 logged and its outcome kept, never raised: a notification must not cost the run.
 
-When: a run that confirms a diagnosis sends ``trigger``; a completed run that confirms nothing,
-for an ``incident_id`` whose previous record was confirmed, sends ``resolve``. "Previous" is
-found in the archive folder's index (by ``incident_id``); only without an index are the records read.
+When (:func:`event_for`): a run that confirms a diagnosis sends ``trigger``; so does an incident's
+first run (the firing run) that ends *inconclusive* or *failed*: nobody is left in silence when the
+runbook could not look, and the message says which steps could not complete (or why the run
+failed) and links the record. A completed run that confirms nothing, for an ``incident_id`` whose
+previous record was confirmed, sends ``resolve``. An approved plan's mitigation run sends nothing
+itself: :func:`after_plan` posts its outcome once (Slack; PagerDuty as a Change Event, on the
+service's and its open incident's timeline, never a new trigger). "Previous" is found in the archive folder's index (by
+``incident_id``); only without an index are the records read.
 
 Outcomes: the message names the record, and a record is written once, so notifications go out
 *after* the record is written; their outcomes are appended to ``notifications.jsonl`` in the
@@ -140,10 +145,14 @@ def _scan_previous(archive: Path, incident_id: str, skip: str | None) -> dict[st
 
 def event_for(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> str | None:
     """``trigger``, ``resolve`` or None (nothing worth telling anyone)."""
-    confirmed = bool(summary.get("diagnosis", {}).get("confirmed"))
-    if confirmed:
+    if (summary.get("parameters") or {}).get("plan_id"):
+        return None  # a plan's mitigation run: after_plan tells its outcome, once
+    diag = summary.get("diagnosis", {})
+    if diag.get("confirmed"):
         return "trigger"
-    if summary.get("diagnosis", {}).get("inconclusive"):  # could not look: not evidence of recovery
+    if previous is None and (diag.get("inconclusive") or summary.get("status") != "completed"):
+        return "trigger"  # the firing run could not diagnose: exactly when a person must look
+    if diag.get("inconclusive"):  # could not look: not evidence of recovery
         return None
     if summary.get("status") == "completed" and previous and previous.get("diagnosis", {}).get("confirmed"):
         return "resolve"
@@ -156,8 +165,27 @@ def _actions_text(summary: Mapping[str, Any]) -> str:
     return "; ".join(f"{a.get('action')} on {a.get('target')}: {a.get('mode')}" for a in acts) or "none"
 
 
+def state_of(summary: Mapping[str, Any], event: str) -> str:
+    """What a message says the run found: RESOLVED, CONFIRMED, INCONCLUSIVE or FAILED."""
+    diag = summary.get("diagnosis") or {}
+    if event == "resolve":
+        return "RESOLVED"
+    if diag.get("confirmed"):
+        return "CONFIRMED"
+    return "INCONCLUSIVE" if summary.get("status") == "completed" else "FAILED"
+
+
+def unchecked_text(summary: Mapping[str, Any]) -> str:
+    """What the run could not check ('' when it checked everything it meant to)."""
+    diag = summary.get("diagnosis") or {}
+    if summary.get("status") != "completed":
+        return f"the run {summary.get('status')}: {summary.get('error') or 'see the record'}"
+    steps = diag.get("incomplete_steps") or []
+    return f"could not check: {', '.join(steps)}" if diag.get("inconclusive") and steps else ""
+
+
 def headline(summary: Mapping[str, Any], event: str) -> str:
-    state = "RESOLVED" if event == "resolve" else "CONFIRMED"
+    state = state_of(summary, event)
     return (f"[{summary.get('severity')}] {state}: {summary.get('title') or summary.get('runbook')} "
             f"({summary.get('environment')}, incident {summary.get('incident_id')})")
 
@@ -198,13 +226,16 @@ def slack_payload(summary: Mapping[str, Any], record: Path, event: str,
     lines = [headline(summary, event), f"Runbook: {summary.get('runbook')} · causes: {causes}",
              f"Diagnosis: {diag.get('summary')}", f"Actions: {_actions_text(summary)}",
              f"Record: {where or record}{_evidence_text(evidence)}"]
+    unchecked = unchecked_text(summary) if event == "trigger" else ""
+    if unchecked:
+        lines.insert(3, f"A person must look: {unchecked}")
     if pages:
         lines.insert(4, f"Incident: {pages['incident']}")
     plan_lines = [f"Plan {p['id']}: {p['action']} on {p['target']} (until {p['expires_at']}) · approve: "
                   f"`{plan_command(p)}`" for p in _pending_plans(summary)]
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": headline(summary, event)[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:4])}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines[1:5 if unchecked else 4])}},
     ]
     if plan_lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(plan_lines)}})
@@ -241,6 +272,7 @@ def pagerduty_payload(summary: Mapping[str, Any], record: Path, event: str, rout
                                           "expires_at": p["expires_at"], "approve": plan_command(p)}
                                          for p in _pending_plans(summary)],
                                "detected_at": summary.get("detected_at"),
+                               "unchecked": unchecked_text(summary) or None,
                                "record_sha256": (evidence or {}).get("sha256"),
                                "incident_page": (pages or {}).get("incident"),
                                "record_page": (pages or {}).get("record"),
@@ -335,7 +367,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
 def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record: Path | None,
                archive: Path) -> list[dict[str, Any]]:
     """Tell the targets what became of a plan. Slack hears every outcome; PagerDuty hears those of
-    approved plans (its incident is still open then) on the incident's dedup key. Never raises."""
+    approved plans as a change event (no new trigger). Never raises."""
     try:
         configured = targets(config)
         pages = links(public_url(config), plan, record)
@@ -362,19 +394,30 @@ def _send_plan(target: Mapping[str, Any], plan: Mapping[str, Any], text: str, re
     def build() -> tuple[str, dict[str, Any]]:
         if target["kind"] == "slack":
             return _secret(target, "webhook_url"), {"text": text}
-        return _secret(target, "url"), {
-            "routing_key": _secret(target, "routing_key"), "event_action": "trigger",
-            "dedup_key": f"smartops:{plan.get('incident_id')}",
-            "payload": {"summary": text[:1024], "source": "smartops/approve",
-                        "severity": PD_SEVERITY.get(str(plan.get("severity")), "error"),
-                        "custom_details": {"plan": plan.get("id"), "status": plan.get("status"),
-                                           "reason": plan.get("reason"), "decided_by": plan.get("decided_by"),
-                                           "record": str(record) if record else None}}}
+        return change_url(_secret(target, "url")), plan_change_event(plan, text, record,
+                                                                     _secret(target, "routing_key"))
 
     _deliver(target, outcome, build)
     if not outcome["ok"]:
         log.error("plan notification to %s failed: %s", target["kind"], outcome["error"])
     return outcome
+
+
+def change_url(events_url: str) -> str:
+    """PagerDuty's Change Events endpoint beside the Events API v2 one (``…/v2/enqueue`` → ``…/v2/change/enqueue``)."""
+    return events_url[: -len("/v2/enqueue")] + "/v2/change/enqueue" if events_url.endswith("/v2/enqueue") else events_url
+
+
+def plan_change_event(plan: Mapping[str, Any], text: str, record: Path | None, routing_key: str) -> dict[str, Any]:
+    """A plan's outcome for PagerDuty as a *change event*: shown on the service and its open incident's
+    recent changes, never a new trigger (the incident was triggered by the run that confirmed it)."""
+    return {"routing_key": routing_key,
+            "payload": {"summary": text[:1024], "source": "smartops/approve",
+                        "custom_details": {"plan": plan.get("id"), "status": plan.get("status"),
+                                           "incident_id": plan.get("incident_id"),
+                                           "dedup_key": f"smartops:{plan.get('incident_id')}",
+                                           "reason": plan.get("reason"), "decided_by": plan.get("decided_by"),
+                                           "record": str(record) if record else None}}}
 
 
 def _log_folder(archive) -> Path:

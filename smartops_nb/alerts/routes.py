@@ -1,8 +1,17 @@
 """Alerts in: Alertmanager's webhook payload (version 4) checked, and the routes that map alerts to runbooks.
 
 Both ``smartops serve`` modes (in-process, and through the queue) read alerts and routes here, so
-routing and dedup keys have one definition: ``incident_id`` = ``ALERTNAME-FINGERPRINT``,
-``detected_at`` = the alert's ``startsAt``.
+routing and dedup keys have one definition.
+
+An incident is one *firing episode* of one alert: ``incident_id`` = ``ALERTNAME-FINGERPRINT-STARTSAT``
+(:func:`episode_id`; ``STARTSAT`` as ``YYYYMMDDTHHMMSSZ``), ``detected_at`` = the alert's ``startsAt``.
+Alertmanager keeps ``startsAt`` for every notification of one episode (regrouping, ``repeat_interval``
+re-sends, both members of an HA pair, and the ``resolved`` one), and a new one when the alert fires
+again after it resolved: that recurrence is a new incident whose ``ALERTNAME-FINGERPRINT`` (its
+:func:`alert_key`) is the previous one's, which is how the two are linked.
+
+Severity: the alert's ``severity`` label (``P1``..``P4``, or a value the routes file's ``severities:``
+maps, e.g. ``critical: P1``), unless the route pins one (``severity: P1``); else the runbook's own.
 """
 from __future__ import annotations
 
@@ -10,14 +19,14 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from smartops_nb import catalog
-from smartops_nb.params import ParameterError, load_yaml_files
+from smartops_nb.params import SEVERITIES, ParameterError, load_yaml_files
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -32,6 +41,8 @@ class Route:
     from_annotations: dict[str, str] = field(default_factory=dict)  # parameter <- annotation
     confirm_on_resolved: bool = False
     name: str = ""                                               # optional; the key defaults to alertname+matchers
+    severity: str = ""                                           # pinned P1..P4 (else from the alert's label)
+    recheck_after: float = 0.0                                   # s; a repeat of a run episode after this re-checks
 
     @property
     def key(self) -> str:
@@ -64,6 +75,7 @@ class Routes:
     routes: list[Route]
     files: list[str]                  # base parameters files (-f), as for `smartops run`
     base: dict[str, Any] = field(default_factory=dict)  # those files, read and merged once at start-up
+    severities: dict[str, str] = field(default_factory=dict)  # severity label value -> P1..P4
 
     def find(self, labels: Mapping[str, str]) -> Route | None:
         return next((r for r in self.routes if r.matches(labels)), None)
@@ -89,8 +101,10 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
     if not isinstance(doc, dict) or not isinstance(doc.get("routes"), list):
         raise ParameterError(f"routes file {path} needs a 'routes:' list")
     default_confirm = bool(doc.get("confirm_on_resolved", False))
+    severities = _severities(doc.get("severities") or {}, f"routes file {path}")
+    default_recheck = _duration(doc.get("recheck_after"), f"routes file {path}")
     keys = {"alertname", "runbook", "match", "match_re", "parameters", "from_labels", "from_annotations",
-            "confirm_on_resolved", "name"}
+            "confirm_on_resolved", "name", "severity", "recheck_after"}
     routes = []
     for i, r in enumerate(doc["routes"]):
         where = f"routes file {path}, route {i + 1}"
@@ -105,7 +119,8 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
         route = Route(str(r["alertname"]), str(r["runbook"]), match, _compile(r.get("match_re") or {}, where),
                       dict(r.get("parameters") or {}), dict(r.get("from_labels") or {}),
                       dict(r.get("from_annotations") or {}), bool(r.get("confirm_on_resolved", default_confirm)),
-                      str(r.get("name") or ""))
+                      str(r.get("name") or ""), _pinned(r.get("severity"), where),
+                      _duration(r["recheck_after"], where) if "recheck_after" in r else default_recheck)
         known = set(_runbook(route.runbook, where).parameters)
         for name in [*route.from_labels, *route.from_annotations]:
             if name not in known:
@@ -113,7 +128,39 @@ def load_routes(path: str | os.PathLike, files: list[str] = ()) -> Routes:
         if any(other.key == route.key for other in routes):
             raise ParameterError(f"{where}: another route has the same key {route.key!r} (give one a name:)")
         routes.append(route)
-    return Routes(routes, list(files), base)
+    return Routes(routes, list(files), base, severities)
+
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any, where: str) -> float:
+    """``30m``, ``1h``, ``90s``, ``2d`` (Alertmanager's style) in seconds; absent or 0: never."""
+    if value in (None, 0, "0", ""):
+        return 0.0
+    m = _DURATION.fullmatch(str(value).strip())
+    if not m:
+        raise ParameterError(f"{where}: recheck_after must be a duration such as 30m or 1h, got {value!r}")
+    return float(int(m[1]) * _UNIT_S[m[2]])
+
+
+def _pinned(value: Any, where: str) -> str:
+    if value in (None, ""):
+        return ""
+    if str(value) not in SEVERITIES:
+        raise ParameterError(f"{where}: severity must be one of {', '.join(SEVERITIES)}, got {value!r}")
+    return str(value)
+
+
+def _severities(mapping: Any, where: str) -> dict[str, str]:
+    """The routes file's ``severities:`` (label value -> P1..P4); P1..P4 themselves always map to themselves."""
+    if not isinstance(mapping, dict):
+        raise ParameterError(f"{where}: severities must be a mapping such as {{critical: P1, warning: P2}}")
+    out = {s: s for s in SEVERITIES}
+    for label, sev in mapping.items():
+        out[str(label)] = _pinned(sev, f"{where}, severities {label}")
+    return out
 
 
 def _compile(match_re: Mapping[str, Any], where: str) -> dict[str, re.Pattern]:
@@ -171,8 +218,45 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def incident_id(alert: Mapping[str, Any]) -> str:
+def alert_key(alert: Mapping[str, Any]) -> str:
+    """``ALERTNAME-FINGERPRINT``: the same for every episode of one alert (same labels)."""
     return f"{alert['labels']['alertname']}-{alert['fingerprint']}"
+
+
+def episode_stamp(starts_at: Any) -> str:
+    """An alert's ``startsAt`` as ``YYYYMMDDTHHMMSSZ`` (UTC, whole seconds)."""
+    t = datetime.fromisoformat(str(starts_at).replace("Z", "+00:00"))
+    if t.tzinfo is not None:
+        t = t.astimezone(timezone.utc)
+    return t.strftime("%Y%m%dT%H%M%SZ")
+
+
+def episode_id(alert: Mapping[str, Any]) -> str:
+    """The firing episode: ``ALERTNAME-FINGERPRINT-STARTSAT`` (see the module docstring)."""
+    return f"{alert_key(alert)}-{episode_stamp(alert['startsAt'])}"
+
+
+_EPISODE_TAIL = re.compile(r"-\d{8}T\d{6}Z$")
+
+
+def alert_key_of(incident: str) -> str | None:
+    """The ``ALERTNAME-FINGERPRINT`` an episode's incident id starts with (None: not an episode id,
+    e.g. a manual run's own id or one written before episodes)."""
+    return incident[:m.start()] if (m := _EPISODE_TAIL.search(incident or "")) else None
+
+
+def incident_id(alert: Mapping[str, Any]) -> str:
+    return episode_id(alert)
+
+
+def severity_of(route: Route, alert: Mapping[str, Any], severities: Mapping[str, str]) -> str | None:
+    """The run's severity: the route's pin, else the alert's ``severity`` label mapped (None: neither,
+    or a label value nobody mapped: the runbook's own severity then)."""
+    if route.severity:
+        return route.severity
+    if "severity" in route.parameters:
+        return None  # fixed by the route's parameters (params_for already has it)
+    return (severities or {s: s for s in SEVERITIES}).get(alert["labels"].get("severity", ""))
 
 
 def dedup_key(alert: Mapping[str, Any]) -> str:
@@ -180,11 +264,16 @@ def dedup_key(alert: Mapping[str, Any]) -> str:
     return f"{incident_id(alert)}:{alert['status']}"
 
 
-def run_parameters(route: Route, alert: Mapping[str, Any]) -> dict[str, Any]:
+def run_parameters(route: Route, alert: Mapping[str, Any], severities: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
     """The run's own parameters for one alert (on top of the ``-f`` files): both serve modes and the
     queue's workers build them here, so an alert gives the same run wherever it runs."""
-    return {**route.params_for(alert), "incident_id": incident_id(alert),
-            "detected_at": str(alert["startsAt"]).replace("Z", "+00:00")}
+    out = {**route.params_for(alert), "incident_id": incident_id(alert),
+           "detected_at": str(alert["startsAt"]).replace("Z", "+00:00")}
+    severity = severity_of(route, alert, severities or {})
+    if severity:
+        out["severity"] = severity
+    return out
 
 
 def job_alert(alert: Mapping[str, Any]) -> dict[str, Any]:

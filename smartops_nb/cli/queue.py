@@ -160,8 +160,8 @@ def _status_text(s: dict) -> str:
              "jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(s["jobs"].items())) or "none"),
              f"waiting {s['waiting']}, running {s['running']}, oldest waiting "
              + (f"{s['oldest_waiting_s']} s" if s["oldest_waiting_s"] is not None else "-"),
-             "workers (two per `smartops worker`: runs and the stalled-job sweep): "
-             + (", ".join(f"#{w['id']} (heartbeat {w['last_heartbeat_s']} s ago)" for w in s["workers"]) or "none")]
+             "workers: " + (", ".join(f"{w['name']} (heartbeat {w['last_heartbeat_s']} s ago)"
+                                      for w in s["workers"]) or "none")]
     for j in s["latest"]:
         lines.append(f"  job {j['id']:>6} {j['status']:<9} attempts {j['attempts']} {j['key'] or ''}"
                      + (f" — {j['last_note']}" if j["last_note"] else ""))

@@ -32,7 +32,28 @@ CREATE TABLE IF NOT EXISTS smartops_job_notes (
     note text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS smartops_job_notes_job_id ON smartops_job_notes(job_id);
+-- which `smartops worker` process (host:pid) each Procrastinate worker row belongs to
+CREATE TABLE IF NOT EXISTS smartops_workers (
+    worker_id bigint PRIMARY KEY REFERENCES procrastinate_workers(id) ON DELETE CASCADE,
+    name text NOT NULL
+);
 """
+
+#: one row per `smartops worker` process (its two Procrastinate workers: runs and the sweep)
+WORKERS_SQL = """
+SELECT coalesce(n.name, '#' || w.id) AS name, min(w.id) AS id, array_agg(w.id ORDER BY w.id) AS ids,
+       min(extract(epoch FROM now() - w.last_heartbeat)) AS age
+  FROM procrastinate_workers w LEFT JOIN smartops_workers n ON n.worker_id = w.id
+ GROUP BY 1 ORDER BY 2
+"""
+
+
+def name_workers(dsn: str, name: str, worker_ids: list[int]) -> None:
+    """Note that these Procrastinate workers are the process ``name`` (host:pid), for `queue status`."""
+    with connect(dsn, autocommit=True) as c:
+        for wid in worker_ids:
+            c.execute("INSERT INTO smartops_workers (worker_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                      (wid, name))
 
 
 def safe_dsn(dsn: str) -> str:
@@ -132,8 +153,10 @@ def status(dsn: str, *, jobs: int = 20) -> dict[str, Any]:
                 "SELECT status::text, count(*) AS n FROM procrastinate_jobs WHERE queue_name = %s GROUP BY 1",
                 (RUNS_QUEUE,))}
             depth = c.execute(DEPTH_SQL, (RUNS_QUEUE,)).fetchone()
-            workers = [{"id": r["id"], "last_heartbeat_s": round(float(r["age"]), 1)} for r in c.execute(
-                "SELECT id, extract(epoch FROM now() - last_heartbeat) AS age FROM procrastinate_workers ORDER BY id")]
+            if c.execute("SELECT to_regclass('smartops_workers') IS NULL AS m").fetchone()["m"]:
+                c.execute(NOTES_DDL)  # a queue made before worker names
+            workers = [{"name": r["name"], "id": r["id"], "ids": r["ids"], "last_heartbeat_s": round(float(r["age"]), 1)}
+                       for r in c.execute(WORKERS_SQL)]
             latest = c.execute(
                 "SELECT j.id, j.status::text AS status, j.attempts, j.worker_id, j.queueing_lock AS key, "
                 "       (SELECT note FROM smartops_job_notes n WHERE n.job_id = j.id ORDER BY n.id DESC LIMIT 1)"

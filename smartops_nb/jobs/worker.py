@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from .tasks import BadJob, HandedBack
 log = logging.getLogger("smartops.worker")
 
 HANDED_BACK = "smartops worker shut down before the run finished; handed back to the queue"
-RECONNECT_S = 2.0
+RECONNECT_S = 0.5       # between attempts while the queue is away (each bounded by CONNECT_TIMEOUT)
+POOL_TIMEOUT_S = 2.0    # a worker's wait for a pooled connection: a lost queue is noticed, not waited on
 
 #: another job of the same incident and kind was running when this one was queued (a repeat
 #: that slipped past serve's check between two replicas): it ran; this one must not run again
@@ -56,10 +58,22 @@ SELECT o.id FROM procrastinate_jobs o
 
 
 class _QuietSweeps(logging.Filter):
-    """The stalled-job sweep runs every few seconds: keep its routine INFO lines out of the log."""
+    """The stalled-job sweep runs every few seconds: keep its routine INFO lines out of the log; and
+    when the queue goes away, Procrastinate's own tracebacks of it (one per listener, heartbeat and
+    worker) are dropped: the worker logs one line when it is lost and one when it is back."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("procrastinate") and record.levelno >= logging.ERROR and _lost(record):
+            return False
         return record.levelno > logging.INFO or "retry_stalled" not in record.getMessage()
+
+
+def _lost(record: logging.LogRecord) -> bool:
+    """A log record of the queue's connection going away (not of a job failing)."""
+    from procrastinate.exceptions import ConnectorException
+
+    exc = record.exc_info[1] if record.exc_info else None
+    return isinstance(exc, ConnectorException) or "listener error" in record.getMessage()
 
 
 class Runner:
@@ -110,7 +124,8 @@ class Runner:
             return self._bad(job, f"route {route_key!r} is not in this worker's routes file (removed or renamed "
                                   f"since the job was queued); nothing ran")
         try:
-            prep = prepare(route.runbook, cli=routes_mod.run_parameters(route, alert), base=self.routes.base)
+            prep = prepare(route.runbook, cli=routes_mod.run_parameters(route, alert, self.routes.severities),
+                           base=self.routes.base)
         except ParameterError as e:
             return self._bad(job, f"bad parameters for {route.runbook}: {e}")
         other = self._ran_meanwhile(job)
@@ -262,6 +277,20 @@ def run_worker(dsn: str, runner: Runner, *, concurrency: int = 2, drain_timeout:
     return 0
 
 
+async def _name_workers(dsn: str, name: str, workers: list) -> None:
+    """Once the process's Procrastinate workers have registered, note them as ``name`` (host:pid), so
+    that `queue status` shows one worker per process. Bounded: gives up after 10 s."""
+    for _ in range(100):
+        ids = [w.worker_id for w in workers]
+        if all(ids):
+            try:
+                await asyncio.to_thread(queue_app.name_workers, dsn, name, ids)
+            except Exception as e:  # only `queue status` loses the name
+                log.warning("worker names not noted (%s: %s)", type(e).__name__, e)
+            return
+        await asyncio.sleep(0.1)
+
+
 async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_timeout: float,
                 heartbeat: float, poll: float) -> None:
     from procrastinate.worker import Worker
@@ -283,7 +312,8 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
     common = dict(additional_context={"smartops": runner}, install_signal_handlers=False,
                   update_heartbeat_interval=heartbeat, stalled_worker_timeout=runner.stalled_after,
                   fetch_job_polling_interval=poll, abort_job_polling_interval=poll, name=name)
-    app = queue_app.make_app(dsn)  # one App; reopened after a lost connection
+    app = queue_app.make_app(dsn, pool_timeout=POOL_TIMEOUT_S)  # one App; reopened after a lost connection
+    lost_at: float | None = None
     while not stop.is_set():
         try:
             async with app.open_async():
@@ -293,7 +323,12 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
                     Worker(app, queues=[queue_app.MAINTENANCE_QUEUE], concurrency=1, shutdown_graceful_timeout=5,
                            delete_jobs="successful", **common)]  # sweeps that found nothing leave no rows
                 tasks = [asyncio.create_task(w.run()) for w in current]
+                if lost_at is not None:
+                    log.info("queue reachable again after %.1f s: back at work", time.monotonic() - lost_at)
+                    lost_at = None
+                naming = asyncio.create_task(_name_workers(dsn, name, list(current)))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                naming.cancel()
                 for w in current:  # one stopped (signal, or its connection failed): stop the other too
                     w.stop()
                 results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -304,8 +339,12 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
             if stop.is_set():
                 break
             reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
-            log.error("queue connection lost (%s: %s); reconnecting in %.0f s", type(e).__name__, reason,
-                      RECONNECT_S)
+            if lost_at is None:  # one line when it goes away; the attempts until it is back are quiet
+                lost_at = time.monotonic()
+                log.error("queue connection lost (%s: %s); reconnecting every %.1f s", type(e).__name__, reason,
+                          RECONNECT_S)
+            else:
+                log.debug("queue still unreachable (%s: %s)", type(e).__name__, reason)
         current.clear()
         if not stop.is_set():
             try:

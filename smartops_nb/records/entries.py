@@ -117,6 +117,37 @@ def describe(nb, data: bytes, name: str) -> tuple[dict[str, Any], dict[str, str]
     return row, words
 
 
+NEW, RECHECK, REPEAT = "new", "recheck", "repeat"   # what claim_episode found
+
+
+def episode_verdict(last_run_at: str | None, recheck_after: float, at: str) -> str:
+    """NEW when the episode was never claimed; RECHECK when its last run is ``recheck_after`` s old or
+    more (``recheck_after`` > 0); else REPEAT. Times are ISO 8601 UTC, as :func:`now` writes them."""
+    from smartops_nb.params import parse_time
+
+    if last_run_at is None:
+        return NEW
+    if recheck_after > 0 and (parse_time(at) - parse_time(last_run_at)).total_seconds() >= recheck_after:
+        return RECHECK
+    return REPEAT
+
+
+def claim_in(con, ph: str, incident_id: str, kind: str, recheck_after: float) -> str:
+    """One episode claim on an open connection (either index's, inside its lock): read, decide, write.
+    ``ph``: the driver's placeholder (``?`` or ``%s``); rows are read by column name."""
+    at = now()
+    row = con.execute(f"SELECT run_at FROM alert_episodes WHERE incident_id = {ph} AND kind = {ph}",
+                      (incident_id, kind)).fetchone()
+    verdict = episode_verdict(row["run_at"] if row else None, recheck_after, at)
+    if verdict == NEW:
+        con.execute(f"INSERT INTO alert_episodes VALUES ({ph}, {ph}, {ph}, {ph}, 0)", (incident_id, kind, at, at))
+    else:
+        con.execute(f"UPDATE alert_episodes SET repeats = repeats + 1, run_at = CASE WHEN {ph} THEN {ph} "
+                    f"ELSE run_at END WHERE incident_id = {ph} AND kind = {ph}",
+                    (verdict == RECHECK, at, incident_id, kind))
+    return verdict
+
+
 def now() -> str:
     from smartops_nb.params import iso, utcnow
 
@@ -232,6 +263,17 @@ class Index:
 
     def appending(self):
         """A context manager: the chain tip locked for this writer, committed on exit."""
+        raise NotImplementedError
+
+    # alert episodes: smartops serve's idempotent intake (see smartops_nb.server.intake)
+    def claim_episode(self, incident_id: str, kind: str, recheck_after: float = 0.0) -> str:
+        """Note a notification of one alert episode and kind (``firing``/``resolved``), atomically across
+        every writer of this index: :data:`NEW` (the first: run it), :data:`RECHECK` (a repeat more than
+        ``recheck_after`` s after the last run: run a re-check) or :data:`REPEAT` (nothing to run)."""
+        raise NotImplementedError
+
+    def release_episode(self, incident_id: str, kind: str) -> None:
+        """Forget a :data:`NEW` claim whose run could not be queued, so that the retry runs it."""
         raise NotImplementedError
 
     def rebuild(self, describe_all, out) -> dict[str, str]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from .entries import (GENESIS, LIST_COLUMNS, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index, IndexMissing,
-                      IndexUnavailable, chained, now, public_row, where)
+                      IndexUnavailable, chained, claim_in, now, public_row, where)
 from .plans import DDL as PLANS_DDL
 
 SCHEMA = "smartops_archive"
@@ -68,6 +68,13 @@ CREATE INDEX IF NOT EXISTS records_fts_doc ON records_fts USING gin (doc);
 CREATE TABLE IF NOT EXISTS tombstones (name text PRIMARY KEY, sha256 text NOT NULL, pruned_at text NOT NULL,
     why text NOT NULL);
 {PLANS_DDL}"""
+#: smartops serve's alert episodes (idempotent intake), made by the first claim, apart from _DDL.
+_EPISODES_DDL = ("CREATE TABLE IF NOT EXISTS alert_episodes (incident_id text NOT NULL, kind text NOT NULL, "
+                 "first_at text NOT NULL, run_at text NOT NULL, repeats integer NOT NULL DEFAULT 0, "
+                 "PRIMARY KEY (incident_id, kind))")
+#: pg_advisory_xact_lock key of the episode claims ("episodes" in ASCII)
+EPISODE_LOCK = 0x657069736F646573
+
 # weights: the record's own words (name, runbook, incident) first, then diagnosis, findings, the rest
 _WEIGHTS = {"record": "A", "diagnosis": "A", "findings": "B", "parameters": "C", "outputs": "D"}
 _DOC = " || ".join(f"setweight(to_tsvector('simple', %({c})s), '{w}')" for c, w in _WEIGHTS.items())
@@ -233,15 +240,38 @@ class PostgresIndex(Index):
     # -- writing ----------------------------------------------------------------------------------
     @contextmanager
     def appending(self) -> Iterator[Appender]:
+        with self._locked(CHAIN_LOCK) as con:
+            yield _PgAppender(con)
+
+    @contextmanager
+    def _locked(self, key: int) -> Iterator[Any]:
+        """A transaction holding the advisory lock ``key`` (made if missing: the index's tables)."""
         import psycopg
 
         with self._connect(create=True) as con:
             try:
                 with con.transaction():
-                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-                    yield _PgAppender(con)
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                    yield con
             except psycopg.Error as e:
                 raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
+
+    # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
+    @contextmanager
+    def _episodes(self) -> Iterator[Any]:
+        """A transaction holding the episode lock (not the chain's: an upload must not delay intake), the
+        table made if missing; replicas claim one at a time."""
+        with self._locked(EPISODE_LOCK) as con:
+            con.execute(_EPISODES_DDL)
+            yield con
+
+    def claim_episode(self, incident_id, kind, recheck_after=0.0):
+        with self._episodes() as con:
+            return claim_in(con, "%s", incident_id, kind, recheck_after)
+
+    def release_episode(self, incident_id, kind):
+        with self._episodes() as con:
+            con.execute("DELETE FROM alert_episodes WHERE incident_id = %s AND kind = %s", (incident_id, kind))
 
     def rebuild(self, describe_all, out):
         with self.appending() as tx:

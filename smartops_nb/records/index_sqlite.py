@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .entries import (GENESIS, LIST_COLUMNS, Appender, Index, IndexMissing, IndexUnavailable, SearchSyntaxError,
-                      chained, now, public_row, where)
+                      chained, claim_in, now, public_row, where)
 
 log = logging.getLogger("smartops.archive")
 
@@ -57,6 +57,10 @@ _SCHEMA = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
     "record, findings, diagnosis, outputs, parameters, tokenize='unicode61')",
 ]
+#: Added by the first alert ``smartops serve`` takes in (see :meth:`SqliteIndex.claim_episode`).
+_EPISODES = ("CREATE TABLE IF NOT EXISTS alert_episodes (incident_id TEXT NOT NULL, kind TEXT NOT NULL, "
+             "first_at TEXT NOT NULL, run_at TEXT NOT NULL, repeats INTEGER NOT NULL DEFAULT 0, "
+             "PRIMARY KEY (incident_id, kind)) WITHOUT ROWID")
 #: Added by ``archive prune`` when it first prunes (an index written before keeps its exact tables).
 _TOMBSTONES = ("CREATE TABLE IF NOT EXISTS tombstones (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
                "pruned_at TEXT NOT NULL, why TEXT NOT NULL)")
@@ -321,17 +325,39 @@ class SqliteIndex(Index):
 
     @contextmanager
     def appending(self) -> Iterator[Appender]:
+        with self._writing() as con:
+            yield _SqliteAppender(con)
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The index in a write transaction (``BEGIN IMMEDIATE``), committed on exit."""
         try:
             con = connect(self.folder, timeout=self.busy_timeout)
         except sqlite3.Error as e:
             raise IndexUnavailable(f"cannot open {self.label}: {e}") from None
         try:
             with _immediate(con):
-                yield _SqliteAppender(con)
+                yield con
         except sqlite3.Error as e:
             raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
         finally:
             con.close()
+
+    # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
+    @contextmanager
+    def _episodes(self) -> Iterator[sqlite3.Connection]:
+        """The index in a write transaction, its episodes table made if missing."""
+        with self._writing() as con:
+            con.execute(_EPISODES)
+            yield con
+
+    def claim_episode(self, incident_id, kind, recheck_after=0.0):
+        with self._episodes() as con:
+            return claim_in(con, "?", incident_id, kind, recheck_after)
+
+    def release_episode(self, incident_id, kind):
+        with self._episodes() as con:
+            con.execute("DELETE FROM alert_episodes WHERE incident_id = ? AND kind = ?", (incident_id, kind))
 
     def rebuild(self, describe_all, out):
         con, old = self._begin_rebuild(out)

@@ -1,6 +1,10 @@
 """One incident as a whole: every record of one ``incident_id`` in order, its plans and their fate,
 where the response stands against the seed's target, and whether it is open, mitigated or resolved.
 
+An alert's incident is one firing episode (:mod:`smartops_nb.alerts.routes`): when the same alert
+fires again after it resolved, the new incident is a *recurrence of* the previous one, and the
+previous one *recurred as* the new one (:func:`recurrence`, shown by ``incident show`` and the page).
+
 ``smartops incident show ID`` and ``smartops incident list --open`` print this; ``smartops
 postmortem --incident ID`` drafts the post-mortem from the same records and plans.
 """
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from smartops_nb import response
+from smartops_nb.alerts.routes import alert_key_of
 from smartops_nb.postincident import checklist
 from smartops_nb.params import iso, utcnow
 from smartops_nb.records import archive as record_archive
@@ -64,9 +69,25 @@ def status_of(entries: list[dict[str, Any]]) -> str:
     return state if confirmed else (RESOLVED if entries and entries[-1]["status"] == "completed" else OPEN)
 
 
-def show(archive: Path, incident_id: str, *, with_checklist: bool = True) -> dict[str, Any]:
-    """The incident: records in order with their role, plans and their fate, status, response, and the
-    post-incident checklist (``with_checklist``; lists of many incidents leave it out)."""
+def recurrence(archive: Path, incident_id: str) -> dict[str, str | None]:
+    """The episodes of the same alert just before and after this one: ``recurrence_of`` (the incident
+    this one repeats) and ``recurred_as`` (the next); None when there is none, or the id is no episode's."""
+    key = alert_key_of(incident_id)
+    out: dict[str, str | None] = {"recurrence_of": None, "recurred_as": None}
+    if key is None:
+        return out
+    episodes = sorted({r["incident_id"] for r in record_archive.list_records(archive, limit=0)
+                       if r["incident_id"] != incident_id and alert_key_of(r["incident_id"]) == key})
+    # the ids end in the episode's startsAt (YYYYMMDDTHHMMSSZ): text order is time order
+    out["recurrence_of"] = next((i for i in reversed(episodes) if i < incident_id), None)
+    out["recurred_as"] = next((i for i in episodes if i > incident_id), None)
+    return out
+
+
+def show(archive: Path, incident_id: str, *, detail: bool = True) -> dict[str, Any]:
+    """The incident: records in order with their role, plans and their fate, status, response, and
+    (``detail``: one incident's page, not a list of many) the post-incident checklist and the
+    recurrences it is linked to."""
     records = summaries(archive, incident_id)
     entries, confirmed = [], False
     for name, s in records:
@@ -91,7 +112,8 @@ def show(archive: Path, incident_id: str, *, with_checklist: bool = True) -> dic
     return {"incident_id": incident_id, "runbook": first.get("runbook"), "severity": first.get("severity"),
             "environment": first.get("environment"), "detected_at": first.get("detected_at"), "status": state,
             "records": entries, "plans": plans, "pending_plans": [p["id"] for p in plans if p["state"] == PENDING],
-            "response": resp, "checklist": checklist.state(archive, incident_id) if with_checklist else []}
+            "response": resp, "checklist": checklist.state(archive, incident_id) if detail else [],
+            **(recurrence(archive, incident_id) if detail else {})}
 
 
 def open_incidents(archive: Path, limit: int = 0) -> list[dict[str, Any]]:
@@ -101,7 +123,7 @@ def open_incidents(archive: Path, limit: int = 0) -> list[dict[str, Any]]:
     out = []
     for incident_id in ids:
         try:
-            inc = show(archive, incident_id, with_checklist=False)
+            inc = show(archive, incident_id, detail=False)
         except IncidentNotFound:
             continue
         if inc["pending_plans"] or inc["status"] != RESOLVED and any(e["diagnosis"]["confirmed"]
@@ -117,6 +139,10 @@ def text(inc: dict[str, Any]) -> str:
     lines = [f"incident {inc['incident_id']} [{inc['severity']}] {inc['runbook']} ({inc['environment']}): "
              f"{inc['status'].upper()}",
              f"detected {inc['detected_at']}; response: {response.verdict(inc['response'])}"]
+    if inc.get("recurrence_of"):
+        lines.append(f"recurrence of {inc['recurrence_of']} (the same alert fired again after it resolved)")
+    if inc.get("recurred_as"):
+        lines.append(f"recurred as {inc['recurred_as']}")
     events = []
     for e in inc["records"]:
         d = e["diagnosis"]

@@ -1,10 +1,12 @@
 """``smartops serve --queue DSN``: the webhook as in-process, but each accepted run is a job in the queue.
 
-Routing, parameters and the answer are :func:`~smartops_nb.server.serve.plan`'s, as in-process; only
-queueing differs. Dedup across every replica is Procrastinate's: ``queueing_lock`` = ``lock`` =
-``INCIDENT:KIND`` — a repeat while the job waits raises ``AlreadyEnqueued``; a repeat while it runs
-is refused here (a job with that lock is ``doing``), and one slipping between the two replicas'
-checks waits on the lock and is dropped by the worker (see :mod:`smartops_nb.jobs.worker`).
+Routing, parameters, the episode claims and the answer are :mod:`.intake`'s, as in-process; only
+queueing differs. Dedup across every replica: the episode claim in the archive index, then the
+queue's own: ``queueing_lock`` = ``lock`` = ``INCIDENT:KIND`` — a repeat while the job waits raises
+``AlreadyEnqueued``; a repeat while it runs or after it succeeded is refused here (a job with that
+lock is ``doing`` or ``succeeded``: replicas whose archives' indexes differ still agree), and one
+slipping between the two replicas' checks waits on the lock and is dropped by the worker (see
+:mod:`smartops_nb.jobs.worker`). A route's ``recheck_after`` re-check is queued despite a succeeded job.
 Queue unreachable → 503 and one log line; nothing half-written (one job, one statement).
 """
 from __future__ import annotations
@@ -18,11 +20,13 @@ from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Routes
 from smartops_nb.jobs import app as queue_app
 
-from .intake import Planned, answer, plan, status_of
+from .intake import Planned, answer, claim, episode_index, plan, repeated, settle, status_of
 
 log = logging.getLogger("smartops.serve")
 
 RUNNING_SQL = "SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'doing' LIMIT 1"
+RAN_SQL = ("SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status IN ('doing', 'succeeded') "
+           "AND queue_name = %(queue)s LIMIT 1")
 HEALTH_TIMEOUT = 3.0
 
 
@@ -37,8 +41,9 @@ UNREACHABLE = _unreachable_errors()
 
 
 class QueueIntake:
-    def __init__(self, routes: Routes, dsn: str):
+    def __init__(self, routes: Routes, dsn: str, archive=None):
         self.routes, self.dsn = routes, dsn
+        self.index = episode_index(archive)  # episode claims (None: the queue's dedup only)
         queue_app.ensure_schema(dsn)  # ParameterError (exit 2) if unreachable at start
         self.app = queue_app.make_app(dsn)
         self.accepting = True
@@ -72,7 +77,11 @@ class QueueIntake:
 
         key = routes_mod.dedup_key(p.alert)
         try:
-            running = await self.app.connector.execute_query_all_async(RUNNING_SQL, lock=key)
+            if p.entry.get("recheck"):
+                running = await self.app.connector.execute_query_all_async(RUNNING_SQL, lock=key)
+            else:
+                running = await self.app.connector.execute_query_all_async(RAN_SQL, lock=key,
+                                                                           queue=queue_app.RUNS_QUEUE)
             if running:
                 outcome = "deduplicated"
             else:
@@ -95,7 +104,13 @@ class QueueIntake:
     async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         out, todo = plan(self.routes, doc)
         for p in todo:
-            answer(out, p, await self._submit(p) if self.accepting else "shutting down")
+            await asyncio.to_thread(claim, self.index, p)
+            if not self.accepting:
+                outcome = "shutting down"
+            else:
+                outcome = "deduplicated" if repeated(p) else await self._submit(p)
+            await asyncio.to_thread(settle, self.index, p, outcome)
+            answer(out, p, outcome)
         return status_of(out)
 
     async def health_async(self) -> tuple[int, dict[str, Any]]:

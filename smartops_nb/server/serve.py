@@ -15,9 +15,11 @@ runbook run, a resolved one a confirming run when its route asks for it. The ans
 The HTTP layer is Starlette on uvicorn (a production ASGI server: a real listen backlog, every
 request answered under a burst).
 
-- ``incident_id`` = ``ALERTNAME-FINGERPRINT``, ``detected_at`` = the alert's ``startsAt``.
-- A repeat of an alert whose run is queued or running is not run again (dedup on incident id
-  and kind: a ``resolved`` confirming run is a different kind from the firing run).
+- ``incident_id`` = ``ALERTNAME-FINGERPRINT-STARTSAT`` (one incident per firing episode, see
+  :mod:`smartops_nb.alerts.routes`), ``detected_at`` = the alert's ``startsAt``.
+- A repeat of an episode already taken in is not run again, whether its run is queued, running or
+  finished (claimed in the archive index, :mod:`.intake`; a ``resolved`` confirming run is a
+  different kind from the firing run); a route's ``recheck_after`` turns a late repeat into a re-check.
 - Queue full, or the queue's PostgreSQL unreachable → 503 (Alertmanager retries); malformed payload
   → 400, nothing run.
 - With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
@@ -55,7 +57,7 @@ from smartops_nb.params import ParameterError
 from smartops_nb.resources import process_stats
 
 from . import security
-from .intake import answer, plan, status_of
+from .intake import answer, claim, episode_index, plan, repeated, settle, status_of
 from .security import bearer
 
 log = logging.getLogger("smartops.serve")
@@ -92,6 +94,7 @@ class Service:
         from smartops_nb.execution.kernels import KernelPool
 
         self.routes, self.archive = routes, archive
+        self.index = episode_index(archive)
         self.workers, self.cell_timeout, self.lease_wait = workers, cell_timeout, lease_wait
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self.pool = KernelPool(workers if warm is None else warm)
@@ -129,7 +132,10 @@ class Service:
         """Route and enqueue every alert of one notification; the HTTP status and the answer."""
         out, todo = plan(self.routes, doc)
         for p in todo:
-            answer(out, p, self._submit(Job(p.key, p.prep)))
+            claim(self.index, p)
+            outcome = "deduplicated" if repeated(p) else self._submit(Job(p.key, p.prep))
+            settle(self.index, p, outcome)
+            answer(out, p, outcome)
         return status_of(out)
 
     def _submit(self, job: Job) -> str:
@@ -369,7 +375,7 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
     if queue_dsn:
         from smartops_nb.server.queue_mode import QueueIntake
 
-        mode = QueueIntake(routes, queue_dsn)  # ParameterError (exit 2) if the queue is unreachable
+        mode = QueueIntake(routes, queue_dsn, archive=archive)  # ParameterError (exit 2) if the queue is unreachable
     else:
         mode = Service(routes, archive, workers=workers, queue_size=queue_size, warm=warm, cell_timeout=cell_timeout)
     sock = listen(host, port)

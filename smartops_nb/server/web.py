@@ -269,7 +269,7 @@ def _incident_rows(archive: Any, filters: dict[str, str], limit: int = 50) -> li
         if not incident_id or incident_id in seen:
             continue
         seen.add(incident_id)
-        inc = incidents.show(archive, incident_id, with_checklist=False)
+        inc = incidents.show(archive, incident_id, detail=False)
         causes = sorted({c for e in inc["records"] for c in e["diagnosis"].get("causes") or []})
         out.append({**{k: inc[k] for k in ("incident_id", "runbook", "severity", "environment", "detected_at",
                                             "status", "pending_plans")},

@@ -11,14 +11,18 @@ that it is the alert's incident, diagnosed ``slow-queries``, with the Prometheus
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import yaml
 
+from smartops_nb.alerts.routes import episode_stamp
+from smartops_nb.reports import incident
+from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, require
+from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 from tests.fixtures.monitoring import (
     ALERTMANAGER,
     PROMETHEUS,
@@ -50,10 +54,12 @@ def _alerts(am_url: str) -> list[dict]:
         return json.loads(r.read())
 
 
-def test_high_latency_alert_becomes_a_record(healthy_sandbox, sandbox_params, tmp_path):
+@contextmanager
+def chain(tmp_path, sandbox, base_params: dict):
+    """serve (the shipped routes), Alertmanager (the shipped config, short waits) and Prometheus (the
+    shipped rules, ``for: 0s``) scraping the sandbox; yields (serve, alertmanager); stops them by pid."""
     require("prometheus", bool(PROMETHEUS), "apt-get install prometheus")
     require("alertmanager", bool(ALERTMANAGER), "apt-get install prometheus-alertmanager")
-    archive = tmp_path / "incidents"
     procs = []
     try:
         # serve first: the webhook must be there when the first notification goes out
@@ -61,42 +67,70 @@ def test_high_latency_alert_becomes_a_record(healthy_sandbox, sandbox_params, tm
         token_file = tmp_path / "serve.token"
         token_file.write_text(TOKEN)
         token_file.chmod(0o600)
-        base = tmp_path / "base.yaml"   # what every run gets: the sandbox, a short window, Prometheus
-        base.write_text(yaml.safe_dump({**sandbox_params, "sample_seconds": 3.0, "sample_interval": 1.0,
-                                        "prometheus_url": f"http://127.0.0.1:{prom_port}", "lookback": "5m"}))
-        serve = start_serve(tmp_path / "serve", REPO / "parameters" / "routes.yaml", archive, TOKEN,
+        base = tmp_path / "base.yaml"   # what every run gets: the sandbox, Prometheus
+        base.write_text(yaml.safe_dump({**base_params, "prometheus_url": f"http://127.0.0.1:{prom_port}",
+                                        "lookback": "5m"}))
+        serve = start_serve(tmp_path / "serve", REPO / "parameters" / "routes.yaml", tmp_path / "incidents", TOKEN,
                             files=[base], extra=["--cell-timeout", "120"])
         procs.append(serve)
         am = start_alertmanager(tmp_path / "alertmanager", alertmanager_config(serve.url + "/alerts", token_file))
         procs.append(am)
-        procs.append(start_prometheus(tmp_path / "prometheus", f"127.0.0.1:{healthy_sandbox.api_port}",
+        procs.append(start_prometheus(tmp_path / "prometheus", f"127.0.0.1:{sandbox.api_port}",
                                       rules=rules_with_for(tmp_path / "rules.yml", "0s"),
                                       alertmanager=am.url.removeprefix("http://"), port=prom_port))
+        yield serve, am
+    finally:
+        for p in reversed(procs):
+            p.stop()
 
+
+def _wait_record(archive: Path, serve, am, what: str, match) -> dict | None:
+    found = until(lambda: next((r for r in _records(archive) if match(r)), None), WAIT_S, 1.0)
+    assert found, (f"no {what} record within {WAIT_S}s; alerts: {_safe(_alerts, am.url)}\n"
+                   f"--- serve log:\n{serve.tail()}\n--- alertmanager log:\n{am.tail(15)}")
+    return found
+
+
+def _episode(alert: dict) -> str:
+    return f"{alert['labels']['alertname']}-{alert['fingerprint']}-{episode_stamp(alert['startsAt'])}"
+
+
+def test_high_latency_alert_becomes_a_record(healthy_sandbox, sandbox_params, tmp_path):
+    archive = tmp_path / "incidents"
+    with chain(tmp_path, healthy_sandbox, {**sandbox_params, "sample_seconds": 3.0, "sample_interval": 1.0}) as (serve, am):
         healthy_sandbox.fault("slow-queries")
-        deadline, found = time.monotonic() + WAIT_S, None
-        while time.monotonic() < deadline and not found:
-            found = next((r for r in _records(archive) if r.get("runbook") == "high-latency"
-                          and r.get("incident_id", "").startswith("HighAPILatency-")
-                          and r.get("status") == "completed"), None)
-            time.sleep(1)
-        assert found, (f"no high-latency record within {WAIT_S}s; alerts: {_safe(_alerts, am.url)}\n"
-                       f"--- serve log:\n{serve.tail()}\n--- alertmanager log:\n{am.tail(15)}")
+        found = _wait_record(archive, serve, am, "high-latency", lambda r: r.get("runbook") == "high-latency"
+                             and r.get("incident_id", "").startswith("HighAPILatency-") and r.get("status") == "completed")
 
         firing = [a for a in _alerts(am.url) if a["labels"]["alertname"] == "HighAPILatency"]
-        by_fp = {f"HighAPILatency-{a['fingerprint']}": a for a in firing}
-        assert found["incident_id"] in by_fp, (found["incident_id"], list(by_fp))
-        alert = by_fp[found["incident_id"]]
+        by_episode = {_episode(a): a for a in firing}
+        assert found["incident_id"] in by_episode, (found["incident_id"], list(by_episode))
+        alert = by_episode[found["incident_id"]]
         assert found["detected_at"][:19] == alert["startsAt"][:19]
         assert found["runbook"] == alert["labels"]["runbook"] == "high-latency"
-        assert found["severity"] == "P2" and found["environment"] == "sandbox"
+        assert found["severity"] == alert["labels"]["severity"] == "P2" and found["environment"] == "sandbox"
         assert "slow-queries" in found["diagnosis"]["causes"], found["diagnosis"]
         history = next(f for f in found["findings"] if f["check"] == "prometheus-history")
         assert history["status"] != "error" and history["data"]["prometheus"], history
         assert [a["mode"] for a in found["actions"] if a["action"] == "create-index"] == ["recommended"]
-    finally:
-        for p in reversed([p for p in procs if p is not None]):
-            p.stop()
+
+
+def test_a_leak_alert_fires_then_resolves_into_a_confirming_run_of_the_same_incident(healthy_sandbox,
+                                                                                      sandbox_params, tmp_path):
+    archive = tmp_path / "incidents"
+    with chain(tmp_path, healthy_sandbox, {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES}) as (serve, am):
+        inject_leak(healthy_sandbox)
+        firing = _wait_record(archive, serve, am, "firing", lambda r: r.get("incident_id", "").startswith(
+            "PostgresConnectionsNearLimit-") and r.get("status") == "completed")
+        assert firing["diagnosis"]["confirmed"] and "idle-connection-leak" in firing["diagnosis"]["causes"]
+        assert firing["severity"] == "P1"
+        healthy_sandbox.heal()   # the rule stops matching; Alertmanager sends `resolved` (send_resolved: true)
+        confirming = _wait_record(archive, serve, am, "confirming", lambda r: r["_path"] != firing["_path"]
+                                  and r.get("incident_id") == firing["incident_id"] and r.get("status") == "completed")
+        assert confirming["diagnosis"]["confirmed"] is False, confirming["diagnosis"]
+        inc = incident.show(archive, firing["incident_id"])
+        assert inc["status"] == incident.RESOLVED and [e["role"] for e in inc["records"]] == [
+            "investigation", "confirming run"]   # one firing run, one confirming run: nothing repeated
 
 
 def _safe(fn, *args):

@@ -1,10 +1,7 @@
 """Notifications against real HTTP receivers on loopback, after real runs on the sandbox."""
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -13,49 +10,7 @@ from smartops_nb.alerts import notify
 from smartops_nb.records import archive as record_archive
 from tests.conftest import run_runbook
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
-
-
-class Receiver:
-    """Collects JSON POSTs; answers ``status`` after ``delay`` seconds."""
-
-    def __init__(self, status: int = 202, delay: float = 0):
-        self.received: list[dict] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                outer.received.append({"path": self.path,
-                                       "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
-                time.sleep(delay)
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def receivers():
-    made = []
-
-    def make(**kw) -> Receiver:
-        made.append(Receiver(**kw))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
+from tests.fixtures.receivers import receivers  # noqa: F401 - a fixture
 
 
 def _notify_file(tmp_path, **section) -> str:

@@ -27,7 +27,7 @@ import yaml
 from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, post_alerts, stop_process
 from tests.fixtures.leak import LEAK_IDLE_MINUTES
-from tests.scenarios.test_serve import alert, payload
+from tests.scenarios.test_serve import EPISODE, alert, payload
 
 pytestmark = pytest.mark.scenario
 
@@ -233,7 +233,7 @@ def test_a_burst_of_200_in_queue_mode_gets_every_request_answered(team, healthy_
     assert team.status()["waiting"] == 20
     team.worker("--concurrency", "2")
     recs = team.wait_idle(20, 400)
-    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-q{i}" for i in range(20))
+    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-q{i}{EPISODE}" for i in range(20))
 
 
 # -- dedup across replicas, records by workers -----------------------------------------------------
@@ -269,9 +269,9 @@ def test_a_repeat_while_the_run_is_running_is_refused_by_the_other_replica(team,
     assert until(lambda: team.status()["running"] == 1, 60, 0.3)
     status, body = team.post(b, payload(alert("SlowProbe", "r1")))
     assert status == 202 and body == {"deduplicated": [
-        {"incident_id": "SlowProbe-r1", "runbook": "high-latency", "kind": "firing"}]}
+        {"incident_id": "SlowProbe-r1" + EPISODE, "runbook": "high-latency", "kind": "firing"}]}
     (rec,) = team.wait_idle(1, 120)
-    assert rec["incident_id"] == "SlowProbe-r1" and rec["status"] == "completed"
+    assert rec["incident_id"] == "SlowProbe-r1" + EPISODE and rec["status"] == "completed"
     h = team.health(b)
     assert h["queue"] == {"reachable": True, "depth": 0, "running": 0, "oldest_waiting_s": None}
 
@@ -290,7 +290,7 @@ def test_a_worker_killed_mid_run_is_retried_by_another_and_the_attempt_is_visibl
     (rec,) = team.wait_idle(1, 90)
     took = time.monotonic() - t0
     assert took < 90
-    assert rec["incident_id"] == "SlowProbe-kill1" and rec["status"] == "completed"
+    assert rec["incident_id"] == "SlowProbe-kill1" + EPISODE and rec["status"] == "completed"
     assert rec["queue"]["attempt"] == 2
     assert any("attempt 1 lost" in line for line in rec["queue"]["earlier_attempts"]), rec["queue"]
     job = team.status()["latest"][0]
@@ -313,7 +313,7 @@ def test_a_job_whose_route_was_removed_fails_with_a_reason_and_the_worker_lives(
     # the worker is alive and runs the next job
     assert team.post(s, payload(pool_alert("after1")))[0] == 202
     recs = team.wait_idle(1, 120)
-    assert [r["incident_id"] for r in recs] == ["PoolAlert-after1"] and w.proc.poll() is None
+    assert [r["incident_id"] for r in recs] == ["PoolAlert-after1" + EPISODE] and w.proc.poll() is None
 
 
 # -- no secret in the queue ------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def test_a_killed_serve_replica_loses_nothing_it_accepted(team, healthy_sandbox)
             accepted.append(al["fingerprint"])
     assert len(accepted) == 20  # the dead replica was not asked again; the other took the rest
     recs = team.wait_idle(20, 500)
-    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-{fp}" for fp in accepted)
+    assert sorted(r["incident_id"] for r in recs) == sorted(f"PoolAlert-{fp}{EPISODE}" for fp in accepted)
 
 
 @pytest.mark.timeout(900)
@@ -432,7 +432,7 @@ def test_postgresql_restarted_during_a_storm_503s_then_recovers_losing_and_repea
         assert until(lambda i=i: send(f"pg{i}") == 202, 30, 1.0)
     recs = team.wait_idle(20, 700)
     ids = [r["incident_id"] for r in recs]
-    assert sorted(ids) == sorted(f"PoolAlert-pg{i}" for i in range(20)), ids  # none lost, none twice
+    assert sorted(ids) == sorted(f"PoolAlert-pg{i}{EPISODE}" for i in range(20)), ids  # none lost, none twice
     log = team.procs[0].text()
     assert log.count("queue unreachable (") == 1 and "queue reachable again" in log
     assert all(w.proc.poll() is None for w in workers)
@@ -455,7 +455,7 @@ def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
         s = team.serve()  # no worker: the job waits
         assert team.post(s, payload(pool_alert("c1")))[0] == 202
         (job,) = team.status()["latest"]
-        assert job["status"] == "todo" and job["key"] == "PoolAlert-c1:firing"
+        assert job["status"] == "todo" and job["key"] == f"PoolAlert-c1{EPISODE}:firing"
         out = team.queue("cancel", str(job["id"]), "--json")
         assert out.returncode == 0 and json.loads(out.stdout)["job"] == job["id"], out.stderr
         assert team.status()["jobs"] == {"cancelled": 1}
@@ -463,9 +463,11 @@ def test_queue_cancel_and_retry_steer_one_job(tmp_path, queue_dsn):
         assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr
         retry = team.queue("retry", "999999")
         assert retry.returncode == 1 and "cannot be retried" in retry.stderr, retry.stderr
-        # cancelled, the incident can be queued again
-        assert team.post(s, payload(pool_alert("c1")))[1] == {"accepted": [
-            {"incident_id": "PoolAlert-c1", "runbook": "db-pool-exhausted", "kind": "firing"}]}
+        # cancelled by an operator: a repeat of that episode stays taken in; the alert's next episode is queued
+        assert team.post(s, payload(pool_alert("c1")))[1] == {"deduplicated": [
+            {"incident_id": "PoolAlert-c1" + EPISODE, "runbook": "db-pool-exhausted", "kind": "firing"}]}
+        assert team.post(s, payload({**pool_alert("c1"), "startsAt": "2026-11-26T15:00:00Z"}))[1] == {"accepted": [
+            {"incident_id": "PoolAlert-c1-20261126T150000Z", "runbook": "db-pool-exhausted", "kind": "firing"}]}
         assert team.status()["waiting"] == 1
         h = team.health(s)
         assert h["queue"]["reachable"] and h["queue"]["depth"] == 1 and h["queue"]["oldest_waiting_s"] >= 0
@@ -487,3 +489,36 @@ def test_a_run_past_its_deadline_has_its_kernel_killed_and_the_worker_goes_on(te
     assert job["status"] == "succeeded" and "record" in job["last_note"] and "failed" in job["last_note"]
     assert team.post(s, payload(pool_alert("next1")))[0] == 202   # the slot is free again
     assert len(team.wait_idle(2, 120)) == 2
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-it-noticed", "quick-restart"])
+def test_a_worker_is_back_within_5_s_of_the_queues_return_named_by_host_and_pid(team, queue_postgres, noticed):
+    import socket
+
+    w = team.worker()
+    name = f"{socket.gethostname()}:{w.proc.pid}"
+
+    named = until(lambda: [x["name"] for x in team.status()["workers"]], 30, 0.5, done=lambda n: name in n)
+    assert named == [name], named   # `queue status`: one line per `smartops worker` process, though it runs two
+
+    def rows() -> dict[str, set]:  # what `queue status` reads, straight from the queue (a CLI call costs ~1 s)
+        from smartops_nb.jobs.app import WORKERS_SQL
+        try:
+            with psycopg.connect(team.dsn, connect_timeout=2, autocommit=True) as c:
+                return {r[0]: set(r[2]) for r in c.execute(WORKERS_SQL)}
+        except psycopg.Error:  # the queue is down
+            return {}
+    before = rows()[name]
+    lost_at = len(w.text())
+    queue_postgres.stop()
+    if noticed:
+        assert until(lambda: "queue connection lost" in w.text(), 30, 0.2), w.text()
+    queue_postgres.start(timeout=60)
+    back = time.monotonic()
+    # back at work = registered again (new worker rows, named), so polling for jobs
+    assert until(lambda: rows().get(name, set()) - before, 30, 0.1), w.text()
+    took = time.monotonic() - back
+    print(f"worker back {took:.2f} s after the queue's PostgreSQL ({'noticed' if noticed else 'quick restart'})")
+    assert took <= 5.0, f"the worker took {took:.1f} s to come back\n{w.text()[-3000:]}"  # the bound is the feature
+    errors = [line for line in w.text()[lost_at:].splitlines() if " ERROR " in line or "Traceback" in line]
+    assert len(errors) <= 2, "\n".join(errors)   # no burst: a line when it is lost, at most one more

@@ -34,6 +34,9 @@ ROUTES = {
 }
 
 
+EPISODE = "-20261126T140000Z"  # the alerts' startsAt, as incident ids end (one incident per firing episode)
+
+
 def alert(name: str, fingerprint: str, status: str = "firing", **labels) -> dict:
     return {"status": status, "labels": {"alertname": name, **labels},
             "annotations": {"summary": f"{name} is {status}"}, "startsAt": "2026-11-26T14:00:00.123456789Z",
@@ -119,11 +122,11 @@ def test_firing_alert_gives_a_record_then_resolved_gives_a_confirming_run(server
     inject_leak(healthy_sandbox)
     status, body = server.post(payload(leak_alert()))
     assert status == 202 and body["accepted"] == [
-        {"incident_id": "PostgresConnectionsNearLimit-a1b2c3", "runbook": "db-pool-exhausted", "kind": "firing"}]
+        {"incident_id": "PostgresConnectionsNearLimit-a1b2c3" + EPISODE, "runbook": "db-pool-exhausted", "kind": "firing"}]
     (rec,) = server.wait_records(1)
     assert rec["status"] == "completed" and rec["diagnosis"]["confirmed"] is True
     assert set(rec["diagnosis"]["causes"]) == {"connections-near-limit", "idle-connection-leak"}
-    assert rec["incident_id"] == "PostgresConnectionsNearLimit-a1b2c3"
+    assert rec["incident_id"] == "PostgresConnectionsNearLimit-a1b2c3" + EPISODE
     assert rec["detected_at"].startswith("2026-11-26T14:00:00") and rec["environment"] == "sandbox-ci"
 
     leaked = app_backends(healthy_sandbox)
@@ -149,11 +152,11 @@ def test_duplicate_firing_while_running_starts_one_run(server, healthy_sandbox):
     assert server.post(payload(a))[0] == 202
     status, body = server.post(payload(a))
     assert status == 202 and body == {"deduplicated": [
-        {"incident_id": "SlowProbe-dup1", "runbook": "high-latency", "kind": "firing"}]}
+        {"incident_id": "SlowProbe-dup1" + EPISODE, "runbook": "high-latency", "kind": "firing"}]}
     assert len(server.wait_records(1)) == 1
     time.sleep(1)
     assert len(server.records()) == 1
-    assert "dedup: incident SlowProbe-dup1" in server.log.read_text()
+    assert "dedup: incident SlowProbe-dup1" + EPISODE in server.log.read_text()
 
 
 @pytest.mark.timeout(240)
@@ -209,7 +212,7 @@ def test_sigterm_with_a_run_in_flight_records_it_and_exits(tmp_path, base_params
     time.sleep(1.0)  # well into the notebook
     assert s.stop(timeout=60) == 0
     (rec,) = s.records()
-    assert rec["incident_id"] == "SlowProbe-term1" and rec["status"] == "failed"
+    assert rec["incident_id"] == "SlowProbe-term1" + EPISODE and rec["status"] == "failed"
     assert rec["error"].startswith("interrupted: smartops serve shut down")
     log = s.log.read_text()
     assert "SIGTERM received" in log and "interrupting run of high-latency" in log and "stopped" in log
@@ -241,14 +244,14 @@ def test_a_cold_run_is_interrupted_and_recorded_on_sigterm(tmp_path, base_params
     s = Server(tmp_path, base_params, "--warm", "0", "--drain-timeout", "1")
     (tmp_path / "base.yaml").write_text("environment: [unclosed\n")  # read once, at start-up: no effect now
     status, body = s.post(payload(alert("SlowProbe", "cold1")))
-    assert status == 202 and body["accepted"][0]["incident_id"] == "SlowProbe-cold1"
+    assert status == 202 and body["accepted"][0]["incident_id"] == "SlowProbe-cold1" + EPISODE
     deadline = time.monotonic() + 30
     while s.health()["running"] < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
     assert s.stop(timeout=60) == 0
     (rec,) = s.records()
-    assert rec["incident_id"] == "SlowProbe-cold1" and rec["status"] == "failed"
+    assert rec["incident_id"] == "SlowProbe-cold1" + EPISODE and rec["status"] == "failed"
     assert rec["error"].startswith("interrupted: smartops serve shut down")
     log = s.log.read_text()
     assert "(cold kernel)" in log and "interrupting run of high-latency" in log

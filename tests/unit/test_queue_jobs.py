@@ -22,8 +22,8 @@ def load(tmp_path, routes: list[dict]) -> routes_mod.Routes:
 def test_a_job_keeps_only_what_routing_and_parameters_read():
     job = routes_mod.job_alert(ALERT)
     assert set(job) == {"status", "labels", "annotations", "fingerprint", "startsAt"}
-    assert routes_mod.dedup_key(job) == "HighAPILatency-f00d:firing"
-    assert routes_mod.dedup_key({**job, "status": "resolved"}) == "HighAPILatency-f00d:resolved"
+    assert routes_mod.dedup_key(job) == "HighAPILatency-f00d-20261126T140000Z:firing"
+    assert routes_mod.dedup_key({**job, "status": "resolved"}) == "HighAPILatency-f00d-20261126T140000Z:resolved"
 
 
 def test_route_keys_name_a_route_and_find_it_again(tmp_path):
@@ -37,7 +37,7 @@ def test_route_keys_name_a_route_and_find_it_again(tmp_path):
                                               "latency-default"]
     assert routes.by_key("latency-default") is routes.routes[2] and routes.by_key("gone") is None
     params = routes_mod.run_parameters(routes.routes[2], routes_mod.job_alert(ALERT))
-    assert params == {"environment": "prod", "incident_id": "HighAPILatency-f00d",
+    assert params == {"environment": "prod", "incident_id": "HighAPILatency-f00d-20261126T140000Z",
                       "detected_at": "2026-11-26T14:00:00+00:00"}
 
 

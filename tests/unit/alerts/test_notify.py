@@ -106,3 +106,35 @@ def test_messages_link_the_incident_and_record_pages_when_serve_has_a_public_url
     assert details["incident_page"] == pages["incident"] and details["plans"][0]["id"] == "pl-abc"
     monkeypatch.setenv("SMARTOPS_PUBLIC_URL", "http://127.0.0.1:9095")
     assert notify.public_url({}) == "http://127.0.0.1:9095"
+
+
+def test_an_inconclusive_or_failed_firing_run_notifies_and_a_plans_mitigation_run_does_not(tmp_path):
+    summary = {"runbook": "api-down", "title": "API Service Down", "severity": "P1", "environment": "prod",
+               "incident_id": "APIDown-f-20261204T160952Z", "status": "completed", "actions": [],
+               "diagnosis": {"confirmed": False, "causes": [], "inconclusive": True,
+                             "incomplete_steps": ["container-state", "container-logs"],
+                             "summary": "Inconclusive: container-state, container-logs could not complete"}}
+    assert notify.event_for(summary, None) == "trigger"        # the firing run: a person must look
+    assert notify.event_for(summary, summary) is None           # a later inconclusive re-check: not news
+    failed = {**summary, "status": "failed", "error": "kernel died", "diagnosis": {"confirmed": False}}
+    assert notify.event_for(failed, None) == "trigger"
+    assert notify.headline(summary, "trigger").startswith("[P1] INCONCLUSIVE: API Service Down")
+    assert notify.headline(failed, "trigger").startswith("[P1] FAILED")
+    text = notify.slack_payload(summary, tmp_path / "r.ipynb", "trigger")["text"]
+    assert "could not check: container-state, container-logs" in text and "r.ipynb" in text
+    body = notify.pagerduty_payload(failed, tmp_path / "r.ipynb", "trigger", "K")
+    assert body["payload"]["custom_details"]["unchecked"] == "the run failed: kernel died"
+    mitigation = {**summary, "parameters": {"plan_id": "p-1"},
+                  "diagnosis": {"confirmed": True, "causes": ["container-crashed"]}}
+    assert notify.event_for(mitigation, summary) is None        # after_plan tells its outcome, once
+
+
+def test_a_plans_outcome_reaches_pagerduty_as_a_change_event_not_a_trigger():
+    assert notify.change_url(notify.PAGERDUTY_URL) == "https://events.pagerduty.com/v2/change/enqueue"
+    assert notify.change_url("http://127.0.0.1:9/v2/enqueue") == "http://127.0.0.1:9/v2/change/enqueue"
+    plan = {"id": "pl-1", "status": "executed", "incident_id": "APIDown-f-20261204T160952Z", "severity": "P1",
+            "action": "restart", "target": "api", "reason": "done"}
+    body = notify.plan_change_event(plan, notify.plan_message(plan, None), None, "K")
+    assert "event_action" not in body and body["routing_key"] == "K"
+    assert body["payload"]["summary"].startswith("[P1] plan pl-1 EXECUTED")
+    assert body["payload"]["custom_details"]["dedup_key"] == "smartops:APIDown-f-20261204T160952Z"
