@@ -19,7 +19,9 @@ request answered under a burst).
 - A repeat of an alert whose run is queued or running is not run again (dedup on incident id
   and kind: a ``resolved`` confirming run is a different kind from the firing run).
 - Queue full, or the queue's PostgreSQL unreachable → 503 (Alertmanager retries); malformed payload
-  → 400, nothing run.
+  → 400, one past a limit of :mod:`smartops_nb.alerts.routes` (``MAX_ALERTS``, ``MAX_VALUE_CHARS``...) → 413
+  or 422 naming it: all checked before anything is queued, nothing run. Parsing, checking and routing run
+  in a worker thread, never on the event loop.
 - With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
   without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
   and tells queue depth, runs in progress and pool size only.
@@ -52,7 +54,8 @@ from .intake import answer, plan, status_of
 
 log = logging.getLogger("smartops.serve")
 
-MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large
+MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large (and see routes.MAX_*)
+REFUSED = {400: "malformed", 413: "too large", 422: "too deeply nested"}
 SHUTDOWN_REASON = "smartops serve shut down before the run finished"
 
 
@@ -115,7 +118,10 @@ class Service:
                     "finished": self.finished, "kernel_pool": self.pool.stats()}
 
     async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.handle(doc)  # no I/O: routing and an in-memory queue
+        from starlette.concurrency import run_in_threadpool
+
+        # no I/O, but CPU: routing and preparing 1,000 alerts' runs must not hold the event loop (/healthz)
+        return await run_in_threadpool(self.handle, doc)
 
     def handle(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         """Route and enqueue every alert of one notification; the HTTP status and the answer."""
@@ -234,6 +240,7 @@ def make_app(mode, token: str | None, pages: list | None = None):
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route as HttpRoute
@@ -273,11 +280,11 @@ def make_app(mode, token: str | None, pages: list | None = None):
         raw = await read_body(request)
         if raw is None:
             return send(413, {"error": "body too large"})
-        try:
-            doc = parse_payload(raw)
+        try:  # parsing and checking a megabyte is CPU: off the event loop, so /healthz still answers
+            doc = await run_in_threadpool(parse_payload, raw)
         except BadPayload as e:
-            log.warning("malformed payload from %s: %s (nothing run)", client, e)
-            return send(400, {"error": f"malformed Alertmanager payload: {e}"})
+            log.warning("refused payload from %s: %s (nothing run)", client, e)
+            return send(e.status, {"error": f"{REFUSED[e.status]} Alertmanager payload: {e}"})
         if not mode.accepting:
             return send(503, {"error": "shutting down"})
         status, body = await mode.handle_async(doc)
@@ -334,7 +341,8 @@ def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float,
             self.should_exit = True
 
     config = uvicorn.Config(make_app(mode, token, pages), log_config=None, access_log=False, lifespan="on",
-                            timeout_keep_alive=5, timeout_graceful_shutdown=10)
+                            timeout_keep_alive=5, timeout_graceful_shutdown=10,
+                            proxy_headers=False)  # X-Forwarded-For from any loopback client is not the client
     Server(config).run(sockets=[sock])
 
 
