@@ -91,10 +91,10 @@ def _per_char(text: str) -> float:
     return (time.perf_counter() - start) / len(text)
 
 
-#: The bound is the feature, generous for a shared 2-core machine under load: quiet, a megabyte of the
-#: worst of these takes ~0.3-1 µs a character; the greedy patterns took 300 µs a character on 40k characters
-#: (12.5 s), and would take ~8 ms a character on a megabyte.
-MAX_S_PER_CHAR = 5e-6
+#: The bound is the feature, generous for a shared 2-core machine under load: the worst of these inputs took
+#: 3 µs a character on a megabyte at a load average of 9 (2 cores); the greedy patterns took 38 s on 20,000
+#: "a" at that load (1,900 µs a character), and grow with the square of the length.
+MAX_S_PER_CHAR = 10e-6
 
 
 def test_scrub_is_linear_on_adversarial_text_of_a_megabyte():
