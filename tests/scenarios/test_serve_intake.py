@@ -123,3 +123,19 @@ def test_ten_thousand_alerts_are_413_naming_the_limit_and_healthz_answers_meanwh
     assert status == 413 and "MAX_ALERTS = 1000" in out["error"], out
     h = server.health()
     assert h["queued"] == 0 and h["finished"] == 0 and not server.archive.exists()
+
+
+@pytest.mark.timeout(240)
+def test_in_queue_mode_a_hostile_payload_is_refused_and_nothing_is_queued(tmp_path, queue_dsn, base_params):  # noqa: F811
+    from tests.scenarios.test_queue import Team
+
+    team = Team(tmp_path, queue_dsn, base_params)
+    try:
+        serve = team.serve()
+        many = json.dumps({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "A"}}] * 1001})
+        for body, status in ((SURROGATE, 400), (DEEP, 400), (TOO_DEEP, 422), (LONG_LABEL, 413), (many.encode(), 413)):
+            assert team.post(serve, body)[0] == status
+        s = team.status()
+        assert s["jobs"] == {} and s["waiting"] == 0, s
+    finally:
+        team.stop()
