@@ -15,6 +15,7 @@ maps, e.g. ``critical: P1``), unless the route pins one (``severity: P1``); else
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -181,23 +182,50 @@ def _runbook(runbook_id: str, where: str) -> catalog.Runbook:
 
 
 # -- the payload -------------------------------------------------------------------------------
+#: What one webhook post may carry, checked before anything is routed or queued. Alertmanager's own
+#: payloads are far inside these (its nesting is 4 deep); Alertmanager's ``max_alerts`` (webhook_config)
+#: keeps a large group under MAX_ALERTS. Too many or too large → 413, too deep → 422, each naming the limit.
+MAX_ALERTS = 1000           # alerts in one post
+MAX_LABELS = 64             # labels of one alert, and annotations of one alert
+MAX_KEY_CHARS = 256         # a label or annotation name (any object key in the payload)
+MAX_VALUE_CHARS = 32_768    # a label or annotation value, a fingerprint (any string in the payload)
+MAX_DEPTH = 8               # JSON nesting anywhere in the payload
+#: An incident id longer than this is cut and given a hash suffix (it is a URL path segment and a log field).
+MAX_ID_CHARS = 200
+
+
 class BadPayload(ValueError):
-    pass
+    """A payload refused; ``status`` is the HTTP answer (400 malformed, 413 too large, 422 too deep)."""
+    status = 400
+
+
+class PayloadTooLarge(BadPayload):
+    status = 413
+
+
+class PayloadTooDeep(BadPayload):
+    status = 422
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
-    """Alertmanager's webhook payload, checked; BadPayload says what is wrong."""
+    """Alertmanager's webhook payload, checked and bounded; BadPayload says what is wrong."""
     try:
         doc = json.loads(body)
-    except ValueError as e:
+    except RecursionError:
+        raise BadPayload(f"not JSON this parser can read: nested too deep (limit {MAX_DEPTH} levels)") from None
+    except ValueError as e:  # UnicodeDecodeError included
         raise BadPayload(f"not JSON: {e}") from None
     if not isinstance(doc, dict):
         raise BadPayload("payload is not a JSON object")
     if str(doc.get("version")) != "4":
-        raise BadPayload(f"unsupported payload version {doc.get('version')!r} (expected \"4\")")
+        raise BadPayload(f"unsupported payload version {str(doc.get('version'))[:20]!r} (expected \"4\")")
     alerts = doc.get("alerts")
     if not isinstance(alerts, list) or not alerts:
         raise BadPayload("'alerts' must be a non-empty list")
+    if len(alerts) > MAX_ALERTS:
+        raise PayloadTooLarge(f"{len(alerts)} alerts in one post (limit MAX_ALERTS = {MAX_ALERTS}; "
+                              "set max_alerts in Alertmanager's webhook_config)")
+    check_bounds(doc)
     for i, a in enumerate(alerts):
         if not isinstance(a, dict):
             raise BadPayload(f"alert {i} is not an object")
@@ -207,8 +235,12 @@ def parse_payload(body: bytes) -> dict[str, Any]:
         if not isinstance(labels, dict) or not isinstance(labels.get("alertname"), str) or not all(
                 isinstance(v, str) for v in labels.values()):
             raise BadPayload(f"alert {i}: labels must be strings and include alertname")
-        if not isinstance(a.get("annotations", {}), dict):
+        annotations = a.get("annotations", {})
+        if not isinstance(annotations, dict):
             raise BadPayload(f"alert {i}: annotations must be an object")
+        for what, found in (("labels", labels), ("annotations", annotations)):
+            if len(found) > MAX_LABELS:
+                raise PayloadTooLarge(f"alert {i}: {len(found)} {what} (limit MAX_LABELS = {MAX_LABELS})")
         if not isinstance(a.get("fingerprint"), str) or not a["fingerprint"]:
             raise BadPayload(f"alert {i}: fingerprint missing")
         try:
@@ -219,8 +251,55 @@ def parse_payload(body: bytes) -> dict[str, Any]:
 
 
 def alert_key(alert: Mapping[str, Any]) -> str:
-    """``ALERTNAME-FINGERPRINT``: the same for every episode of one alert (same labels)."""
-    return f"{alert['labels']['alertname']}-{alert['fingerprint']}"
+    """``ALERTNAME-FINGERPRINT``: the same for every episode of one alert (same labels); URL-safe and short
+    enough that the episode's stamp still fits in MAX_ID_CHARS (:func:`url_safe_id`)."""
+    return url_safe_id(f"{alert['labels']['alertname']}-{alert['fingerprint']}", MAX_ID_CHARS - len("-YYYYMMDDTHHMMSSZ"))
+
+
+def check_bounds(doc: Any) -> None:
+    """Every object key, string and nesting level of a parsed payload within the limits, and every string
+    writable as UTF-8 (JSON's ``\\ud800`` escape gives a lone surrogate that no file, log or database takes).
+    Iterative: a deep payload cannot exhaust the stack here."""
+    stack: list[tuple[Any, int, str]] = [(doc, 0, "payload")]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, str):
+            _check_string(node, where, MAX_VALUE_CHARS, "MAX_VALUE_CHARS")
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth >= MAX_DEPTH:
+            raise PayloadTooDeep(f"{where}: nested deeper than MAX_DEPTH = {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                _check_string(k, f"{where}: a key", MAX_KEY_CHARS, "MAX_KEY_CHARS")
+                stack.append((v, depth + 1, f"{where}.{k}"))
+        else:
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(node))
+
+
+def _check_string(text: str, where: str, limit: int, name: str) -> None:
+    if len(text) > limit:
+        raise PayloadTooLarge(f"{where[:120]}: {len(text)} characters (limit {name} = {limit})")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeError:
+            raise BadPayload(f"{where[:120]}: not valid Unicode (a lone surrogate such as \\ud800)") from None
+
+
+_NOT_IN_IDS = re.compile(r"[\x00-\x20\x7f-\xa0/\\?#%\u2028\u2029]+")
+
+
+def url_safe_id(text: str, limit: int = MAX_ID_CHARS) -> str:
+    """An id fit for a URL path segment, a file name part and a log line: whitespace, control characters,
+    ``/ \\ ? # %`` become ``_``; longer than ``limit``, it is cut and ends in a hash of the whole
+    (ids stay distinct)."""
+    safe = _NOT_IN_IDS.sub("_", text)
+    if len(safe) <= limit:
+        return safe
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{safe[:limit - 17]}~{digest}"
 
 
 def episode_stamp(starts_at: Any) -> str:

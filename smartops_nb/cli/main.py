@@ -14,6 +14,7 @@ import os
 import sys
 
 from smartops_nb import catalog
+from smartops_nb.cli import logs
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from smartops_nb.params import ParameterError, parse_cli_value
 
@@ -32,6 +33,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="smartops", description="SmartAmazon incident-response runbooks as Jupyter notebooks.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="text (default): one line per event, control characters in values escaped; json: one "
+                        "JSON object per line (time, level, logger, message and extra fields) for log shippers")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("runbooks", help="list every runbook with its parameters and defaults")
@@ -116,8 +120,7 @@ def cmd_run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_format, verbose=args.verbose)
     for noisy in ("papermill", "blib2to3", "asyncio", "aiobotocore", "botocore", "s3fs", "procrastinate.periodic",
                   "procrastinate.blueprints"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

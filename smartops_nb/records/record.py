@@ -10,6 +10,7 @@ the record's entry to the index beside the records.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -39,8 +40,19 @@ def archive_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get(ARCHIVE_ENV) or DEFAULT_ARCHIVE)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "unknown"
+#: The longest part of a record's name made from a value (runbook, environment): file names stop at 255
+#: bytes, and a label value can be far longer (a 300-character ``env`` gave "File name too long", no record).
+MAX_SLUG = 64
+
+
+def _slug(text: str, limit: int = MAX_SLUG) -> str:
+    """``prod/eu 1`` → ``prod-eu-1``; past ``limit`` characters, cut and ended by a hash of the whole value
+    (two long values that share a beginning still name different records)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "unknown"
+    if len(slug) <= limit:
+        return slug
+    digest = hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug[:limit - 9].rstrip('-')}-{digest}"
 
 
 def record_name(summary: dict[str, Any], n: int = 0) -> str:

@@ -47,8 +47,13 @@ def name_in(where: "str | os.PathLike") -> str:
     return str(where).rsplit("/", 1)[-1]
 
 
+#: No file system takes a longer name (and record names are far shorter: see ``record.MAX_SLUG``).
+NAME_MAX = 255
+
+
 def is_record_name(name: str) -> bool:
-    return name.endswith(".ipynb") and not name.startswith(".")
+    return (name.endswith(".ipynb") and not name.startswith(".")
+            and len(name.encode("utf-8", "surrogatepass")) <= NAME_MAX)
 
 
 class Storage:

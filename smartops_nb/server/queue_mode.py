@@ -102,7 +102,9 @@ class QueueIntake:
         return outcome
 
     async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        out, todo = plan(self.routes, doc)
+        from starlette.concurrency import run_in_threadpool
+
+        out, todo = await run_in_threadpool(plan, self.routes, doc)  # CPU: off the event loop
         for p in todo:
             await asyncio.to_thread(claim, self.index, p)
             if not self.accepting:

@@ -21,7 +21,9 @@ request answered under a burst).
   finished (claimed in the archive index, :mod:`.intake`; a ``resolved`` confirming run is a
   different kind from the firing run); a route's ``recheck_after`` turns a late repeat into a re-check.
 - Queue full, or the queue's PostgreSQL unreachable → 503 (Alertmanager retries); malformed payload
-  → 400, nothing run.
+  → 400, one past a limit of :mod:`smartops_nb.alerts.routes` (``MAX_ALERTS``, ``MAX_VALUE_CHARS``...) → 413
+  or 422 naming it: all checked before anything is queued, nothing run. Parsing, checking and routing run
+  in a worker thread, never on the event loop.
 - With a token (``--token`` / ``SMARTOPS_SERVE_TOKEN``) every POST needs ``Authorization: Bearer``;
   without one the server refuses to listen anywhere but loopback. ``GET /healthz`` needs no token
   and tells queue depth, runs in progress, pool size and the process's open descriptors and RSS.
@@ -62,7 +64,8 @@ from .security import bearer
 
 log = logging.getLogger("smartops.serve")
 
-MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large
+MAX_BODY = 1 << 20  # Alertmanager groups can be large, but not this large (and see routes.MAX_*)
+REFUSED = {400: "malformed", 413: "too large", 422: "too deeply nested"}
 SHUTDOWN_REASON = "smartops serve shut down before the run finished"
 
 
@@ -126,7 +129,10 @@ class Service:
                     "finished": self.finished, "kernel_pool": self.pool.stats()}
 
     async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.handle(doc)  # no I/O: routing and an in-memory queue
+        from starlette.concurrency import run_in_threadpool
+
+        # the episode claims (the archive index) and routing 1,000 alerts must not hold the event loop (/healthz)
+        return await run_in_threadpool(self.handle, doc)
 
     def handle(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         """Route and enqueue every alert of one notification; the HTTP status and the answer."""
@@ -235,6 +241,7 @@ def make_app(mode, token: str | None, pages: list | None = None, *, host: str = 
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route as HttpRoute
@@ -277,11 +284,11 @@ def make_app(mode, token: str | None, pages: list | None = None, *, host: str = 
         raw = await read_body(request)
         if raw is None:
             return send(413, {"error": "body too large"})
-        try:
-            doc = parse_payload(raw)
+        try:  # parsing and checking a megabyte is CPU: off the event loop, so /healthz still answers
+            doc = await run_in_threadpool(parse_payload, raw)
         except BadPayload as e:
-            log.warning("malformed payload from %s: %s (nothing run)", client, e)
-            return send(400, {"error": f"malformed Alertmanager payload: {e}"})
+            log.warning("refused payload from %s: %s (nothing run)", client, e)
+            return send(e.status, {"error": f"{REFUSED[e.status]} Alertmanager payload: {e}"})
         if not mode.accepting:
             return send(503, {"error": "shutting down"})
         status, body = await mode.handle_async(doc)
