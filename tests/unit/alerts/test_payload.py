@@ -61,11 +61,14 @@ def test_a_lone_surrogate_and_deep_nesting_are_400_not_a_crash():
 @pytest.mark.parametrize("fingerprint", ["a/b", "a\nb", "a b", "a\x1b[31mb", "a?b#c%2Fd", "a\\b", "a\u2028b"])
 def test_incident_ids_hold_no_slash_control_or_space(fingerprint):
     iid = incident_id(_alert(fingerprint=fingerprint))
-    assert iid.startswith("DBPoolExhausted-a") and iid.endswith("b" if "#" not in fingerprint else "d")
+    key = routes.alert_key_of(iid)  # the episode's stamp follows the alert's key
+    assert key.startswith("DBPoolExhausted-a") and key.endswith("b" if "#" not in fingerprint else "d")
+    assert iid.endswith("-20261204T100000Z")
     assert not any(c in iid for c in "/\\\n\r ?#%\x1b\u2028"), iid
 
 
 def test_long_incident_ids_are_cut_with_a_hash_and_stay_distinct():
     a, b = (incident_id(_alert(fingerprint="f" * 20_000 + end)) for end in ("1", "2"))
     assert len(a) == len(b) == routes.MAX_ID_CHARS and a != b
-    assert incident_id(_alert()) == "DBPoolExhausted-abc123"  # Alertmanager's own ids are unchanged
+    assert routes.alert_key_of(a) != routes.alert_key_of(b)  # still the episode of one alert each
+    assert incident_id(_alert()) == "DBPoolExhausted-abc123-20261204T100000Z"  # Alertmanager's ids unchanged
