@@ -570,6 +570,7 @@ class DockerPlatform(Platform):
             "labels": labels or None,
             "working_dir": from_container("WorkingDir"),
             "user": from_container("User"),
+            "healthcheck": from_container("Healthcheck"),   # the container's own HEALTHCHECK goes along
             "tty": bool(config.get("Tty")),
             "stdin_open": bool(config.get("OpenStdin")),
             "host_config": host_config,
