@@ -2,11 +2,14 @@
 Kubernetes API stand-in, the API's /health really probed, rollbacks really run."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import free_port, run_runbook
 
 CAUSES = {"crash-on-start", "image-unavailable", "health-check-failing"}
+NOT_THERE = re.compile(r"no such image|image not known", re.I)   # podman's words for a missing image
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ def test_docker_failed_recreate_is_image_unavailable(docker_rollout, deploy_imag
     assert rec.causes == ["image-unavailable"]
     release = rec.finding("release")["data"]
     assert (release["image"], release["available"]) == (missing, False)
-    assert good in release["engine_images"] and "image not known" in release["error"]
+    assert good in release["engine_images"] and NOT_THERE.search(release["error"])
     assert release["detail"]["recreate_failed"] and release["detail"]["image_before"] == good
     assert "a recreate that failed" in rec.summary["diagnosis"]["summary"]
     assert [a["mode"] for a in rec.actions()] == ["recommended"]
@@ -98,8 +101,8 @@ def test_docker_failing_healthcheck_is_cited_when_health_is_unreachable(docker_r
     assert rec.causes == ["health-check-failing"]
     engine = rec.finding("engine-health")
     assert engine["status"] == "critical" and engine["data"]["failing_streak"] >= 1
-    assert "HTTP Error 503" in engine["data"]["last_output"]
-    assert "HTTP Error 503" in rec.summary["diagnosis"]["summary"]
+    assert "503" in engine["data"]["last_output"]
+    assert engine["data"]["last_output"] in rec.summary["diagnosis"]["summary"]
 
 
 def test_docker_pruned_previous_image_is_not_a_rollback_target(lone_rollout, lone_repo, podman_client, run):
@@ -126,7 +129,7 @@ def test_compose_missing_tag_is_image_unavailable_not_crash(compose_rollout, dep
     assert rec.causes == ["image-unavailable"], rec.summary["diagnosis"]
     release = rec.finding("release")["data"]
     assert (release["image"], release["available"]) == (missing, False)
-    assert good in release["engine_images"] and "image not known" in release["error"]
+    assert good in release["engine_images"] and NOT_THERE.search(release["error"])
     assert "docker-compose.yml" in release["source"]
 
 
