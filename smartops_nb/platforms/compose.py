@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import ImageRevision, PlatformError, Release, WorkloadState
-from .docker import ROLLED_BACK_FROM_LABEL, DockerPlatform, normalize_ref, rollback_plan
+from .docker import ROLLED_BACK_FROM_LABEL, DockerPlatform, _created, normalize_ref, rollback_plan
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -183,7 +183,23 @@ class ComposePlatform(DockerPlatform):
         return DockerPlatform.environment(self, self.replicas(workload)[0].name)
 
     def image_history(self, workload: str) -> list[ImageRevision]:
-        return DockerPlatform.image_history(self, self.replicas(workload)[0].name)
+        """Replica 1's history, headed by the image the project's files name when that differs (a
+        deploy whose ``up`` failed): the deploy made it current, so what the replicas still run is
+        the earlier version a rollback pins."""
+        first = self.replicas(workload)[0]
+        history = DockerPlatform.image_history(self, first.name)
+        try:
+            intended = normalize_ref(self._configured_image(ComposeProject.from_labels(first.labels), workload))
+        except PlatformError:   # the files cannot be read here: what the replicas run is all there is
+            return history
+        if intended == history[0].image:
+            return history
+        found, created = self._image_info(intended)
+        for r in history:
+            r.current = False
+        return [ImageRevision(revision=intended.rpartition(":")[2], image=intended, created_at=_created(created),
+                              current=True, exists=found is not None),
+                *(r for r in history if r.image != intended)]
 
     def _rollback_plan(self, workload: str) -> tuple[Any, str, ImageRevision | None]:
         """The Docker driver's rule, read from replica 1 (:meth:`rollback_target` uses it too)."""

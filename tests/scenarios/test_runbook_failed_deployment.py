@@ -131,6 +131,20 @@ def test_compose_missing_tag_is_image_unavailable_not_crash(compose_rollout, dep
     assert (release["image"], release["available"]) == (missing, False)
     assert good in release["engine_images"] and NOT_THERE.search(release["error"])
     assert "docker-compose.yml" in release["source"]
+    assert rec.finding("images")["data"]["previous_image"] == good   # what the replicas still run
+    (action,) = rec.actions()
+    assert action["mode"] == "recommended" and action["result"]["preview"]["would_roll_back_to"] == good
+
+
+def test_compose_missing_tag_rolled_back_when_approved(compose_rollout, deploy_images, run):
+    compose_rollout.deploy(deploy_images["missing"])
+    rec = run(_approved(compose_rollout.params()))
+    assert rec.causes == ["image-unavailable"]
+    (action,) = rec.actions()
+    assert action["mode"] == "executed", action
+    done = action["result"]["rollback"]
+    assert (done["image_before"], done["image_after"]) == (deploy_images["missing"], deploy_images["good"])
+    assert action["result"]["after"]["running"] and compose_rollout.health() == 200
 
 
 def test_compose_healthy_release_confirms_nothing(compose_rollout, run):
