@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from typing import Any, Iterator
@@ -35,6 +36,7 @@ from .base import ImageRevision, Platform, PlatformError, Release, WorkloadState
 PREVIOUS_IMAGE_LABEL = "com.smartamazon.previous-image"
 ROLLED_BACK_FROM_LABEL = "com.smartamazon.rolled-back-from"
 REPLICA_OF_LABEL = "com.smartamazon.replica-of"
+MAX_EVENTS = 20000   # container events read at most for one release()
 # engine event actions that end a container (Docker: destroy; podman: remove, and its own cleanup)
 _GONE_ACTIONS = {"destroy", "remove", "cleanup"}
 # environment entries an engine adds by itself (podman), not part of the workload's config
@@ -289,13 +291,17 @@ class DockerPlatform(Platform):
         since = until - max(float(window_s), 0.0)
         out = []
         with self._call(f"docker events for {name}"):
-            for ev in self.client.events(since=int(since), until=int(until) + 1, decode=True,
-                                         filters={"type": "container"}):
-                attrs = (ev.get("Actor") or {}).get("Attributes") or {}
-                if attrs.get("name") != name:
-                    continue
-                out.append({"time": _created(ev.get("time")), "action": ev.get("Action") or ev.get("status"),
-                            "image": normalize_ref(attrs.get("image") or ev.get("from") or "")})
+            events = self.client.events(since=int(since), until=int(until) + 1, decode=True,
+                                        filters={"type": "container"})
+            try:
+                for ev in itertools.islice(events, MAX_EVENTS):   # a busy engine's hour stays bounded
+                    attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+                    if attrs.get("name") != name:
+                        continue
+                    out.append({"time": _created(ev.get("time")), "action": ev.get("Action") or ev.get("status"),
+                                "image": normalize_ref(attrs.get("image") or ev.get("from") or "")})
+            finally:
+                events.close()
         return out
 
     def release(self, workload: str, intended: str = "", window_s: float = 3600.0) -> Release:
