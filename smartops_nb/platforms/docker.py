@@ -37,6 +37,7 @@ PREVIOUS_IMAGE_LABEL = "com.smartamazon.previous-image"
 ROLLED_BACK_FROM_LABEL = "com.smartamazon.rolled-back-from"
 REPLICA_OF_LABEL = "com.smartamazon.replica-of"
 MAX_EVENTS = 20000   # container events read at most for one release()
+EVENTS_SLACK_S = 3   # how long past "now" the engine may take to send the window's events
 # engine event actions that end a container (Docker: destroy; podman: remove, and its own cleanup)
 _GONE_ACTIONS = {"destroy", "remove", "cleanup"}
 # environment entries an engine adds by itself (podman), not part of the workload's config
@@ -287,12 +288,15 @@ class DockerPlatform(Platform):
     def container_events(self, name: str, window_s: float) -> list[dict[str, Any]]:
         """The engine's events of containers named ``name`` over the last ``window_s`` seconds,
         oldest first: ``{"time", "action", "image"}`` (``docker events --filter container=NAME``)."""
-        until = time.time()
-        since = until - max(float(window_s), 0.0)
+        now = time.time()
+        since = now - max(float(window_s), 0.0)
         out = []
         with self._call(f"docker events for {name}"):
-            events = self.client.events(since=int(since), until=int(until) + 1, decode=True,
-                                        filters={"type": "container"})
+            # ``until`` ends the stream (the SDK sets no read timeout on it); podman ends it when its
+            # clock passes ``until`` even if it is still reading its event log, which on a busy
+            # engine drops the newest events: hence the slack
+            events = self.client.events(since=int(since), until=int(now) + EVENTS_SLACK_S, decode=True,
+                                        filters={"type": "container", "container": name})
             try:
                 for ev in itertools.islice(events, MAX_EVENTS):   # a busy engine's hour stays bounded
                     attrs = (ev.get("Actor") or {}).get("Attributes") or {}
