@@ -145,6 +145,10 @@ RUNBOOKS: dict[str, Runbook] = {
                 shared("log_lines", 200, "API log lines read (the seed's --tail 200)"),
                 Param("startup_window_s", float, 300.0, "an exit this soon after start is a crash on start, s"),
                 Param("rollback_wait_s", float, 30.0, "wait for the previous version to run after rollback, s"),
+                Param("release_image", str, "", "the image the deploy meant to run, where the platform keeps no "
+                      "record of it (plain Docker); Compose and Kubernetes read their own"),
+                Param("deploy_window_s", float, 3600.0, "how far back the engine's events are read for the "
+                      "deploy (plain Docker), s"),
             ),
         ),
     )

@@ -19,7 +19,7 @@ MIB = 1024 * 1024
 #: an error line in any runbook's logs (Python, Go, the kernel's OOM killer, the API's own levels)
 ERROR_LINE = re.compile(r"\b(ERROR|FATAL|CRITICAL|PANIC|Killed|out of memory)\b|Traceback|Exception|Error:", re.I)
 STATE_KEYS = ("name", "exists", "running", "status", "image", "exit_code", "restarts", "oom_killed", "started_at",
-              "replicas_desired", "replicas_ready", "deploy_error")
+              "replicas_desired", "replicas_ready")
 
 
 def mib(n: float | None) -> float | None:

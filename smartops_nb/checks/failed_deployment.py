@@ -1,14 +1,21 @@
 """Who decides ``crash-on-start``, ``image-unavailable`` and ``health-check-failing``: these checks.
 
 Pure functions: data from the deployment, workload and HTTP probes in, :class:`Finding` or
-:class:`Diagnosis` out. The state dicts are :class:`WorkloadState` dicts from either platform;
-the evidence is read the same way whichever produced it.
+:class:`Diagnosis` out. The state dicts are :class:`WorkloadState` dicts and the release dicts
+:class:`Release` dicts from any platform; the evidence is read the same way whichever produced it:
+
+* ``image-unavailable``: the image the deploy tool meant to run (the Compose file, the pod
+  template, ``release_image`` on plain Docker) is not on the engine, or the pods wait with an
+  image-pull reason.
+* ``crash-on-start``: the workload runs the intended image and exited non-zero soon after start
+  (or CrashLoopBackOff with restarts). Old containers a failed deploy stopped are not a crash.
+* ``health-check-failing``: the workload runs, and /health answers non-200, or the engine's own
+  health check reports ``unhealthy`` (its probe output cited).
 """
 from __future__ import annotations
 
 from enum import StrEnum
 
-import re
 from typing import Any
 
 import pandas as pd
@@ -20,9 +27,11 @@ from .common import check_health, check_logs, measured, state_table, time_or_non
 class Step(StrEnum):
     """The step ids of this runbook's notebook cells (``run.step(Step.X, ...)``), read by the checks below."""
 
+    RELEASE = "release"
     IMAGES = "images"
     WORKLOAD = "workload-state"
     ROLLOUT = "rollout"
+    ENGINE_HEALTH = "engine-health"
     HEALTH = "health"
     LOGS = "logs"
     ENVIRONMENT = "environment"
@@ -30,30 +39,76 @@ class Step(StrEnum):
 
 # Kubernetes waiting reasons for an image the node cannot get
 PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-# what an engine says when the image (tag) does not exist (podman, Docker, registries)
-MISSING_IMAGE = re.compile(r"image not known|no such image|manifest unknown|not found|pull access denied|"
-                           r"repository does not exist|ErrImagePull|ImagePullBackOff", re.I)
 CRASH_REASONS = {"CrashLoopBackOff", "Error", "exited", "RunContainerError", "OOMKilled"}
 
 
 # ------------------------------------------------------------------------------ images
 
+def gone_images(history: pd.DataFrame, target: dict[str, Any] | None) -> list[str]:
+    """Earlier images newer than the rollback target that the engine no longer has (pruned)."""
+    if "exists" not in history:
+        return []
+    earlier = history[~history["current"].astype(bool)]
+    images = list(earlier["image"])
+    stop = images.index(target["image"]) if target and target.get("image") in images else len(images)
+    return [img for img, ex in zip(images[:stop], earlier["exists"][:stop]) if pd.notna(ex) and not bool(ex)]
+
+
 def check_images(history: pd.DataFrame, target: dict[str, Any] | None) -> Finding:
     """The running image and the rollback target (the platform's own rule, see
-    :meth:`~smartops_nb.platforms.base.Platform.rollback_target`; None when there is none)."""
+    :meth:`~smartops_nb.platforms.base.Platform.rollback_target`; None when there is none). An
+    earlier image the engine no longer has is named as gone, never offered."""
     if not len(history):
         return Finding("error", "the platform returned no image history for the workload", {"revisions": []})
     current = history[history["current"].astype(bool)]
     cur = current.iloc[0] if len(current) else history.iloc[0]
+    gone = gone_images(history, target)
     data = {"current_image": cur["image"], "current_revision": str(cur["revision"]),
             "previous_image": (target or {}).get("image") or None,
-            "previous_revision": (target or {}).get("revision"),
+            "previous_revision": (target or {}).get("revision"), "gone": gone,
             "revisions": history.astype(str).to_dict("records")}
+    lost = (f"the previous image {gone[0]} no longer exists in the engine (removed or pruned)" if len(gone) == 1
+            else f"the previous images {', '.join(gone)} no longer exist in the engine (removed or pruned)")
     if data["previous_image"] is None:
+        if gone:
+            return Finding("warn", f"running {cur['image']}; {lost}, and no earlier image exists: the rollback "
+                                   f"cannot run", data)
         return Finding("warn", f"running {cur['image']}; no earlier image is known, so there is nothing to roll "
                                f"back to", data)
+    if gone:
+        return Finding("warn", f"deployed {cur['image']} (revision {cur['revision']}); {lost}; the newest earlier "
+                               f"image that exists is {data['previous_image']}", data)
     return Finding("ok", f"deployed {cur['image']} (revision {cur['revision']}); previous image "
                          f"{data['previous_image']}", data)
+
+
+# ------------------------------------------------------------------------------ release
+
+def check_release(release: dict[str, Any]) -> Finding:
+    """What the deploy meant to run against what the engine has: the intended image, where that
+    was read, the engine's images of that repository and its error."""
+    image, detail = release.get("image") or "", release.get("detail") or {}
+    data = {**release, "image_unavailable": bool(image) and release.get("available") is False}
+    failed = (f"container {detail.get('container')} (image {detail.get('image_before') or '?'}) was removed at "
+              f"{detail.get('removed_at')} and none of that name was created since: a recreate that failed"
+              if detail.get("recreate_failed") else "")
+    if not image:
+        if failed:
+            return Finding("critical", f"{failed}; the platform keeps no record of the image the deploy meant "
+                                       f"to run (give release_image)", data)
+        return Finding("warn", f"no record of the image the deploy meant to run ({release.get('source')})", data)
+    has = ", ".join(release.get("engine_images") or []) or "none"
+    if data["image_unavailable"]:
+        error = f": {release['error']}" if release.get("error") else ""
+        return Finding("critical", f"the deploy meant to run {image} ({release.get('source')}); the engine cannot "
+                                   f"get it{error}. Images of that repository on the engine: {has}"
+                                   + (f". {failed[0].upper()}{failed[1:]}" if failed else ""), data)
+    if failed:
+        return Finding("critical", f"{failed}; the deploy's image {image} is on the engine", data)
+    if release.get("available") is None:
+        return Finding("ok", f"the deploy meant to run {image} ({release.get('source')}); whether it can be had is "
+                             f"not known yet", data)
+    return Finding("ok", f"the deploy's image {image} is on the engine ({release.get('source')})", data)
 
 
 # ------------------------------------------------------------------------------ state
@@ -68,14 +123,11 @@ def ran_for_seconds(state: dict[str, Any]) -> float | None:
 
 
 def image_unavailable(state: dict[str, Any]) -> str:
-    """Why the workload's image cannot be had ("" when it can): a pull reason or the engine's error."""
+    """Why the workload's image cannot be had ("" when it can): its pods wait with a pull reason."""
     if state.get("status") in PULL_REASONS:
         pods = (state.get("detail") or {}).get("pods") or []
         message = next((p.get("message") for p in pods if p.get("message")), "")
         return f"{state['status']}{': ' + message if message else ''}"
-    error = state.get("deploy_error") or ""
-    if error and MISSING_IMAGE.search(error):
-        return f"the deploy could not create the container: {error}"
     return ""
 
 
@@ -95,7 +147,7 @@ def crash_on_start(state: dict[str, Any], startup_window_s: float) -> str:
 def check_state(state: dict[str, Any], startup_window_s: float) -> Finding:
     """Container / pods after the deploy: running, crashed at start, or unable to get the image."""
     data = {k: state.get(k) for k in ("name", "exists", "running", "status", "image", "exit_code", "restarts",
-                                      "started_at", "deploy_error")}
+                                      "started_at")}
     data["ran_for_s"] = ran_for_seconds(state)
     pulled = image_unavailable(state)
     crashed = crash_on_start(state, startup_window_s)
@@ -132,6 +184,24 @@ def check_rollout(state: dict[str, Any]) -> Finding:
 
 # ------------------------------------------------------------------------------ health, logs, env
 
+def check_engine_health(state: dict[str, Any]) -> Finding:
+    """The engine's own HEALTHCHECK (``docker inspect``'s State.Health): status, failing streak and
+    the last probe's output. It is there even when /health cannot be reached from here."""
+    health = (state.get("detail") or {}).get("health") or {}
+    data = {"name": state.get("name"), "running": state.get("running"), **health}
+    status = health.get("status")
+    if not status:
+        return Finding("ok", f"{state.get('name')} has no health check the engine runs", data)
+    probe = (f"; last probe exit code {health.get('last_exit_code')}: {health.get('last_output') or '(no output)'}"
+             if health.get("probes") else "")
+    text = f"the engine's health check of {state.get('name')} says {status}"
+    if status == "unhealthy":
+        return Finding("critical", f"{text}, failing {health.get('failing_streak')} times in a row{probe}", data)
+    if status == "healthy":
+        return Finding("ok", text + probe, data)
+    return Finding("warn", f"{text} (no verdict yet){probe}", data)
+
+
 def log_tail(lines: list[str], n: int = 30) -> pd.DataFrame:
     return pd.DataFrame({"line": lines[-n:]})
 
@@ -152,29 +222,63 @@ def check_environment(env: dict[str, str]) -> Finding:
 
 # ------------------------------------------------------------------------------ diagnosis
 
-@reads(Step.IMAGES, Step.WORKLOAD, Step.HEALTH)
+def _health_failing(f: dict, running: bool) -> str:
+    """Why the running workload fails its health check ("" when it does not): /health answering
+    non-200, or the engine's own check unhealthy. /health not reachable from here while the
+    engine's check passes is no evidence against the release."""
+    health, engine = f.get(Step.HEALTH), f.get(Step.ENGINE_HEALTH)
+    if not running:
+        return ""
+    verdict = engine.data.get("status") if engine and engine.status != "error" else None
+    why = []
+    if verdict == "unhealthy":
+        why.append(engine.summary)
+    if health and health.status == "critical" and (health.data.get("answered") or verdict != "healthy"):
+        why.append(f"the workload runs but {health.summary}")
+    return "; ".join(why)
+
+
+def _rollback_advice(images: Finding | None) -> str:
+    target = images.data.get("previous_image") if images else None
+    gone = images.data.get("gone") if images else []
+    if gone and not target:
+        return (f" The rollback cannot run: the previous image {', '.join(gone)} no longer exists in the engine; "
+                f"redeploy a known-good version by hand.")
+    if gone:
+        return (f" The previous image {', '.join(gone)} no longer exists in the engine; the newest earlier image "
+                f"that does is {target}: recommended rollback to it.")
+    if target:
+        return f" Recommended: rollback to {target}."
+    return " No previous image is known: redeploy a known-good version by hand."
+
+
+@reads(Step.RELEASE, Step.IMAGES, Step.WORKLOAD, Step.ENGINE_HEALTH, Step.HEALTH)
 def diagnose(findings: list, params) -> Diagnosis:
-    """crash-on-start and image-unavailable from the state; health-check-failing when the workload
-    runs but /health is not 200."""
+    """image-unavailable from the release (or pods waiting to pull), crash-on-start when the
+    workload on the intended image crashed at start, health-check-failing when it runs but /health
+    or the engine's own check fails. Each cause cites its evidence."""
     f = by_check(findings)
-    state, health = f.get(Step.WORKLOAD), f.get(Step.HEALTH)
+    release, state, health = f.get(Step.RELEASE), f.get(Step.WORKLOAD), f.get(Step.HEALTH)
     causes, why = [], []
-    if state and state.data.get("image_unavailable"):
+    intended = release.data.get("image") if release and release.status != "error" else ""
+    if release and release.data.get("image_unavailable"):
+        causes.append("image-unavailable")
+        why.append(release.summary)
+    elif state and state.data.get("image_unavailable"):
         causes.append("image-unavailable")
         why.append(state.summary)
-    if state and state.data.get("crash_on_start"):
+    if state and state.data.get("crash_on_start") and (not intended or state.data.get("image") == intended):
         causes.append("crash-on-start")
         why.append(state.summary)
-    if health and health.status == "critical" and state and state.data.get("running"):
+    failing = _health_failing(f, bool(state and state.data.get("running")))
+    if failing:
         causes.append("health-check-failing")
-        why.append(f"the workload runs but {health.summary}")
+        why.append(failing)
     if not causes:
         unknown = (" /health is failing but the workload's state is unknown, so the deploy is not confirmed as "
                    "the cause." if health and health.status == "critical" and (not state or state.status == "error")
                    else "")
-        return Diagnosis([], "Failed deployment not confirmed: " + measured(f, (Step.WORKLOAD, Step.HEALTH)) + unknown)
-    images = f.get(Step.IMAGES)
-    target = images.data.get("previous_image") if images else None
-    advice = (f" Recommended: rollback to {target}." if target else
-              " No previous image is known: redeploy a known-good version by hand.")
-    return Diagnosis(causes, "Failed deployment. " + " ".join(why) + advice)
+        return Diagnosis([], "Failed deployment not confirmed: "
+                         + measured(f, (Step.RELEASE, Step.WORKLOAD, Step.ENGINE_HEALTH, Step.HEALTH)) + unknown)
+    return Diagnosis(causes, "Failed deployment. " + " ".join(w.rstrip(".") + "." for w in why)
+                     + _rollback_advice(f.get(Step.IMAGES)))

@@ -5,6 +5,8 @@
 :meth:`~smartops_nb.platforms.base.Platform.rollback`, whose target the preview shows
 (:meth:`~smartops_nb.platforms.base.Platform.rollback_target`, the same rule). The result holds the
 image and state before and after, and whether the workload runs and /health answers 200 afterwards.
+An earlier image the engine no longer has is never the target: the preview names it as gone and,
+when no earlier image exists, says the rollback cannot run.
 """
 from __future__ import annotations
 
@@ -23,9 +25,14 @@ def rollback(params, platform_factory: Callable[[], Any], *, wait_s: float = 30.
     def preview() -> dict:
         platform = platform_factory()
         target = platform.rollback_target(name)
+        gone = [r.image for r in platform.image_history(name)[1:] if r.exists is False]
         now = evidence(platform, name, params.api_url, health_timeout_s)
-        return {"current_image": now["state"].get("image"), "would_roll_back_to": target.image if target else None,
-                "state": now["state"], "health": now.get("health")}
+        out = {"current_image": now["state"].get("image"), "would_roll_back_to": target.image if target else None,
+               "gone_from_engine": gone, "state": now["state"], "health": now.get("health")}
+        if target is None:
+            out["cannot_run"] = (f"the previous image {', '.join(gone)} no longer exists in the engine" if gone
+                                 else "no earlier image is known") + ": redeploy a known-good version by hand"
+        return out
 
     def execute() -> dict:
         platform = platform_factory()

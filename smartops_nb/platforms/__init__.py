@@ -7,9 +7,9 @@ Drivers are imported lazily so that a runbook on Docker never imports the Kubern
 """
 from __future__ import annotations
 
-from .base import Platform, PlatformError, WorkloadState, ImageRevision
+from .base import ImageRevision, Platform, PlatformError, Release, WorkloadState
 
-__all__ = ["Platform", "PlatformError", "WorkloadState", "ImageRevision", "connect", "workload"]
+__all__ = ["Platform", "PlatformError", "WorkloadState", "ImageRevision", "Release", "connect", "workload"]
 
 
 def connect(params) -> Platform:

@@ -41,6 +41,27 @@ class ImageRevision:
     image: str
     created_at: str | None = None
     current: bool = False
+    exists: bool | None = None       # the engine still has the image (None: cannot tell, e.g. a cluster's nodes)
+
+
+@dataclass
+class Release:
+    """What the deploy tool meant the workload to run, and whether the engine can run it.
+
+    Read from the deploy tool's own record: a Compose project's file, a Kubernetes pod spec and
+    its container statuses; plain Docker keeps none, so there it is the ``release_image`` the
+    caller names plus what the engine's events say happened to the container.
+    """
+
+    image: str = ""                  # the intended image ("" when no record names one)
+    source: str = ""                 # where that was read, for the record
+    available: bool | None = None    # the engine has it / can pull it (None: cannot tell)
+    engine_images: list[str] = field(default_factory=list)   # the engine's images of that repository
+    error: str = ""                  # the engine's error getting or creating it, when it kept one
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Platform(abc.ABC):
@@ -78,6 +99,12 @@ class Platform(abc.ABC):
 
     @abc.abstractmethod
     def rollback(self, workload: str) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def release(self, workload: str, intended: str = "", window_s: float = 3600.0) -> Release:
+        """What the last deploy meant ``workload`` to run (:class:`Release`): the deploy tool's own
+        record where the platform keeps one, else ``intended``; whether the engine has that image,
+        and the engine's error. ``window_s``: how far back the engine's events are read."""
 
     def cannot_act(self) -> str:
         """Why restart, scale and rollback cannot be carried out from here ("" when they can).

@@ -18,6 +18,11 @@ backend=3``). Acting beside Compose (creating ``NAME-2`` containers it does not 
   ... -f docker-compose.smartops-rollback.yml up -d``) keep the rolled-back image, while a plain
   ``docker-compose up -d`` returns to what the project's own files say. Delete the file once the
   project's files name a good image again.
+* **Release** (what the last deploy meant to run) is the service's ``image:`` in the project's
+  files, resolved by ``docker-compose config`` (read-only: variables from the environment and
+  the project's ``.env``, files merged), compared with the engine's images. A deploy whose image
+  the engine cannot get leaves the old containers (Compose 1.x renames the one it was replacing
+  and stops it) still labelled as the service's: they lead to the files.
 * A project or service that does not exist is a :class:`PlatformError` naming what was looked
   for and what the engine has (the runbook records it as an ``error`` finding).
 """
@@ -32,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import ImageRevision, PlatformError, WorkloadState
-from .docker import ROLLED_BACK_FROM_LABEL, DockerPlatform, rollback_plan
+from .base import ImageRevision, PlatformError, Release, WorkloadState
+from .docker import ROLLED_BACK_FROM_LABEL, DockerPlatform, _created, normalize_ref, rollback_plan
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -178,7 +183,23 @@ class ComposePlatform(DockerPlatform):
         return DockerPlatform.environment(self, self.replicas(workload)[0].name)
 
     def image_history(self, workload: str) -> list[ImageRevision]:
-        return DockerPlatform.image_history(self, self.replicas(workload)[0].name)
+        """Replica 1's history, headed by the image the project's files name when that differs (a
+        deploy whose ``up`` failed): the deploy made it current, so what the replicas still run is
+        the earlier version a rollback pins."""
+        first = self.replicas(workload)[0]
+        history = DockerPlatform.image_history(self, first.name)
+        try:
+            intended = normalize_ref(self._configured_image(ComposeProject.from_labels(first.labels), workload))
+        except PlatformError:   # the files cannot be read here: what the replicas run is all there is
+            return history
+        if intended == history[0].image:
+            return history
+        found, created = self._image_info(intended)
+        for r in history:
+            r.current = False
+        return [ImageRevision(revision=intended.rpartition(":")[2], image=intended, created_at=_created(created),
+                              current=True, exists=found is not None),
+                *(r for r in history if r.image != intended)]
 
     def _rollback_plan(self, workload: str) -> tuple[Any, str, ImageRevision | None]:
         """The Docker driver's rule, read from replica 1 (:meth:`rollback_target` uses it too)."""
@@ -195,10 +216,20 @@ class ComposePlatform(DockerPlatform):
 
     def _compose(self, ctr, what: str, *args: str, extra_files: tuple[str, ...] = ()) -> dict[str, Any]:
         """Run the Compose CLI for the project ``ctr`` belongs to; PlatformError with its last line."""
+        project = ComposeProject.from_labels(ctr.labels)
+        t0 = time.monotonic()
+        proc = self._compose_run(project, what, *args, extra_files=extra_files)
+        return {"command": " ".join(project.argv(self.cli, *args, extra_files=extra_files)),
+                "seconds": round(time.monotonic() - t0, 2),
+                "output": (proc.stdout + proc.stderr).strip().splitlines()[-10:]}
+
+    def _compose_run(self, project: ComposeProject, what: str, *args: str,
+                     extra_files: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """Run the Compose CLI with ``args`` on ``project``; PlatformError (one line) when it is
+        missing, the project's files are not here, or it fails."""
         refusal = self.cannot_act()
         if refusal:
             raise PlatformError(f"{what} refused: {refusal}")
-        project = ComposeProject.from_labels(ctr.labels)
         missing = [f for f in project.config_files if not Path(f).is_file()]
         if missing:  # e.g. a runbook run on another machine than the one Compose ran on
             raise PlatformError(f"{what} refused: the project's config files are not on this machine "
@@ -207,7 +238,6 @@ class ComposePlatform(DockerPlatform):
         env = dict(os.environ)
         if self.base_url:
             env["DOCKER_HOST"] = self.base_url
-        t0 = time.monotonic()
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=project.working_dir,
                                   timeout=self.cli_timeout, stdin=subprocess.DEVNULL)
@@ -215,11 +245,42 @@ class ComposePlatform(DockerPlatform):
             raise PlatformError(f"{what}: {CLI} did not finish within {self.cli_timeout:.0f}s") from None
         except OSError as e:
             raise PlatformError(f"{what}: cannot run {CLI}: {e}") from None
-        output = (proc.stdout + proc.stderr).strip().splitlines()
         if proc.returncode != 0:
+            output = (proc.stdout + proc.stderr).strip().splitlines()
             raise PlatformError(f"{what}: {CLI} exited {proc.returncode}: {output[-1] if output else ''}"[:400])
-        return {"command": " ".join(argv), "seconds": round(time.monotonic() - t0, 2),
-                "output": output[-10:]}
+        return proc
+
+    def release(self, workload: str, intended: str = "", window_s: float = 3600.0) -> Release:
+        """The service's ``image:`` as ``docker-compose config`` resolves it from the files its
+        containers' labels name (``intended`` only when those files cannot be read here)."""
+        ctrs = self.replicas(workload)
+        project = ComposeProject.from_labels(ctrs[0].labels)
+        detail = {"service": workload, "config_files": list(project.config_files),
+                  "working_dir": project.working_dir,
+                  "replica_images": sorted({normalize_ref((c.attrs.get("Config") or {}).get("Image") or "")
+                                            for c in ctrs})}
+        source = f"{', '.join(project.config_files)}: services.{workload}.image (docker-compose config)"
+        try:
+            image = self._configured_image(project, workload)
+        except PlatformError as e:
+            detail["config_error"] = str(e)
+            image, source = intended, ("the release_image parameter" if intended else
+                                       f"none: the project's files cannot be read here ({e})")
+        return self._released(image, source, detail)
+
+    def _configured_image(self, project: ComposeProject, service: str) -> str:
+        """``docker-compose config``'s ``services.SERVICE.image`` (what ``up`` would create)."""
+        import yaml
+
+        done = self._compose_run(project, f"read the Compose files of {project.name}", "config")
+        try:
+            services = (yaml.safe_load(done.stdout) or {}).get("services") or {}
+        except yaml.YAMLError as e:
+            raise PlatformError(f"docker-compose config printed no YAML: {e}") from None
+        image = (services.get(service) or {}).get("image")
+        if not image:
+            raise PlatformError(f"the project's files give service {service!r} no image (it may be built)")
+        return str(image)
 
     def _after(self, workload: str) -> dict[str, Any]:
         ctrs = self.replicas(workload)

@@ -8,11 +8,18 @@
   memory limit as a *likely* OOM kill (``detail["oom_inferred"]``) and keeps the raw facts.
 * Image history: a container labelled ``com.smartamazon.previous-image=<image>`` names its
   previous image; otherwise the other tags of the image's repository, newest first, are the
-  earlier versions. :meth:`rollback` recreates the container on that image.
+  earlier versions. Each says whether the engine still has it (a pruned previous image is not a
+  rollback target). :meth:`rollback` recreates the container on the newest that exists.
+* Release: plain Docker keeps no record of what a deploy meant to run, so :meth:`release` takes
+  the intended image from the caller and reads the engine's events for what happened to the
+  container: removed and not created again within the window is a recreate that failed.
+* Health: the engine's own HEALTHCHECK result (``State.Health``: status, failing streak, the last
+  probe's exit code and output) is in ``state().detail["health"]``.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from typing import Any, Iterator
@@ -24,11 +31,15 @@ except ImportError:  # pragma: no cover - docker is a declared dependency
     _docker_sdk = None
     _docker_errors = None
 
-from .base import ImageRevision, Platform, PlatformError, WorkloadState
+from .base import ImageRevision, Platform, PlatformError, Release, WorkloadState
 
 PREVIOUS_IMAGE_LABEL = "com.smartamazon.previous-image"
 ROLLED_BACK_FROM_LABEL = "com.smartamazon.rolled-back-from"
 REPLICA_OF_LABEL = "com.smartamazon.replica-of"
+MAX_EVENTS = 20000   # container events read at most for one release()
+EVENTS_SLACK_S = 3   # how long past "now" the engine may take to send the window's events
+# engine event actions that end a container (Docker: destroy; podman: remove, and its own cleanup)
+_GONE_ACTIONS = {"destroy", "remove", "cleanup"}
 # environment entries an engine adds by itself (podman), not part of the workload's config
 _ENGINE_ENV = {"container=podman", "container=docker"}
 
@@ -150,7 +161,7 @@ class DockerPlatform(Platform):
             "memory_limit_config": host.get("Memory"),
             "labels": (attrs.get("Config") or {}).get("Labels") or {},
         }
-        health = (st.get("Health") or {}).get("Status")
+        health = engine_health(st.get("Health") or st.get("Healthcheck"))
         if health:
             detail["health"] = health
         usage = None
@@ -219,17 +230,18 @@ class DockerPlatform(Platform):
             current_id = ctr.attrs.get("Image")
             if current_id and not str(current_id).startswith("sha256:"):
                 current_id = "sha256:" + current_id
-            _, current_created = self._image_info(current_id or current_ref)
+            found, current_created = self._image_info(current_id or current_ref)
             out = [ImageRevision(revision=current_ref.rpartition(":")[2] or current_ref,
-                                 image=current_ref, created_at=_created(current_created), current=True)]
+                                 image=current_ref, created_at=_created(current_created), current=True,
+                                 exists=found is not None)]
             seen = {current_ref}
             labels = config.get("Labels") or {}
             prev = labels.get(PREVIOUS_IMAGE_LABEL)
             if prev and normalize_ref(prev) not in seen:
                 ref = normalize_ref(prev)
-                _, created = self._image_info(ref)
+                found, created = self._image_info(ref)
                 out.append(ImageRevision(revision=ref.rpartition(":")[2], image=ref,
-                                         created_at=_created(created)))
+                                         created_at=_created(created), exists=found is not None))
                 seen.add(ref)
             repo = repository_of(current_ref)
             others = []
@@ -242,9 +254,79 @@ class DockerPlatform(Platform):
                         others.append((img.attrs.get("Created"), ref))
                         seen.add(ref)
             others.sort(key=lambda t: _sort_key(t[0]), reverse=True)
-            out += [ImageRevision(revision=ref.rpartition(":")[2], image=ref, created_at=_created(c))
+            out += [ImageRevision(revision=ref.rpartition(":")[2], image=ref, created_at=_created(c), exists=True)
                     for c, ref in others]
         return out
+
+    def repository_images(self, ref: str) -> list[str]:
+        """The engine's tags of ``ref``'s repository (``docker images REPO``), sorted."""
+        repo = repository_of(ref)
+        with self._call(f"docker images {repo}"):
+            return sorted({normalize_ref(t) for img in self.client.images.list(name=repo) for t in img.tags
+                           if repository_of(t) == repo})
+
+    def image_on_engine(self, ref: str) -> tuple[bool, str]:
+        """(whether the engine has image ``ref``, the engine's own error when it does not)."""
+        client = self.client
+        try:
+            client.images.get(ref)
+        except _docker_errors.NotFound as exc:
+            return False, _one_line(exc)
+        except Exception as exc:
+            raise PlatformError(f"docker image inspect {ref} failed: {_one_line(exc)}") from None
+        return True, ""
+
+    def _released(self, image: str, source: str, detail: dict[str, Any], error: str = "") -> Release:
+        """A :class:`Release` of ``image`` with the engine's view of it (has it, its repository's tags)."""
+        if not image:
+            return Release(source=source, error=error, detail=detail)
+        image = normalize_ref(image)
+        available, missing = self.image_on_engine(image)
+        return Release(image=image, source=source, available=available, engine_images=self.repository_images(image),
+                       error=error or missing, detail=detail)
+
+    def container_events(self, name: str, window_s: float) -> list[dict[str, Any]]:
+        """The engine's events of containers named ``name`` over the last ``window_s`` seconds,
+        oldest first: ``{"time", "action", "image"}`` (``docker events --filter container=NAME``)."""
+        now = time.time()
+        since = now - max(float(window_s), 0.0)
+        out = []
+        with self._call(f"docker events for {name}"):
+            # ``until`` ends the stream (the SDK sets no read timeout on it); podman ends it when its
+            # clock passes ``until`` even if it is still reading its event log, which on a busy
+            # engine drops the newest events: hence the slack
+            events = self.client.events(since=int(since), until=int(now) + EVENTS_SLACK_S, decode=True,
+                                        filters={"type": "container", "container": name})
+            try:
+                for ev in itertools.islice(events, MAX_EVENTS):   # a busy engine's hour stays bounded
+                    attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+                    if attrs.get("name") != name:
+                        continue
+                    out.append({"time": _created(ev.get("time")), "action": ev.get("Action") or ev.get("status"),
+                                "image": normalize_ref(attrs.get("image") or ev.get("from") or "")})
+            finally:
+                events.close()
+        return out
+
+    def release(self, workload: str, intended: str = "", window_s: float = 3600.0) -> Release:
+        """``intended`` (plain Docker keeps no record of a deploy's image), else the container's
+        configured image; ``detail["recreate_failed"]`` when the engine's events show the
+        container removed within ``window_s`` and no container of that name since."""
+        ctr = self._get(workload)
+        detail: dict[str, Any] = {"container": workload, "container_exists": ctr is not None}
+        configured = normalize_ref((ctr.attrs.get("Config") or {}).get("Image") or "") if ctr is not None else ""
+        if ctr is None:
+            events = self.container_events(workload, window_s)
+            gone = [e for e in events if e["action"] in _GONE_ACTIONS]
+            detail["events"] = events[-20:]
+            if gone:
+                detail.update(recreate_failed=True, removed_at=gone[-1]["time"], image_before=gone[-1]["image"])
+        if intended:
+            source = "the release_image parameter (plain Docker keeps no record of the deploy's image)"
+        else:
+            source = "the container's configured image" if ctr is not None else "no record: the container is gone"
+        error = ((ctr.attrs.get("State") or {}).get("Error") or "") if ctr is not None else ""
+        return self._released(intended or configured, source, detail, error=str(error)[:300])
 
     # ------------------------------------------------------------------ write
 
@@ -498,6 +580,7 @@ class DockerPlatform(Platform):
             "labels": labels or None,
             "working_dir": from_container("WorkingDir"),
             "user": from_container("User"),
+            "healthcheck": from_container("Healthcheck"),   # the container's own HEALTHCHECK goes along
             "tty": bool(config.get("Tty")),
             "stdin_open": bool(config.get("OpenStdin")),
             "host_config": host_config,
@@ -509,11 +592,24 @@ class DockerPlatform(Platform):
 
 def rollback_plan(ctr, history: list[ImageRevision]) -> tuple[Any, str, ImageRevision | None]:
     """(container, current image, target) from a container and its image history, newest first:
-    the rule :meth:`DockerPlatform.rollback_target` and the Compose driver share."""
+    the rule :meth:`DockerPlatform.rollback_target` and the Compose driver share. An image the
+    engine no longer has (pruned) is never the target: the newest earlier one it has is."""
     current = history[0].image
     labels = (ctr.attrs.get("Config") or {}).get("Labels") or {}
     skip = {current, normalize_ref(labels.get(ROLLED_BACK_FROM_LABEL, "") or "")}
-    return ctr, current, next((r for r in history[1:] if r.image not in skip), None)
+    return ctr, current, next((r for r in history[1:] if r.image not in skip and r.exists is not False), None)
+
+
+def engine_health(health: dict[str, Any] | None) -> dict[str, Any]:
+    """The engine's HEALTHCHECK result (``State.Health``) as plain data: status, failing streak and
+    the last probe's exit code, time and output ({} when the container has no health check)."""
+    if not health or not health.get("Status"):
+        return {}
+    log = health.get("Log") or []
+    last = log[-1] if log else {}
+    return {"status": health.get("Status"), "failing_streak": int(health.get("FailingStreak") or 0),
+            "last_exit_code": last.get("ExitCode"), "last_checked_at": last.get("End") or last.get("Start"),
+            "last_output": str(last.get("Output") or "").strip()[-500:], "probes": len(log)}
 
 
 def _created(value: Any) -> str | None:

@@ -20,7 +20,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from .base import ImageRevision, Platform, PlatformError, WorkloadState
+from .base import ImageRevision, Platform, PlatformError, Release, WorkloadState
 
 __all__ = ["KubernetesPlatform"]
 
@@ -36,9 +36,11 @@ _ANNOTATIONS_TO_SKIP = {
     "deployment.kubernetes.io/max-replicas",
     "deprecated.deployment.rollback.to",
 }
+# a container waiting for one of these cannot get its image (kubelet's image-pull reasons)
+PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 # worst first: the status reported for a deployment is the worst of its pods' reasons
 _SEVERITY = [
-    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    *PULL_REASONS,
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
     "OOMKilled", "CrashLoopBackOff", "Error", "Evicted", "ContainerStatusUnknown",
     "ContainerCreating", "PodInitializing", "Pending", "Terminating", "Completed", "Running",
@@ -381,6 +383,29 @@ class KubernetesPlatform(Platform):
             out.append(ImageRevision(revision=str(rev), image=containers[0].image if containers else "",
                                      created_at=_iso(rs.metadata.creation_timestamp), current=rev == current))
         return out
+
+    def release(self, workload: str, intended: str = "", window_s: float = 3600.0) -> Release:
+        """The deployment's pod template image; unavailable when a pod's container for it waits
+        with an image-pull reason (``ErrImagePull``, ``ImagePullBackOff``...), whose message is
+        the error. The cluster's nodes do not list their images: ``engine_images`` stays empty."""
+        dep = self._deployment(workload)
+        containers = dep.spec.template.spec.containers or []
+        image = containers[0].image if containers else intended
+        pulling, running = [], 0
+        for pod in self._pods(dep):
+            for cs in (pod.status.container_statuses or []) if pod.status else []:
+                if cs.image != image:
+                    continue
+                waiting = cs.state.waiting if cs.state else None
+                if waiting is not None and waiting.reason in PULL_REASONS:
+                    pulling.append({"pod": pod.metadata.name, "reason": waiting.reason,
+                                    "message": _one_line(waiting.message or "")})
+                elif cs.state and cs.state.running:
+                    running += 1
+        error = next((f"{p['reason']}: {p['message']}" if p["message"] else p["reason"] for p in pulling), "")
+        return Release(image=image, source=f"deployment {self.namespace}/{workload}: spec.template (containers[0])",
+                       available=False if pulling else (True if running else None), error=error,
+                       detail={"pods_pulling": pulling, "containers_running": running})
 
     # ----------------------------------------------------------------- writes
 

@@ -1,4 +1,5 @@
-"""Read what a deploy left behind: image history, the workload's state, its logs and environment.
+"""Read what a deploy left behind: what it meant to run (the release), image history, the
+workload's state (with the engine's own health check), its logs and environment.
 
 Built on :mod:`smartops_nb.probes.workloads` (component -> workload on the run's platform). Nothing
 here writes. The environment comes back with secret values masked, and those values are
@@ -13,10 +14,7 @@ import pandas as pd
 from smartops_nb import platforms, redact
 from . import workloads
 
-# Set by a deploy tool that could not create the container (a placeholder carries it): the
-# engine's error, e.g. "no such image: ...: image not known".
-DEPLOY_ERROR_LABEL = "com.smartamazon.deploy-error"
-HISTORY_COLUMNS = ["revision", "image", "created_at", "current"]
+HISTORY_COLUMNS = ["revision", "image", "created_at", "current", "exists"]
 
 
 def image_history(params, platform_factory: Callable[[], Any], component: str = "api") -> pd.DataFrame:
@@ -32,12 +30,23 @@ def rollback_target(params, platform_factory: Callable[[], Any], component: str 
     return None if target is None else vars(target)
 
 
+def release(params, platform_factory: Callable[[], Any], component: str = "api") -> dict[str, Any]:
+    """What the last deploy meant the workload to run (:meth:`Platform.release`: the Compose
+    file's ``image:``, the pod template, or ``release_image`` on plain Docker), whether the
+    engine has it and the engine's error, scrubbed."""
+    done = platform_factory().release(platforms.workload(params, component), intended=params.release_image,
+                                      window_s=params.deploy_window_s).to_dict()
+    done["error"] = redact.scrub(done["error"])
+    return done
+
+
 def state(params, platform_factory: Callable[[], Any], component: str = "api") -> dict[str, Any]:
-    """The workload's state (``docker inspect``/pods) plus ``deploy_error``: the engine's error of
-    a deploy that could not create the container, when the platform recorded one."""
+    """The workload's state (``docker inspect``/pods); the engine's last health probe output is
+    scrubbed (a probe may print a connection string)."""
     st = workloads.state(params, platform_factory, component)
-    labels = (st.get("detail") or {}).get("labels") or {}
-    st["deploy_error"] = redact.scrub(labels.get(DEPLOY_ERROR_LABEL, ""))
+    health = (st.get("detail") or {}).get("health")
+    if health and health.get("last_output"):
+        health["last_output"] = redact.scrub(health["last_output"])
     return st
 
 

@@ -144,6 +144,13 @@ def test_bad_image_is_crash_on_start_and_rollback_runs_the_previous_image(health
     assert target is None or target.image != BAD_IMAGE
 
 
+def test_release_is_the_files_image_as_compose_resolves_it(healthy_compose):
+    """``${SMARTAMAZON_API_IMAGE:-smartamazon-api:1}`` in the project file, the .env of its folder."""
+    rel = ComposePlatform(healthy_compose.project, base_url=healthy_compose.docker_url).release("backend")
+    assert (rel.image, rel.available) == (API_IMAGE, True)
+    assert "docker-compose.yml" in rel.source and API_IMAGE in rel.engine_images
+
+
 @pytest.mark.parametrize("runbook", sorted(r for r in catalog.RUNBOOKS if r != "incident-review"))
 def test_healthy_compose_project_confirms_nothing(runbook, healthy_compose, compose_params, archive, tmp_path):
     params = {**compose_params}

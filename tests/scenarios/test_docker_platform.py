@@ -194,6 +194,26 @@ def test_previous_image_label_names_the_rollback_target(platform, make, api_imag
     assert history[0].image == bad and history[1].image == base_image
 
 
+def test_previous_image_gone_from_the_engine_is_never_the_target(platform, make, api_images):
+    good, bad = api_images
+    name = make("gone", bad, None, wait=True, labels={PREVIOUS_IMAGE_LABEL: "smartamazon-api:0-pruned"})
+    history = platform.image_history(name)
+    assert [(r.image, r.exists) for r in history[:3]] == [(bad, True), ("smartamazon-api:0-pruned", False),
+                                                          (good, True)]
+    assert platform.rollback_target(name).image == good   # the newest earlier image the engine has
+
+
+def test_release_reads_a_failed_recreate_from_the_engines_events(platform, make, api_images, podman_client):
+    good, _ = api_images
+    name = make("recreate", good, ["sh", "-c", "exit 0"], wait=True)
+    assert platform.release(name).detail.get("recreate_failed") is None   # it is there: nothing failed
+    podman_client.containers.get(name).remove(force=True)                 # the deploy's "docker rm"
+    rel = platform.release(name, intended="smartamazon-api:9-never-built")
+    assert (rel.image, rel.available) == ("smartamazon-api:9-never-built", False)
+    assert rel.detail["recreate_failed"] and rel.detail["image_before"] == good
+    assert good in rel.engine_images and rel.error
+
+
 def test_rollback_without_previous_image_raises(platform, make, base_image):
     name = make("noprev", base_image, ["sh", "-c", "exit 1"], wait=True)
     assert platform.rollback_target(name) is None

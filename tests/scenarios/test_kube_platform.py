@@ -105,6 +105,14 @@ def test_pull_error_image(server, platform):
     assert st.status == "ImagePullBackOff" and not st.running and st.restarts == 0
     assert st.detail["pods"][0]["phase"] == "Pending"
     assert platform.logs(APP) == []
+    rel = platform.release(APP)
+    assert (rel.image, rel.available) == ("smartamazon/api:typo", False)
+    assert rel.error.startswith("ImagePullBackOff: ") and "smartamazon/api:typo" in rel.error
+
+
+def test_release_of_a_running_image_is_available(platform):
+    rel = platform.release(APP)
+    assert (rel.image, rel.available, rel.error) == (GOOD, True, "")
 
 
 def test_oom_image(server, platform):
