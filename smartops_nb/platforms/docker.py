@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import threading
 import time
 from typing import Any, Iterator
 
@@ -38,6 +39,7 @@ ROLLED_BACK_FROM_LABEL = "com.smartamazon.rolled-back-from"
 REPLICA_OF_LABEL = "com.smartamazon.replica-of"
 MAX_EVENTS = 20000   # container events read at most for one release()
 EVENTS_SLACK_S = 3   # how long past "now" the engine may take to send the window's events
+EVENTS_TIMEOUT_S = 20  # the whole events read at most: an engine that stops sending is a finding, not a hang
 # engine event actions that end a container (Docker: destroy; podman: remove, and its own cleanup)
 _GONE_ACTIONS = {"destroy", "remove", "cleanup"}
 # environment entries an engine adds by itself (podman), not part of the workload's config
@@ -297,6 +299,11 @@ class DockerPlatform(Platform):
             # engine drops the newest events: hence the slack
             events = self.client.events(since=int(since), until=int(now) + EVENTS_SLACK_S, decode=True,
                                         filters={"type": "container", "container": name})
+            # the SDK's stream has no read timeout; its close() shuts the socket down, which wakes a read
+            # blocked in another thread: the watchdog bounds the whole read
+            watchdog = threading.Timer(EVENTS_TIMEOUT_S, events.close)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 for ev in itertools.islice(events, MAX_EVENTS):   # a busy engine's hour stays bounded
                     attrs = (ev.get("Actor") or {}).get("Attributes") or {}
@@ -305,6 +312,7 @@ class DockerPlatform(Platform):
                     out.append({"time": _created(ev.get("time")), "action": ev.get("Action") or ev.get("status"),
                                 "image": normalize_ref(attrs.get("image") or ev.get("from") or "")})
             finally:
+                watchdog.cancel()
                 events.close()
         return out
 
