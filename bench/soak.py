@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("-n", "--runs", type=int, default=500, help="runs per process (500)")
     ap.add_argument("--every", type=int, default=50, help="records between two samples (50)")
     ap.add_argument("--only", choices=("serve", "worker"), help="one of the two soaks")
+    ap.add_argument("--max-minutes", type=float, default=240, help="give up on a soak after this (240)")
     args = ap.parse_args()
     bad = 0
     for kind in ("serve", "worker"):
@@ -39,9 +40,10 @@ def main() -> int:
             print(f"{kind}: {args.runs} runs under ulimit -n {FD_LIMIT}", flush=True)
             if kind == "worker":
                 with postgres_server("smartops-soak-queue-", max_connections=100) as pg:
-                    result = soak(Path(tmp), args.runs, queue_dsn=pg.dsn(db="postgres"), every=args.every, progress=show)
+                    result = soak(Path(tmp), args.runs, queue_dsn=pg.dsn(db="postgres"), every=args.every,
+                                  progress=show, max_s=args.max_minutes * 60)
             else:
-                result = soak(Path(tmp), args.runs, every=args.every, progress=show)
+                result = soak(Path(tmp), args.runs, every=args.every, progress=show, max_s=args.max_minutes * 60)
         first, last = result.samples[0], result.samples[-1]
         problems = flat(result.samples)
         if not result.alive_at_end or result.exit_code != 0 or last.records < args.runs:
