@@ -82,6 +82,27 @@ def stop_process(proc, timeout: float = 60, *, what: str = "", log: Path | None 
     return proc.returncode
 
 
+def at_once(fn, n: int = 8) -> list[BaseException]:
+    """``fn()`` in ``n`` threads released together (a barrier); what they raised, none if all went well."""
+    import threading
+
+    start, errors = threading.Barrier(n), []
+
+    def go():
+        start.wait()
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test's assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ from smartops_nb.records import (
     archive as archive_mod,  # `archive` is the conftest fixture (a folder)
 )
 from tests.fixtures.archives import archive_list, names, smartops, write
+from tests.conftest import at_once
 
 
 # -- verify and reindex ----------------------------------------------------------------------------
@@ -46,19 +47,8 @@ def test_same_second_records_get_distinct_names_and_chain_in_order(archive):
 
 
 def test_concurrent_threads_never_share_a_name_and_keep_a_valid_chain(archive):
-    errors, paths = [], []
-
-    def go():
-        try:
-            paths.extend(write(archive) for _ in range(3))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=go) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    paths = []
+    errors = at_once(lambda: paths.extend(write(archive) for _ in range(3)))
     assert not errors and len(set(paths)) == 24
     report = archive_mod.verify(archive)
     assert report.ok and report.entries == 24, report.problems

@@ -1,11 +1,11 @@
 """Record names sort by time, never collide, and writes are atomic (through the archive's one writer)."""
 from __future__ import annotations
 
-import threading
 
 import nbformat
 
 from smartops_nb.records import archive, record
+from tests.conftest import at_once
 
 SUMMARY = {"runbook": "db-pool-exhausted", "environment": "demo", "started_at": "2026-11-26T14:03:12Z"}
 
@@ -36,19 +36,8 @@ def test_a_name_too_long_for_any_file_system_is_no_record_name():
 def test_concurrent_writes_in_the_same_second_never_share_a_name(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["smartops"] = SUMMARY
-    paths, errors = [], []
-
-    def write():
-        try:
-            paths.append(archive.write_record(nb, SUMMARY, tmp_path))
-        except Exception as e:  # pragma: no cover - would fail the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=write) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    paths = []
+    errors = at_once(lambda: paths.append(archive.write_record(nb, SUMMARY, tmp_path)), 12)
     assert not errors and len(set(paths)) == 12
     files = [p.name for p in tmp_path.iterdir() if not p.name.startswith(archive.INDEX_NAME)]
     assert sorted(files) == sorted(p.name for p in paths)  # no temp files left
