@@ -152,7 +152,10 @@ def server() -> ForkServer:
     global _SERVER
     with _SERVER_LOCK:
         if _SERVER is None:
+            import atexit
+
             _SERVER = ForkServer()
+            atexit.register(_SERVER.close)  # the template (and any kernel left) ends before this process does
         return _SERVER
 
 
