@@ -106,8 +106,9 @@ def papermill_process(nb: Path, out: Path) -> None:
 
 
 def memory_mib(pid: int | None) -> dict[str, float]:
-    """A process's memory, MiB: ``rss`` now, ``peak`` (``VmHWM``, the most it was resident so far) and
-    ``pss`` (its proportional share of pages shared with other processes: what one more costs);
+    """A process's memory, MiB: ``rss`` now, ``peak`` (``VmHWM``, the most it was resident so far),
+    ``pss`` (its proportional share of pages shared with other processes) and ``uss`` (its private
+    pages: what one more such process costs, its shared pages being there already);
     empty once it is gone."""
     if not pid:
         return {}
@@ -120,6 +121,8 @@ def memory_mib(pid: int | None) -> dict[str, float]:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
                 out["pss"] = int(line.split()[1]) / 1024
+            elif line.startswith(("Private_Clean:", "Private_Dirty:")):  # uss: its own pages alone
+                out["uss"] = out.get("uss", 0.0) + int(line.split()[1]) / 1024
     except OSError:
         pass
     return out

@@ -9,7 +9,8 @@ Starts its own SmartAmazon sandbox (free loopback ports, temporary folder) and m
 * **kernel start**: request → ready with ``smartops_nb`` imported, for a forked kernel (the pools' way,
   ``execution.forkserver``; the template already up, as in a serving process) and a spawned one, median of
   ``-n`` each; a warm kernel's warm-up (one chart drawn) is extra, and shown;
-* **PSS per ready kernel** (warmed, waiting in a pool), forked and spawned: what one more kernel costs;
+* **PSS per ready kernel** (warmed, two held at once as a pool holds them, plus the template when forked),
+  and USS (its private pages: what one more kernel costs), forked and spawned;
 * **one warm run**: db-pool-exhausted on a ready forked kernel through ``flow.investigate``, median of ``-n``;
 * **storm**: ``--storm`` distinct alerts posted at once to ``smartops serve --workers 2 --warm 2``;
   records/min from the first POST to the last record, against ``cores × 60 / one warm run``;
@@ -63,13 +64,14 @@ def kernel_start(start: str, n: int) -> tuple[float, float]:
     return statistics.median(starts), statistics.median(warmups)
 
 
-def ready_pss(start: str, count: int = 2) -> float:
-    """Median PSS (MiB) of ``count`` warmed kernels held at once (as a pool holds them)."""
+def ready_memory(start: str, count: int = 2) -> tuple[float, float]:
+    """Median PSS and USS (MiB) of ``count`` warmed kernels held at once (as a pool holds them)."""
     from smartops_nb.execution import kernels
 
     held = [kernels.start_warm_kernel(start=start) for _ in range(count)]
     try:
-        return statistics.median(memory_mib(k.km.provisioner.pid).get("pss", 0.0) for k in held)
+        mem = [memory_mib(k.km.provisioner.pid) for k in held]
+        return statistics.median(m.get("pss", 0.0) for m in mem), statistics.median(m.get("uss", 0.0) for m in mem)
     finally:
         for k in held:
             k.close()
@@ -155,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"cold floor {floor:.2f} s; kernel start fork {fork_start:.2f} s (+{fork_warm:.2f} s warm-up), "
                 f"spawn {spawn_start:.2f} s (+{spawn_warm:.2f} s)")
             log("PSS per ready kernel")
-            pss_fork, pss_spawn = ready_pss("fork"), ready_pss("spawn")
-            log(f"PSS per ready kernel: fork {pss_fork:.0f} MiB, spawn {pss_spawn:.0f} MiB")
+            (pss_fork, uss_fork), (pss_spawn, uss_spawn) = ready_memory("fork"), ready_memory("spawn")
+            log(f"per ready kernel: fork PSS {pss_fork:.0f} MiB (USS {uss_fork:.0f}), "
+                f"spawn PSS {pss_spawn:.0f} MiB (USS {uss_spawn:.0f})")
             log("one warm run")
             warm = one_warm_run(params, tmp / "warm", args.n)
             log(f"one warm run {warm:.2f} s")
@@ -180,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
          TARGET_KERNEL, False),
         ("kernel start (spawn) / cold floor", spawn_start / floor,
          f"{spawn_start:.2f} s (+{spawn_warm:.2f} s warm-up)", None, False),
-        ("PSS per ready kernel (fork), MiB", pss_fork, f"{pss_fork:.0f} MiB", TARGET_PSS_MIB, False),
-        ("PSS per ready kernel (spawn), MiB", pss_spawn, f"{pss_spawn:.0f} MiB", None, False),
+        ("PSS per ready kernel (fork), MiB", pss_fork, f"{pss_fork:.0f} MiB (USS {uss_fork:.0f})", TARGET_PSS_MIB,
+         False),
+        ("PSS per ready kernel (spawn), MiB", pss_spawn, f"{pss_spawn:.0f} MiB (USS {uss_spawn:.0f})", None, False),
         ("archive show / archive list", t_show / t_list, f"{t_show:.2f} s / {t_list:.2f} s", TARGET_SHOW, False),
     ]
     for label, value, detail, target, at_least in rows:

@@ -311,6 +311,10 @@ def template_main(fd: int) -> None:
         importlib.import_module(name)
     warmup.load_modules()
     warmup.draw_without_backend()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what is loaded now is never scanned by a child's collector: its pages stay shared
     me = os.getpid()
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
