@@ -234,7 +234,11 @@ class ForkProvisioner(LocalProvisioner):
         env = kwargs.get("env") or dict(os.environ)
         # blocking: a fork takes milliseconds (seconds only when the template (re)starts); the caller's
         # thread is a kernel-start thread
-        pid = server().fork(cmd, env, cwd)
+        try:
+            pid = server().fork(cmd, env, cwd)
+        except Exception as e:  # noqa: BLE001 - no template (it cannot start): this kernel spawns, runs go on
+            log.error("kernel template unavailable (%s): spawning this kernel", e)
+            return await super().launch_kernel(cmd, **kwargs)
         self.process = ForkedKernel(pid)
         self.pid = self.pgid = pid  # the child called setsid: its group is its pid
         self.cwd = cwd
