@@ -105,7 +105,8 @@ def kernel_for_run(pool: kernels.KernelPool, notebook: Path, *, lease_wait: floa
         if kernel is not None:
             return kernel, "warm"
     try:
-        return kernels.start_warm_kernel(name, cwd=notebook.parent, warmup=""), "cold"
+        # forked from the template when the pool forks (already loaded: about a warm kernel, unwarmed)
+        return kernels.start_warm_kernel(name, cwd=notebook.parent, warmup="", start=pool.start_method), "cold"
     except Exception as e:
         log.error("no kernel for %s: %s", what or notebook.name, e)
         return None, "cold"

@@ -25,6 +25,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,35 +37,8 @@ from . import jupyter_adapter as jc_adapter
 
 log = logging.getLogger("smartops.kernels")
 
-#: Runs silently in a new kernel: imports only, no names left behind (the function deletes itself).
-WARMUP_CODE = """\
-def __smartops_warmup():
-    import importlib, pkgutil
-    import pandas, matplotlib.pyplot
-    import psycopg, redis  # drivers the probes import at first use (psycopg alone: ~0.3 s)
-    import smartops_nb, smartops_nb.kernel.plots
-    # the package's notebook API is lazy (the CLI must start fast): load what begin() needs
-    import smartops_nb.kernel.run, smartops_nb.kernel.interactive, smartops_nb.kernel.approvals, smartops_nb.platforms
-    # platforms too: a recommended restart/scale connects to the platform (docker SDK: ~0.1 s, 8 MiB;
-    # the Kubernetes client stays lazy inside its module)
-    for pkg in ("smartops_nb.probes", "smartops_nb.checks", "smartops_nb.mitigations", "smartops_nb.platforms"):
-        for m in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
-            try:
-                importlib.import_module(pkg + "." + m.name)
-            except Exception:
-                pass
-    # one chart rendered and thrown away: the kernel's backend (inline), the PNG writer's plugins and
-    # the font's glyphs load now, not in the run's first chart (profiled: ~0.1 s of a warm run)
-    import io
-    plt = matplotlib.pyplot
-    fig, ax = plt.subplots(figsize=(2, 1))
-    ax.barh(["a"], [1])
-    ax.set_title("warm-up 0123456789")
-    fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
-    plt.close(fig)
-__smartops_warmup()
-del __smartops_warmup
-"""
+#: Runs silently in a new kernel: imports and one chart (smartops_nb.kernel.warmup), no names left behind.
+WARMUP_CODE = "__import__('smartops_nb.kernel.warmup', fromlist=['warm']).warm()\n"
 
 
 @dataclass
@@ -128,8 +102,24 @@ class WarmKernel:
 KILL_POLL_S = 0.005
 
 
-def kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
-    """An (unstarted) async kernel manager whose kernel gets ``env``, talking over IPC files.
+#: ``fork`` or ``spawn``: how a warm pool's kernels start (see :func:`kernel_start`).
+KERNEL_START_ENV = "SMARTOPS_KERNEL_START"
+KERNEL_STARTS = ("fork", "spawn")
+
+
+def kernel_start(default: str = "fork") -> str:
+    """How a pool's kernels start: ``fork`` (from the fork server's template, :mod:`.forkserver`: ~all of
+    the start-up paid once) or ``spawn`` (a new Python each, jupyter_client's own way); ``$SMARTOPS_KERNEL_START``
+    overrides ``default``. A one-off run's own kernel spawns (a template would cost it more than it saves)."""
+    value = os.environ.get(KERNEL_START_ENV, "").strip().lower() or default
+    if value not in KERNEL_STARTS:
+        raise ValueError(f"${KERNEL_START_ENV} must be one of {', '.join(KERNEL_STARTS)}, not {value!r}")
+    return value
+
+
+def kernel_manager(kernel_name: str, env: dict[str, str], folder: str, *, start: str = "spawn"):
+    """An (unstarted) async kernel manager whose kernel gets ``env``, talking over IPC files; ``start="fork"``:
+    the kernel is forked from the fork server's template (:class:`.forkserver.ForkProvisioner`).
 
     It must be an *async* manager: with a blocking one, nbclient waits on a blocking socket read
     and never notices that the kernel died (the hang papermill users report).
@@ -153,6 +143,12 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str):
             if self.refused:
                 raise RuntimeError(self.refused)
             kw["env"] = {**kw.get("env", {}), **env}
+            if start == "fork" and self.provisioner is None:
+                from .forkserver import ForkProvisioner
+
+                self.kernel_id = self.kernel_id or str(uuid.uuid4())
+                self.provisioner = ForkProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec,
+                                                   parent=self)
             return await super().start_kernel(**kw)
 
         def client(self, **kw):
@@ -359,7 +355,7 @@ def shutdown_kernel(km) -> None:
 
 
 def start_warm_kernel(kernel_name: str = "python3", *, cwd: str | os.PathLike | None = None,
-                      timeout: float = 60, warmup: str = WARMUP_CODE) -> WarmKernel:
+                      timeout: float = 60, warmup: str = WARMUP_CODE, start: str = "spawn") -> WarmKernel:
     """Start one kernel in a private folder, with the run's state file in its environment, and warm it.
 
     ``warmup=""``: no warm-up, only wait until the kernel answers (a run's own kernel, started when no
@@ -372,7 +368,7 @@ def start_warm_kernel(kernel_name: str = "python3", *, cwd: str | os.PathLike | 
     t0 = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="smartops-kernel-"))
     env = {**os.environ, STATE_ENV: str(folder / "state.json")}
-    km = kernel_manager(kernel_name, env, str(folder))
+    km = kernel_manager(kernel_name, env, str(folder), start=start)
     kernel = WarmKernel(km, kernel_name, folder)
     try:
         # the same working directory papermill gives a cold run (the notebooks' folder)
@@ -389,8 +385,10 @@ def start_warm_kernel(kernel_name: str = "python3", *, cwd: str | os.PathLike | 
 class KernelPool:
     """``size`` warm kernels kept ready; :meth:`lease` hands one out and starts its replacement."""
 
-    def __init__(self, size: int = 2, kernel_name: str = "python3", *, start_timeout: float = 60):
+    def __init__(self, size: int = 2, kernel_name: str = "python3", *, start_timeout: float = 60,
+                 start: str | None = None):
         self.size = max(0, int(size))
+        self.start_method = start or kernel_start()  # fork unless $SMARTOPS_KERNEL_START says spawn
         self.kernel_name = kernel_name
         self.start_timeout = start_timeout
         self._ready: queue.Queue[WarmKernel] = queue.Queue()
@@ -427,7 +425,7 @@ class KernelPool:
     def _start_one(self) -> None:
         kernel = None
         try:
-            kernel = start_warm_kernel(self.kernel_name, timeout=self.start_timeout)
+            kernel = start_warm_kernel(self.kernel_name, timeout=self.start_timeout, start=self.start_method)
         except Exception as e:
             log.error("warm kernel failed to start: %s", e)
         finally:

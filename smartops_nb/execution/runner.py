@@ -14,9 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
-import nbformat
+from typing import TYPE_CHECKING, Any, Mapping
 
 from smartops_nb import catalog, redact, response
 from smartops_nb.contract import CONTACTS_ENV, HEADLESS_ENV, LESSONS_ENV, RECORD_SCHEMA, STATE_ENV
@@ -25,6 +23,9 @@ from smartops_nb.params import iso, utcnow
 from .kernels import kernel_manager, release
 from .prepare import Prepared
 
+if TYPE_CHECKING:  # nbformat costs ~1.6 s of CPU to import (jsonschema's rfc3987-syntax grammar): only a run
+    import nbformat  # that failed before papermill returned reads a notebook with it, and imports it then
+
 log = logging.getLogger("smartops.runner")
 
 
@@ -32,18 +33,18 @@ log = logging.getLogger("smartops.runner")
 class Executed:
     """An executed notebook and its run's summary, not yet a record."""
 
-    nb: nbformat.NotebookNode
+    nb: "nbformat.NotebookNode"
     summary: dict[str, Any]
     reached_end: bool                                       # the notebook showed its own summary cell
     secrets: list[str] = field(default_factory=list, repr=False)  # what the record must not contain
 
 
-def notebook_kernel_name(nb: nbformat.NotebookNode | Path) -> str:
+def notebook_kernel_name(nb: "nbformat.NotebookNode | Path") -> str:
     """The kernel a runbook notebook asks for (its kernelspec name; python3 if it names none).
 
     From a path, the JSON is read without nbformat's schema validation (~50 ms a notebook, twice per
     served run: choosing the kernel, then running): papermill reads and validates it for the run."""
-    if not isinstance(nb, nbformat.NotebookNode):
+    if isinstance(nb, (str, os.PathLike)):
         nb = json.loads(Path(nb).read_text(encoding="utf-8"))
     return (nb.get("metadata", {}).get("kernelspec") or {}).get("name", "python3")
 
@@ -119,12 +120,12 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
         # marker; after a dead kernel or a timeout, the notebook so far (papermill wrote nothing)
         if executed is not None:
             nb = executed
-        elif out_path.exists():
-            nb = nbformat.read(out_path, as_version=4)
-        elif runs:
+        elif runs and not out_path.exists():
             nb = runs[0].nb
         else:
-            nb = nbformat.read(rb.path, as_version=4)
+            import nbformat
+
+            nb = nbformat.read(out_path if out_path.exists() else rb.path, as_version=4)
         summary = _load_state(state_file)
     finished = utcnow()
     reached_end = summary is not None and summary.get("status") == "completed"

@@ -34,13 +34,14 @@ def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandb
     assert not kernel.folder.exists()  # the lease's end shut the kernel down and removed its folder
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("start", kernels.KERNEL_STARTS)
 def test_a_leased_kernel_that_died_in_the_pool_is_restarted_and_the_run_completes(healthy_sandbox, sandbox_params,
-                                                                                   archive):
+                                                                                   archive, start):
     import os
     import signal
 
-    kernel = kernels.start_warm_kernel()
+    kernel = kernels.start_warm_kernel(start=start)
     try:
         kernel.set_env({"SMARTOPS_TEST_ENV": "set"})  # over the shell channel alone: a warm kernel answers
         os.kill(kernel.km.provisioner.pid, signal.SIGKILL)  # dies while it waits in the pool
@@ -55,9 +56,11 @@ def test_a_leased_kernel_that_died_in_the_pool_is_restarted_and_the_run_complete
 
 
 @pytest.mark.timeout(300)
-def test_runs_ended_every_way_release_all_they_opened(tmp_path):
+def test_runs_ended_every_way_release_all_they_opened(tmp_path, healthy_sandbox, sandbox_params):
     """Completed, ended from outside (a shutdown, a handed-back job), past their deadline, and killed under
-    the run: each releases every descriptor it opened (sockets, ZeroMQ contexts, heartbeat threads, loops)."""
+    the run: each releases every descriptor it opened (sockets, ZeroMQ contexts, heartbeat threads, loops).
+    The slow run samples a real Redis for 60 s (against nothing its steps fail at once, and a forked
+    kernel starts too fast for the run to still be going when it is ended)."""
     import os
     import signal
     import threading
@@ -68,8 +71,7 @@ def test_runs_ended_every_way_release_all_they_opened(tmp_path):
     from smartops_nb.resources import open_descriptors
     from tests.fixtures.soak import BASE
 
-    slow = prepare("high-latency", cli={**{k: v for k, v in BASE.items() if k != "postgres_dsn"},
-                                        "sample_seconds": 60.0})
+    slow = prepare("high-latency", cli={**sandbox_params, "sample_seconds": 60.0})
     quick = prepare("db-pool-exhausted", cli=BASE)
     archive = tmp_path / "incidents"
 
