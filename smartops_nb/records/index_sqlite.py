@@ -79,12 +79,13 @@ def connect(folder: Path, *, create: bool = True, timeout: float | None = None) 
         raise IndexMissing(f"no index at {path}")
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
+    absent = [f for f in _wal_files(path) if not f.exists()]  # a failed reader removes only what it made
     con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     try:
         con.row_factory = sqlite3.Row
         con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         if not create:
-            con = _readable(con, path)
+            con = _readable(con, path, absent)
         else:
             # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database
             # is locked" at once (no busy wait) to writers racing that switch: serialise set-up.
@@ -115,11 +116,17 @@ def _setup_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _readable(con: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+def _wal_files(path: Path) -> list[Path]:
+    return [path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _readable(con: sqlite3.Connection, path: Path, absent: list[Path] = ()) -> sqlite3.Connection:
     """A reader on a full or read-only disk: WAL mode needs to create ``-shm``, which fails there.
 
     Then read the database file as immutable: after the last writer closed, SQLite has checkpointed
     the WAL into it, so nothing committed is missed (the ``disk-full`` incident's archive stays listable).
+    The failed attempt's half-made ``-wal``/``-shm`` (``absent`` before it, the WAL still empty) are
+    removed: a reader leaves the archive as it found it.
     """
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -128,6 +135,10 @@ def _readable(con: sqlite3.Connection, path: Path) -> sqlite3.Connection:
         if not any(m in str(e) for m in ("I/O", "unable to open", "readonly", "read-only")):
             raise
         con.close()
+    wal = _wal_files(path)[0]
+    if wal in absent and (not wal.exists() or wal.stat().st_size == 0):
+        for f in absent:
+            f.unlink(missing_ok=True)
     log.debug("index %s not writable here: reading it as immutable", path)
     ro = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
     ro.row_factory = sqlite3.Row
