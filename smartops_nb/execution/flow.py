@@ -93,6 +93,9 @@ def investigate_on_pool(prep: Prepared, archive: Path, pool: kernels.KernelPool,
     finally:
         if kernel is not None:
             kernel.close()
+        # jupyter_client's blocking calls made this thread an event loop; a Procrastinate job runs in a
+        # fresh copy of the context each time, so every job would make (and leave) another: close it
+        kernels.close_thread_loop()
 
 
 def kernel_for_run(pool: kernels.KernelPool, notebook: Path, *, lease_wait: float, what: str = "") -> tuple[kernels.WarmKernel | None, str]:
