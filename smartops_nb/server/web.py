@@ -187,9 +187,9 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
     async def learn(request: Request):
         form = await request.form()
         incident_id = request.path_params["incident_id"]
-        if not access.csrf_ok(str(form.get("csrf", ""))):
-            return html("error.html", 403, title="Refused", message="This form is stale or was not sent by this "
-                                                                     "page (CSRF check): nothing was done.")
+        if not access.csrf_ok(request, str(form.get("csrf", ""))):
+            return html(request, "error.html", 403, title="Refused",
+                        message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
         try:
             lesson = await run_in_threadpool(checklist.learn, archive, incident_id, str(form.get("text", "")),
                                              str(form.get("operator", "")).strip())
