@@ -38,6 +38,9 @@ def register(subparsers, parser_class) -> None:
     s.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
                    help="a reverse proxy's address or network (repeatable; default $SMARTOPS_TRUSTED_PROXIES, "
                         "comma-separated): only from these are X-Forwarded-For/-Proto believed; none: never")
+    s.add_argument("--policy", metavar="FILE",
+                   help="the team's policy file: roles and who may approve what (default $SMARTOPS_POLICY, else "
+                        "parameters/policy.yaml if present); with one, the serve token may only post alerts")
     s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
     s.add_argument("--queue", type=_queue, default=None, metavar="DSN",
                    help="PostgreSQL DSN of the job queue: queue mode (default $SMARTOPS_QUEUE; none: in-process). "
@@ -84,10 +87,14 @@ def cmd_serve(args) -> int:
         if args.workers < 1 or size < 1:
             raise ParameterError("--workers and --queue-size must be at least 1")
         routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
+        from smartops_nb.people import policy as people_policy
+
+        policy = people_policy.load(args.policy)  # a file that does not parse: exit 2 now, naming the line
         archive = open_archive(args.archive, args.index).target
         return serve.serve(routes, archive, host=args.host, port=args.port, token=token,
                            workers=args.workers, queue_size=size, warm=args.warm, drain_timeout=args.drain_timeout,
-                           cell_timeout=args.cell_timeout, queue_dsn=dsn, trusted_proxies=proxies)
+                           cell_timeout=args.cell_timeout, queue_dsn=dsn, trusted_proxies=proxies,
+                           policy=policy)
     except ParameterError as e:
         print(f"smartops serve: {e}", file=sys.stderr)
         return 2

@@ -167,7 +167,7 @@ class PostgresIndex(Index):
         try:
             con.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
             con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
-            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.plans",)).fetchone()["t"]  # the newest table
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.plan_decisions",)).fetchone()["t"]  # the newest table
             if create and not made:
                 with con.transaction():
                     # two first writers racing CREATE ... IF NOT EXISTS collide in the catalog: one at a time
@@ -291,3 +291,33 @@ def postincident_db(index: PostgresIndex, *, write: bool = False) -> Iterator[An
             raise
         yield None
 # ==== end of post-incident checklist ================================================================
+
+
+# ==== people: personal tokens (smartops_nb/people/tokens.py) ========================================
+# Only a SHA-256 hash of each token is kept: a team shares them through this index.
+PEOPLE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.tokens (id text PRIMARY KEY, hash text NOT NULL UNIQUE, user_name text NOT NULL,
+    role text NOT NULL, created_at text NOT NULL, created_by text NOT NULL DEFAULT '', expires_at text,
+    revoked_at text);
+"""
+
+
+@contextmanager
+def people_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
+    """The index's token table (autocommit); None when reading an index that has none yet."""
+    try:
+        with index._connect(create=write) as con:
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.tokens",)).fetchone()["t"]
+            if not made and not write:
+                yield None
+                return
+            if not made:
+                with con.transaction():
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+                    con.execute(PEOPLE_DDL)
+            yield con
+    except IndexMissing:
+        if write:
+            raise
+        yield None
+# ==== end of people =================================================================================

@@ -412,3 +412,34 @@ def postincident_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Co
     finally:
         con.close()
 # ==== end of post-incident checklist ================================================================
+
+
+# ==== people: personal tokens (smartops_nb/people/tokens.py) ========================================
+# Only a SHA-256 hash of each token is kept. The same columns as index_postgres.PEOPLE_DDL.
+PEOPLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, user_name TEXT NOT NULL, "
+    "role TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL DEFAULT '', expires_at TEXT, "
+    "revoked_at TEXT)",
+)
+
+
+@contextmanager
+def people_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """The index's token table (autocommit); None when reading an archive that has none yet."""
+    try:
+        con = connect(folder, create=write)
+    except IndexMissing:
+        yield None
+        return
+    try:
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'tokens'").fetchone() is None:
+            if not write:
+                yield None
+                return
+            with _setup_lock(index_path(folder)):
+                for statement in PEOPLE_DDL:
+                    con.execute(statement)
+        yield con
+    finally:
+        con.close()
+# ==== end of people =================================================================================
