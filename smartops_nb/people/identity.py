@@ -51,7 +51,7 @@ class Identity:
     @property
     def decider(self) -> str:
         """The name a record's ``operator`` carries: the typed name for a local person, else who and
-        by which issuer (``alice (oidc: 5f2… @ https://idp/)``)."""
+        by which issuer (``alice (subject 5f2…, issuer https://idp/, via oidc)``)."""
         return describe(self.to_dict())
 
     @property
@@ -77,7 +77,8 @@ def describe(who: dict[str, Any]) -> str:
     """One decider as text, from :meth:`Identity.to_dict` (as plans keep it)."""
     if who.get("how") == "local":
         return str(who["name"])
-    return f"{who['name']} ({who['how']}: {who['subject']} @ {who['issuer']})"
+    # not "token: …": the records' secret masker would take the subject for a token's value
+    return f"{who['name']} (subject {who['subject']}, issuer {who['issuer']}, via {who['how']})"
 
 
 def local(name: str | None = None, role: str = "admin") -> Identity:
