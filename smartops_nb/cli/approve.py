@@ -128,13 +128,10 @@ def _decide(command: str, call) -> tuple[object, int | None]:
     except Unauthorized as e:
         print(f"smartops {command}: unauthorized: {e} (${TOKEN_ENV})", file=sys.stderr)
         return None, EXIT_BAD_INPUT
-    except Forbidden as e:
-        print(f"smartops {command}: refused: {e}", file=sys.stderr)
-        return None, EXIT_FAILED
     except (ParameterError, UnknownPlan) as e:
         print(f"smartops {command}: {e}", file=sys.stderr)
         return None, EXIT_BAD_INPUT
-    except PlanRefused as e:
+    except (PlanRefused, Forbidden) as e:
         print(f"smartops {command}: refused: {e}", file=sys.stderr)
         return None, EXIT_FAILED
     except RecordWriteError as e:

@@ -275,21 +275,8 @@ CREATE INDEX IF NOT EXISTS lessons_runbook ON lessons (runbook, at);
 @contextmanager
 def postincident_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
     """The index's post-incident tables (autocommit); None when reading an index that has none yet."""
-    try:
-        with index._connect(create=write) as con:
-            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.lessons",)).fetchone()["t"]
-            if not made and not write:
-                yield None
-                return
-            if not made:
-                with con.transaction():
-                    con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-                    con.execute(POSTINCIDENT_DDL)
-            yield con
-    except IndexMissing:
-        if write:
-            raise
-        yield None
+    with tables_db(index, "lessons", POSTINCIDENT_DDL, write=write) as con:
+        yield con
 # ==== end of post-incident checklist ================================================================
 
 
@@ -305,16 +292,24 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.tokens (id text PRIMARY KEY, hash text NOT N
 @contextmanager
 def people_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
     """The index's token table (autocommit); None when reading an index that has none yet."""
+    with tables_db(index, "tokens", PEOPLE_DDL, write=write) as con:
+        yield con
+
+
+@contextmanager
+def tables_db(index: PostgresIndex, newest: str, ddl: str, *, write: bool = False) -> Iterator[Any]:
+    """The index with a block of tables beside the records' (made by ``ddl``, one maker at a time, when
+    ``newest`` is missing and ``write``); None when reading an index without them."""
     try:
         with index._connect(create=write) as con:
-            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.tokens",)).fetchone()["t"]
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.{newest}",)).fetchone()["t"]
             if not made and not write:
                 yield None
                 return
             if not made:
                 with con.transaction():
                     con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-                    con.execute(PEOPLE_DDL)
+                    con.execute(ddl)
             yield con
     except IndexMissing:
         if write:
