@@ -79,3 +79,20 @@ def test_two_person_rule_first_pending_same_refused_second_executes_once(leak, h
     runs = [p for p in archive.glob("*.ipynb") if "INC-two" in p.read_text()]
     assert len(runs) == 2  # the investigation and one mitigation
     assert [d["name"] for d in plan_store(archive).get(plan["id"]).approvals] == ["alice", "bob"]
+
+
+def test_tokens_in_the_postgresql_index_work_from_another_machine_s_process(archive_dsn, tmp_path):
+    from smartops_nb.people.identity import Unauthorized
+    from smartops_nb.people.tokens import Tokens
+    from smartops_nb.records.location import open_archive
+
+    here = Tokens(open_archive(tmp_path / "here", archive_dsn))
+    token, row = here.create("alice", "approver", "1d")
+    assert here.identity(token).name == "alice"
+    there = ["--archive", str(tmp_path / "there"), "--index", archive_dsn]  # another folder, the same index
+    listed = smartops("token", "list", "--json", *there)
+    assert listed.returncode == 0 and [r["id"] for r in json.loads(listed.stdout)] == [row["id"]], listed.stderr
+    assert smartops("token", "revoke", row["id"], *there).returncode == 0
+    with pytest.raises(Unauthorized, match="revoked"):
+        here.identity(token)
+    assert token not in listed.stdout and hashlib.sha256(token.encode()).hexdigest() not in listed.stdout

@@ -82,3 +82,18 @@ def test_the_policy_in_force(tmp_path, monkeypatch):
     assert policy.load().configured
     with pytest.raises(ParameterError, match="missing.yaml"):
         policy.load(tmp_path / "missing.yaml")
+
+
+def test_serve_with_a_policy_that_does_not_parse_exits_2_naming_the_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("roles:\n  approver: {groups: [sre]}\n  boss: {users: [carol]}\n")
+    out = subprocess.run([sys.executable, "-m", "smartops_nb.cli", "serve", "--policy", str(bad), "--port", "0",
+                          "--archive", str(tmp_path / "incidents")], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 2 and "line 3: unknown role 'boss'" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
