@@ -357,7 +357,7 @@ def check_listen_address(host: str, token: str | None) -> None:
 def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
           workers: int = 2, queue_size: int = 10, warm: int | None = None, drain_timeout: float = 60,
           cell_timeout: int = 600, queue_dsn: str | None = None, trusted_proxies: list[str] = (),
-          policy: Any = None) -> int:
+          policy: Any = None, oidc: Any = None) -> int:
     """Listen until SIGTERM/SIGINT, then drain. Refuses a non-loopback address without a token.
 
     ``queue_dsn``: queue mode (runs become jobs for ``smartops worker``); else in-process mode.
@@ -381,7 +381,7 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
              mode.describe(), "bearer token required" if token else "no token: loopback only")
     pages = web.routes(archive, token, files=routes.files, public_url=public_url, queue=queue_dsn,
                        sessions=Sessions(secret, port=sock.getsockname()[1]),
-                       **({"policy": policy} if policy is not None else {}))
+                       **({"policy": policy} if policy is not None else {}), oidc=oidc)
     try:
         run_http(mode, sock, token, drain_timeout, pages, host=host, public_url=public_url,
                  trusted_proxies=trusted_proxies)

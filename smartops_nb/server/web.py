@@ -126,7 +126,7 @@ def record_path(name: str) -> str:
 
 def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
            queue: str | None = None, sessions: Sessions | None = None,
-           policy: people_policy.Policy = people_policy.NONE) -> list:
+           policy: people_policy.Policy = people_policy.NONE, oidc: Any = None) -> list:
     """The pages and the approval endpoints, as Starlette routes to put before the webhook's.
 
     ``archive``: a folder or a shared archive (``s3://`` + PostgreSQL), read through its storage;
@@ -153,6 +153,8 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
                 if who is not None:
                     who.require("view")
             except Unauthorized as e:
+                if oidc is not None and request.method == "GET":  # the team's identity provider signs people in
+                    return RedirectResponse(f"/signin?{urlencode({'next': request.url.path})}", status_code=303)
                 return html(request, "error.html", 401, title="Sign in", message=f"{e}. Open the link from the "
                             "alert, or add ?token=… once (the serve token, or your personal token).")
             except Forbidden as e:
@@ -273,6 +275,42 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
                              "record": out.result.name if out.result else None},
                             status_code={"executed": 200, "pending": 202}.get(out.status, 409))
 
+    def callback_url(request: Request) -> str:
+        return page_url(public_url or str(request.base_url), "/signin/callback")
+
+    async def sign_in(request: Request):
+        from .oidc import ProviderUnavailable
+
+        if oidc is None:
+            return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
+        nxt = request.query_params.get("next", "/incidents")
+        nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/incidents"
+        try:
+            return RedirectResponse(await run_in_threadpool(oidc.begin, callback_url(request), nxt), status_code=303)
+        except ProviderUnavailable as e:
+            return html(request, "error.html", 503, title="Sign-in unavailable",
+                        message=f"{e}. Alerts are still received; try again later.")
+
+    async def sign_in_done(request: Request):
+        from .oidc import ProviderUnavailable
+
+        if oidc is None:
+            return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
+        q = request.query_params
+        try:
+            who, nxt = await run_in_threadpool(oidc.finish, q.get("state", ""), q.get("code", ""), callback_url(request))
+        except ProviderUnavailable as e:
+            return html(request, "error.html", 503, title="Sign-in unavailable",
+                        message=f"{e}. Alerts are still received; try again later.")
+        except Unauthorized as e:
+            log.warning("sign-in refused: %s", e)
+            return html(request, "error.html", 401, title="Sign-in refused", message=str(e))
+        log.info("signed in: %s", who.label)
+        out = RedirectResponse(nxt, status_code=303)
+        out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
+                       samesite="lax", secure=request.url.scheme == "https", path="/")
+        return out
+
     async def home(request: Request):
         return RedirectResponse("/incidents", status_code=303)
 
@@ -298,6 +336,8 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
         Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
         Route("/signout", sign_out, methods=["POST"]),
+        Route("/signin", sign_in, methods=["GET"]),
+        Route("/signin/callback", sign_in_done, methods=["GET"]),
     ]
 
 
