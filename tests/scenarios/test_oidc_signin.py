@@ -14,8 +14,7 @@ import urllib.request
 import pytest
 
 from smartops_nb.records.archive import plan_store
-from tests.conftest import require
-from tests.fixtures.web import CHROMIUM, FLAGS, investigated_leak
+from tests.fixtures.web import chromium, investigated_leak
 from tests.scenarios.test_browser_security import Serve
 
 POLICY = "roles:\n  approver: {groups: [sre]}\n  responder: {groups: [dev]}\n"
@@ -52,15 +51,8 @@ def serve(idp, incident, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    require("chromium", CHROMIUM.is_file(), "apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def sign_in(browser, serve, idp, sub):

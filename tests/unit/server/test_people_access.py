@@ -91,3 +91,25 @@ def test_a_personal_token_signs_in_the_page_names_the_person_and_hides_the_name_
     page = client.get("/incidents/INC-sec")
     assert page.status_code == 200 and "as <b>alice</b> (token)" in page.text and alice not in page.text
     assert 'name="operator" required></label>\n    <label>type the target' not in page.text
+
+
+def test_an_unreachable_provider_at_sign_in_is_a_page_saying_so_while_alerts_and_healthz_work(archive, tmp_path):
+    import socket
+
+    from smartops_nb.server.oidc import Provider
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
+    intake = Intake()
+    pages = web.routes(archive["folder"], TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
+                       oidc=Provider(dead, "smartops", timeout=1.0))
+    client = TestClient(serve.make_app(intake, TOKEN, pages), base_url=BASE, follow_redirects=False)
+    r = client.get("/incidents/INC-sec")
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin?next=")
+    page = client.get(r.headers["location"])
+    assert page.status_code == 503 and "is unreachable" in page.text and "Alerts are still received" in page.text
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/alerts", json=ALERT, headers=bearer(TOKEN)).status_code == 202 and intake.handled
+    assert client.get("/signin/callback?state=forged&code=x").status_code == 401
