@@ -339,13 +339,29 @@ def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float,
         sockets=[sock])
 
 
+def proxied(app, trusted_proxies: list[str] = ()):
+    """``app`` behind uvicorn's proxy-headers middleware (``X-Forwarded-For``/``-Proto`` from
+    ``trusted_proxies`` only), the connection's own peer kept in ``scope["smartops.peer"]``: the pages
+    believe ``X-Forwarded-User`` only when that peer is a trusted proxy (:mod:`.web`)."""
+    if not trusted_proxies:
+        return app
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    inner = ProxyHeadersMiddleware(app, trusted_hosts=list(trusted_proxies))
+
+    async def keep_peer(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope["smartops.peer"] = (scope.get("client") or ("", 0))[0]
+        await inner(scope, receive, send)
+    return keep_peer
+
+
 def http_config(app, trusted_proxies: list[str] = ()):
     """uvicorn's configuration for ``app``: ``X-Forwarded-*`` used only from ``trusted_proxies``."""
     import uvicorn
 
-    return uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=5,
-                          timeout_graceful_shutdown=10, proxy_headers=bool(trusted_proxies),
-                          forwarded_allow_ips=list(trusted_proxies) or None)
+    return uvicorn.Config(proxied(app, trusted_proxies), log_config=None, access_log=False, lifespan="on",
+                          timeout_keep_alive=5, timeout_graceful_shutdown=10, proxy_headers=False)
 
 
 def check_listen_address(host: str, token: str | None) -> None:
@@ -381,7 +397,8 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
              mode.describe(), "bearer token required" if token else "no token: loopback only")
     pages = web.routes(archive, token, files=routes.files, public_url=public_url, queue=queue_dsn,
                        sessions=Sessions(secret, port=sock.getsockname()[1]),
-                       **({"policy": policy} if policy is not None else {}), oidc=oidc)
+                       **({"policy": policy} if policy is not None else {}), oidc=oidc,
+                       trusted_proxies=trusted_proxies)
     try:
         run_http(mode, sock, token, drain_timeout, pages, host=host, public_url=public_url,
                  trusted_proxies=trusted_proxies)

@@ -64,8 +64,29 @@ class Access:
     the install's secret."""
 
     def __init__(self, token: str | None, sessions: Sessions, archive: Any = None,
-                 policy: people_policy.Policy = people_policy.NONE):
+                 policy: people_policy.Policy = people_policy.NONE, trusted_proxies: Iterable[str] = ()):
+        import ipaddress
+
         self.token, self.sessions, self.archive, self.policy = token, sessions, archive, policy
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def from_proxy(self, request) -> Identity | None:
+        """The person a trusted reverse proxy (oauth2-proxy) names in ``X-Forwarded-User``/``-Email``/
+        ``-Groups``; None when the connection's peer is not a ``--trusted-proxy`` (the headers are ignored)."""
+        import ipaddress
+
+        user = request.headers.get("x-forwarded-user", "").strip()
+        peer = request.scope.get("smartops.peer", "")
+        try:
+            trusted = bool(peer) and any(ipaddress.ip_address(peer) in net for net in self.proxies)
+        except ValueError:
+            trusted = False
+        if not user or not trusted:
+            return None
+        groups = tuple(g.strip() for g in request.headers.get("x-forwarded-groups", "").split(",") if g.strip())
+        email = request.headers.get("x-forwarded-email", "").strip()
+        return Identity(subject=user[:256], issuer="proxy", name=(email or user)[:128], how="proxy",
+                        groups=groups[:200])
 
     def identify(self, request, *, cookie: bool = True, query: bool = True) -> Identity | None:
         """Who makes this request, with the policy's role. None: nobody in particular (loopback without
@@ -73,6 +94,9 @@ class Access:
         :class:`Unauthorized` when nothing valid is presented and something is needed."""
         if cookie and self.session(request) is not None:
             return self._resolved(self.sessions.who(request.cookies.get(self.sessions.cookie)))
+        proxied = self.from_proxy(request)
+        if proxied is not None:
+            return self._resolved(proxied)
         for given in (bearer(request.headers), request.query_params.get("token") if query else None):
             if not given:
                 continue
@@ -126,7 +150,8 @@ def record_path(name: str) -> str:
 
 def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
            queue: str | None = None, sessions: Sessions | None = None,
-           policy: people_policy.Policy = people_policy.NONE, oidc: Any = None) -> list:
+           policy: people_policy.Policy = people_policy.NONE, oidc: Any = None,
+           trusted_proxies: Iterable[str] = ()) -> list:
     """The pages and the approval endpoints, as Starlette routes to put before the webhook's.
 
     ``archive``: a folder or a shared archive (``s3://`` + PostgreSQL), read through its storage;
@@ -137,7 +162,7 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
     from starlette.routing import Route
 
     sessions = Sessions.for_install() if sessions is None else sessions
-    access, env, files = Access(token, sessions, archive, policy), _templates(), list(files)
+    access, env, files = Access(token, sessions, archive, policy, trusted_proxies), _templates(), list(files)
 
     def html(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
         """A page (security headers: :class:`.security.Guard`)."""

@@ -113,3 +113,21 @@ def test_an_unreachable_provider_at_sign_in_is_a_page_saying_so_while_alerts_and
     assert client.get("/healthz").status_code == 200
     assert client.post("/alerts", json=ALERT, headers=bearer(TOKEN)).status_code == 202 and intake.handled
     assert client.get("/signin/callback?state=forged&code=x").status_code == 401
+
+
+@pytest.mark.parametrize("peer, trusted", [("10.1.2.3", True), ("192.168.7.7", False)])
+def test_proxy_headers_name_the_person_only_from_a_trusted_proxy(archive, tmp_path, peer, trusted):
+    sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
+    proxies = ["10.0.0.0/8"]
+    pages = web.routes(archive["folder"], TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
+                       trusted_proxies=proxies)
+    app = serve.proxied(serve.make_app(Intake(), TOKEN, pages), proxies)
+    client = TestClient(app, base_url=BASE, follow_redirects=False, client=(peer, 40000))
+    headers = {"X-Forwarded-User": "alice", "X-Forwarded-Email": "alice@example.com", "X-Forwarded-Groups": "sre"}
+    r = client.post(f"/approvals/{archive['plan']}", json={}, headers=headers)
+    plan = plan_store(archive["folder"]).get(archive["plan"])
+    if trusted:
+        assert r.status_code == 202 and "1 of 2" in r.json()["reason"]
+        assert [(d["subject"], d["issuer"], d["how"]) for d in plan.decisions] == [("alice", "proxy", "proxy")]
+    else:
+        assert r.status_code == 401 and plan.decisions == []
