@@ -146,7 +146,8 @@ def carry_out_approved(plan_id: str, archive: Any, base: Mapping[str, Any],
         log.info("plan %s is %s: not carried out again", plan.id, plan.state)
         return None
     try:
-        prep = prepare(plan.runbook, cli=plan_parameters(plan, plan.decided_by or "", base), base=dict(base))
+        decider = people.describe(plan.approvals[-1]) if plan.approvals else plan.decided_by or ""
+        prep = prepare(plan.runbook, cli=plan_parameters(plan, decider, base), base=dict(base))
     except ParameterError as e:  # this worker lacks what the plan needs: the plan must not stay "approved"
         loc.plan_store().finish(plan.id, plans.FAILED, f"not carried out: {e}", None)
         raise
