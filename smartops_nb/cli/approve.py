@@ -5,7 +5,12 @@ runbook bound to the plan and acts only if the same cause still holds on the sam
 queue (``--queue``/``$SMARTOPS_QUEUE``) a worker does it and this waits for the outcome. Exit 0:
 executed (or queued, with ``--no-wait``); 1: refused (expired, denied, already carried out, incident
 resolved, cause gone, target changed) or failed, with a one-line reason; 2: bad input (unknown plan
-id, missing operator); 3: queued and not finished within ``--wait``.
+id, missing operator; an unknown, expired or revoked ``$SMARTOPS_TOKEN``); 3: queued and not finished
+within ``--wait``, or the first of two approvals the policy's two-person rule asks for.
+
+Who approves: the user of ``$SMARTOPS_TOKEN`` (a personal token, ``smartops token create``) when it is
+set, else the typed ``--operator`` / ``$SMARTOPS_OPERATOR`` / OS user. The policy file in force
+(``--policy``, ``$SMARTOPS_POLICY`` or ``parameters/policy.yaml``) says whether they may.
 """
 from __future__ import annotations
 
@@ -18,8 +23,28 @@ from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PEND
 from .archive import add_location
 
 
-def _operator(args) -> str:
-    return args.operator or os.environ.get("SMARTOPS_OPERATOR") or os.environ.get("USER") or ""
+TOKEN_ENV = "SMARTOPS_TOKEN"
+
+
+def _operator(args, archive=None):
+    """The caller: the identity ``$SMARTOPS_TOKEN`` proves (Unauthorized if it does not), else the typed name."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        from smartops_nb.people.tokens import Tokens
+
+        return Tokens(archive if archive is not None else _archive(args)).identity(token)
+    return getattr(args, "operator", None) or os.environ.get("SMARTOPS_OPERATOR") or os.environ.get("USER") or ""
+
+
+def _policy(args):
+    from smartops_nb.people import policy
+
+    return policy.load(getattr(args, "policy", None))
+
+
+def add_policy(p) -> None:
+    p.add_argument("--policy", metavar="FILE", help="the policy file (default $SMARTOPS_POLICY, else "
+                                                    "parameters/policy.yaml if present; none: no checks)")
 
 
 def register(subparsers, parser_class) -> None:
@@ -31,8 +56,10 @@ def register(subparsers, parser_class) -> None:
                     "writes a record linked to the incident. Exit 0 executed; 1 refused or failed (one line says "
                     "why); 2 bad input.")
     p.add_argument("plan_id", metavar="PLAN_ID", help="the plan's id (pl-...)")
-    p.add_argument("--operator", metavar="NAME", help="who approves (default $SMARTOPS_OPERATOR or $USER)")
+    p.add_argument("--operator", metavar="NAME", help="who approves where no $SMARTOPS_TOKEN is set "
+                                                      "(default $SMARTOPS_OPERATOR or $USER)")
     add_location(p)
+    add_policy(p)
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="parameters files (secrets the record masks, notify: targets), as for `smartops run`")
     p.add_argument("--cell-timeout", type=int, default=600, metavar="S", help="seconds one cell may run (600)")
@@ -49,8 +76,10 @@ def register(subparsers, parser_class) -> None:
                                           "pending any more.")
     p.add_argument("plan_id", metavar="PLAN_ID")
     p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept with the plan, sent to the channels)")
-    p.add_argument("--operator", metavar="NAME", help="who denies (default $SMARTOPS_OPERATOR or $USER)")
+    p.add_argument("--operator", metavar="NAME", help="who denies where no $SMARTOPS_TOKEN is set "
+                                                      "(default $SMARTOPS_OPERATOR or $USER)")
     add_location(p)
+    add_policy(p)
     p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
                    help="parameters files with the notify: section")
     p.set_defaults(func=cmd_deny)
@@ -90,15 +119,19 @@ def _decide(command: str, call) -> tuple[object, int | None]:
     input (no such plan, no operator), 1 for a real plan that cannot be acted on (or a record that
     could not be written)."""
     from smartops_nb.contract import ParameterError
+    from smartops_nb.people.identity import Forbidden, Unauthorized
     from smartops_nb.records.plans import PlanRefused, UnknownPlan
     from smartops_nb.records.record import RecordWriteError
 
     try:
         return call(), None
+    except Unauthorized as e:
+        print(f"smartops {command}: unauthorized: {e} (${TOKEN_ENV})", file=sys.stderr)
+        return None, EXIT_BAD_INPUT
     except (ParameterError, UnknownPlan) as e:
         print(f"smartops {command}: {e}", file=sys.stderr)
         return None, EXIT_BAD_INPUT
-    except PlanRefused as e:
+    except (PlanRefused, Forbidden) as e:
         print(f"smartops {command}: refused: {e}", file=sys.stderr)
         return None, EXIT_FAILED
     except RecordWriteError as e:
@@ -112,7 +145,8 @@ def cmd_approve(args) -> int:
     if args.queue:
         return _approve_queued(args)
     out, failed = _decide("approve", lambda: approve.carry_out(
-        args.plan_id, _operator(args), _archive(args), files=args.parameters_file, cell_timeout=args.cell_timeout))
+        args.plan_id, _operator(args), _archive(args), files=args.parameters_file, cell_timeout=args.cell_timeout,
+        policy=_policy(args)))
     if failed is not None:
         return failed
     print(f"plan {out.plan.id}: {out.status}: {out.reason}")
@@ -130,9 +164,15 @@ def _approve_queued(args) -> int:
     if failed is not None:
         return failed
     queued, failed = _decide("approve", lambda: approvals.queue_approval(
-        args.queue, args.plan_id, _operator(args), archive, files=args.parameters_file))
+        args.queue, args.plan_id, _operator(args, archive), archive, files=args.parameters_file,
+        policy=_policy(args)))
     if failed is not None:
         return failed
+    if queued.job_id is None:
+        from smartops_nb.execution.approve import awaiting
+
+        print(f"plan {queued.plan.id}: pending: {awaiting(queued.plan)}")
+        return EXIT_PENDING
     print(f"plan {queued.plan.id}: approved by {queued.plan.decided_by}; queued as job {queued.job_id} "
           f"({queued.plan.action} on {queued.plan.target})", flush=True)
     if args.no_wait:
@@ -157,7 +197,7 @@ def cmd_deny(args) -> int:
     from smartops_nb.execution import approve
 
     plan, failed = _decide("deny", lambda: approve.deny(args.plan_id, _operator(args), args.reason, _archive(args),
-                                                        files=args.parameters_file))
+                                                        files=args.parameters_file, policy=_policy(args)))
     if failed is not None:
         return failed
     print(f"plan {plan.id}: denied by {plan.decided_by}: {plan.reason}")

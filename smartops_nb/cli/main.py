@@ -21,7 +21,7 @@ from smartops_nb.params import ParameterError, parse_cli_value
 #: Modules with ``register(subparsers, parser_class)`` adding their own sub-commands.
 EXTRA_COMMANDS: list[str] = ["smartops_nb.cli.sandbox", "smartops_nb.cli.postmortem", "smartops_nb.cli.serve",
                              "smartops_nb.cli.lab", "smartops_nb.cli.archive", "smartops_nb.cli.approve",
-                             "smartops_nb.cli.queue", "smartops_nb.cli.postincident"]
+                             "smartops_nb.cli.queue", "smartops_nb.cli.postincident", "smartops_nb.cli.people"]
 log = logging.getLogger("smartops")
 
 

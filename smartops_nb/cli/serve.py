@@ -38,6 +38,17 @@ def register(subparsers, parser_class) -> None:
     s.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
                    help="a reverse proxy's address or network (repeatable; default $SMARTOPS_TRUSTED_PROXIES, "
                         "comma-separated): only from these are X-Forwarded-For/-Proto believed; none: never")
+    s.add_argument("--policy", metavar="FILE",
+                   help="the team's policy file: roles and who may approve what (default $SMARTOPS_POLICY, else "
+                        "parameters/policy.yaml if present); with one, the serve token may only post alerts")
+    s.add_argument("--oidc-issuer", metavar="URL", help="sign people in to the pages with this OpenID Connect "
+                                                         "provider (discovery from URL/.well-known/openid-configuration)")
+    s.add_argument("--oidc-client-id", default=os.environ.get("SMARTOPS_OIDC_CLIENT_ID"), metavar="ID",
+                   help="the client id registered with the provider (default $SMARTOPS_OIDC_CLIENT_ID)")
+    s.add_argument("--oidc-client-secret", default=os.environ.get("SMARTOPS_OIDC_CLIENT_SECRET"), metavar="SECRET",
+                   help="its secret (default $SMARTOPS_OIDC_CLIENT_SECRET; prefer the variable)")
+    s.add_argument("--oidc-groups-claim", default="groups", metavar="CLAIM", help="the ID token claim with the "
+                                                                                   "person's groups (groups)")
     s.add_argument("--workers", type=int, default=2, help="runs at the same time (2)")
     s.add_argument("--queue", type=_queue, default=None, metavar="DSN",
                    help="PostgreSQL DSN of the job queue: queue mode (default $SMARTOPS_QUEUE; none: in-process). "
@@ -84,10 +95,22 @@ def cmd_serve(args) -> int:
         if args.workers < 1 or size < 1:
             raise ParameterError("--workers and --queue-size must be at least 1")
         routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
+        from smartops_nb.people import policy as people_policy
+
+        policy = people_policy.load(args.policy)  # a file that does not parse: exit 2 now, naming the line
+        oidc = None
+        if args.oidc_issuer:
+            from smartops_nb.server.oidc import Provider
+
+            if not args.oidc_client_id:
+                raise ParameterError("--oidc-issuer needs --oidc-client-id (or $SMARTOPS_OIDC_CLIENT_ID)")
+            oidc = Provider(args.oidc_issuer, args.oidc_client_id, args.oidc_client_secret or "",
+                            groups_claim=args.oidc_groups_claim)
         archive = open_archive(args.archive, args.index).target
         return serve.serve(routes, archive, host=args.host, port=args.port, token=token,
                            workers=args.workers, queue_size=size, warm=args.warm, drain_timeout=args.drain_timeout,
-                           cell_timeout=args.cell_timeout, queue_dsn=dsn, trusted_proxies=proxies)
+                           cell_timeout=args.cell_timeout, queue_dsn=dsn, trusted_proxies=proxies,
+                           policy=policy, oidc=oidc)
     except ParameterError as e:
         print(f"smartops serve: {e}", file=sys.stderr)
         return 2

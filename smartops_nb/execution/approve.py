@@ -26,8 +26,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from smartops_nb import redact
 from smartops_nb.alerts import notify
-from smartops_nb.contract import EXIT_FAILED, EXIT_OK, ParameterError
+from smartops_nb.contract import EXIT_FAILED, EXIT_OK, EXIT_PENDING, ParameterError
 from smartops_nb.params import CONFIG_SECTIONS, load_yaml_files, parse_time
+from smartops_nb.people import identity as people
+from smartops_nb.people import policy as people_policy
+from smartops_nb.people.identity import Identity
 from smartops_nb.records import archive as record_archive
 from smartops_nb.records import plans
 from smartops_nb.records.plans import Plan, PlanRefused
@@ -41,13 +44,13 @@ log = logging.getLogger("smartops.approve")
 @dataclass
 class Outcome:
     plan: Plan
-    status: str                    # executed | refused | failed
+    status: str                    # executed | refused | failed | pending (the two-person rule: 1 of 2)
     reason: str
     result: Result | None = None   # the mitigating run's record
 
     @property
     def exit_code(self) -> int:
-        return EXIT_OK if self.status == plans.EXECUTED else EXIT_FAILED
+        return {plans.EXECUTED: EXIT_OK, plans.PENDING: EXIT_PENDING}.get(self.status, EXIT_FAILED)
 
 
 def plan_parameters(plan: Plan, operator: str, base: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,25 +89,47 @@ def resolved_since(archive: Any, plan: Plan) -> str | None:
     return None
 
 
-def claim(plan_id: str, operator: str, archive: Any, *, files: Iterable[str] = ()) -> tuple[Plan, Prepared]:
+def environment_of(plan: Plan) -> str:
+    return str(plan.plan.get("parameters", {}).get("environment", ""))
+
+
+def claim(plan_id: str, operator: "str | Identity", archive: Any, *, files: Iterable[str] = (),
+          policy: people_policy.Policy = people_policy.NONE) -> tuple[Plan, Prepared]:
     """Check the approval and take the plan (exactly one approver wins): its parameters are prepared
-    first, so bad or missing input claims nothing. Raises PlanRefused or ParameterError."""
-    if not operator.strip():
+    first, so bad or missing input claims nothing. ``operator``: the approver as authenticated, or a
+    typed name where nothing authenticates (a local folder archive). ``policy`` says who may approve
+    this action here, and whether two different people must (then the first approval returns the
+    plan still pending). Raises PlanRefused, ParameterError or :class:`~smartops_nb.people.identity.Forbidden`."""
+    who = people.of(operator) if not isinstance(operator, str) or operator.strip() else None
+    if who is None:
         raise ParameterError("an approval needs the operator's name (--operator NAME)")
     store = record_archive.plan_store(archive)
     plan = store.get(plan_id)
+    who = policy.resolve(who)
+    rule = policy.may_approve(who, plan.action, environment_of(plan), plan.severity)
     base = load_yaml_files(files)
-    prep = prepare(plan.runbook, cli=plan_parameters(plan, operator, base), base=base)
-    plan = store.claim(plan_id, operator, resolved_by=resolved_since(archive, plan))
-    log.info("plan %s approved by %s: %s on %s", plan.id, operator, plan.action, plan.target)
+    prep = prepare(plan.runbook, cli=plan_parameters(plan, who.decider, base), base=base)
+    needed = 2 if rule.two_person else 1
+    plan = store.claim(plan_id, who.name, resolved_by=resolved_since(archive, plan), who=who.to_dict(), needed=needed)
+    log.info("plan %s approved by %s (%d of %d): %s on %s", plan.id, who.label, max(len(plan.approvals), 1), needed,
+             plan.action, plan.target)
     return plan, prep
 
 
-def carry_out(plan_id: str, operator: str, archive: Any, *, files: Iterable[str] = (),
-              cell_timeout: int = 600, progress: bool = False, kernel=None) -> Outcome:
+def awaiting(plan: Plan) -> str:
+    """What a partial approval under the two-person rule says."""
+    names = ", ".join(d["name"] for d in plan.approvals)
+    return f"approved by {names}: {len(plan.approvals)} of 2; it runs when a second person approves before {plan.expires_at}"
+
+
+def carry_out(plan_id: str, operator: "str | Identity", archive: Any, *, files: Iterable[str] = (),
+              cell_timeout: int = 600, progress: bool = False, kernel=None,
+              policy: people_policy.Policy = people_policy.NONE) -> Outcome:
     """Approve and carry out one plan in this process; raises PlanRefused (nothing done) or
     ParameterError (bad input)."""
-    plan, prep = claim(plan_id, operator, archive, files=files)
+    plan, prep = claim(plan_id, operator, archive, files=files, policy=policy)
+    if plan.status == plans.PENDING:
+        return Outcome(plan, plans.PENDING, awaiting(plan))
     loc = record_archive.location(archive)
     return run_claimed(plan, prep, loc, lambda p: investigate(p, loc.target, progress=progress,
                                                               cell_timeout=cell_timeout, kernel=kernel))
@@ -121,7 +146,8 @@ def carry_out_approved(plan_id: str, archive: Any, base: Mapping[str, Any],
         log.info("plan %s is %s: not carried out again", plan.id, plan.state)
         return None
     try:
-        prep = prepare(plan.runbook, cli=plan_parameters(plan, plan.decided_by or "", base), base=dict(base))
+        decider = people.describe(plan.approvals[-1]) if plan.approvals else plan.decided_by or ""
+        prep = prepare(plan.runbook, cli=plan_parameters(plan, decider, base), base=dict(base))
     except ParameterError as e:  # this worker lacks what the plan needs: the plan must not stay "approved"
         loc.plan_store().finish(plan.id, plans.FAILED, f"not carried out: {e}", None)
         raise
@@ -153,10 +179,13 @@ def run_claimed(plan: Plan, prep: Prepared, loc, run: Callable[[Prepared], Resul
     return Outcome(plan, status, reason, result)
 
 
-def deny(plan_id: str, operator: str, reason: str, archive: Any, *, files: Iterable[str] = ()) -> Plan:
-    if not operator.strip() or not reason.strip():
+def deny(plan_id: str, operator: "str | Identity", reason: str, archive: Any, *, files: Iterable[str] = (),
+         policy: people_policy.Policy = people_policy.NONE) -> Plan:
+    named = not isinstance(operator, str) or operator.strip()
+    if not named or not reason.strip():
         raise ParameterError("a denial needs the operator's name (--operator) and a reason (--reason)")
-    plan = record_archive.plan_store(archive).deny(plan_id, operator, reason)
+    who = policy.require(people.of(operator), "deny")
+    plan = record_archive.plan_store(archive).deny(plan_id, who.name, reason, who=who.to_dict())
     config = {k: v for k, v in load_yaml_files(files).items() if k in CONFIG_SECTIONS}
     notify.after_plan(config, plan.to_dict(), None, record_archive.location(archive).target)
     return plan

@@ -27,10 +27,11 @@ log = logging.getLogger("smartops.approve")
 @dataclass
 class Queued:
     plan: Plan
-    job_id: int
+    job_id: int | None   # None: the two-person rule still waits for a second approval
 
 
-def queue_approval(dsn: str, plan_id: str, operator: str, archive: Any, *, files: Iterable[str] = ()) -> Queued:
+def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files: Iterable[str] = (),
+                   policy: Any = None) -> Queued:
     """Claim the plan and defer its job; raises PlanRefused / ParameterError (nothing claimed: also
     when the queue is unreachable), or PlanRefused when the queue refused the job (claim released)."""
     import psycopg
@@ -42,7 +43,10 @@ def queue_approval(dsn: str, plan_id: str, operator: str, archive: Any, *, files
     except psycopg.Error as e:
         raise PlanRefused(f"plan {plan_id}: the queue at {queue_app.safe_dsn(dsn)} is unreachable "
                           f"({' '.join(str(e).split())}); nothing approved, nothing done") from None
-    plan, _ = approve.claim(plan_id, operator, archive, files=files)
+    plan, _ = approve.claim(plan_id, operator, archive, files=files,
+                            **({"policy": policy} if policy is not None else {}))
+    if plan.status != "approved":  # the two-person rule: one of two approvals, nothing to queue yet
+        return Queued(plan, None)
     app = queue_app.make_app(dsn)
     try:
         with app.open():

@@ -174,7 +174,7 @@ class PostgresIndex(Index):
         try:
             con.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
             con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
-            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.plans",)).fetchone()["t"]  # the newest table
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.plan_decisions",)).fetchone()["t"]  # the newest table
             if create and not made:
                 with con.transaction():
                     # two first writers racing CREATE ... IF NOT EXISTS collide in the catalog: one at a time
@@ -305,19 +305,44 @@ CREATE INDEX IF NOT EXISTS lessons_runbook ON lessons (runbook, at);
 @contextmanager
 def postincident_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
     """The index's post-incident tables (autocommit); None when reading an index that has none yet."""
+    with tables_db(index, "lessons", POSTINCIDENT_DDL, write=write) as con:
+        yield con
+# ==== end of post-incident checklist ================================================================
+
+
+# ==== people: personal tokens (smartops_nb/people/tokens.py) ========================================
+# Only a SHA-256 hash of each token is kept: a team shares them through this index.
+PEOPLE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.tokens (id text PRIMARY KEY, hash text NOT NULL UNIQUE, user_name text NOT NULL,
+    role text NOT NULL, created_at text NOT NULL, created_by text NOT NULL DEFAULT '', expires_at text,
+    revoked_at text);
+"""
+
+
+@contextmanager
+def people_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
+    """The index's token table (autocommit); None when reading an index that has none yet."""
+    with tables_db(index, "tokens", PEOPLE_DDL, write=write) as con:
+        yield con
+
+
+@contextmanager
+def tables_db(index: PostgresIndex, newest: str, ddl: str, *, write: bool = False) -> Iterator[Any]:
+    """The index with a block of tables beside the records' (made by ``ddl``, one maker at a time, when
+    ``newest`` is missing and ``write``); None when reading an index without them."""
     try:
         with index._connect(create=write) as con:
-            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.lessons",)).fetchone()["t"]
+            made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.{newest}",)).fetchone()["t"]
             if not made and not write:
                 yield None
                 return
             if not made:
                 with con.transaction():
                     con.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
-                    con.execute(POSTINCIDENT_DDL)
+                    con.execute(ddl)
             yield con
     except IndexMissing:
         if write:
             raise
         yield None
-# ==== end of post-incident checklist ================================================================
+# ==== end of people =================================================================================

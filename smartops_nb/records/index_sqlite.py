@@ -432,20 +432,45 @@ POSTINCIDENT_DDL = (
 @contextmanager
 def postincident_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
     """The index's post-incident tables (autocommit); None when reading an archive that has no index yet."""
+    with tables_db(folder, "lessons", POSTINCIDENT_DDL, write=write) as con:
+        yield con
+# ==== end of post-incident checklist ================================================================
+
+
+# ==== people: personal tokens (smartops_nb/people/tokens.py) ========================================
+# Only a SHA-256 hash of each token is kept. The same columns as index_postgres.PEOPLE_DDL.
+PEOPLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, user_name TEXT NOT NULL, "
+    "role TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL DEFAULT '', expires_at TEXT, "
+    "revoked_at TEXT)",
+)
+
+
+@contextmanager
+def people_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """The index's token table (autocommit); None when reading an archive that has none yet."""
+    with tables_db(folder, "tokens", PEOPLE_DDL, write=write) as con:
+        yield con
+
+
+@contextmanager
+def tables_db(folder: Path, newest: str, ddl: tuple[str, ...], *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """The index with a block of tables beside the records' (made by ``ddl`` when ``newest`` is missing
+    and ``write``); None when reading an archive without them."""
     try:
         con = connect(folder, create=write)
     except IndexMissing:
         yield None
         return
     try:
-        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'lessons'").fetchone() is None:
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (newest,)).fetchone() is None:
             if not write:
                 yield None
                 return
             with _setup_lock(index_path(folder)):
-                for statement in POSTINCIDENT_DDL:
+                for statement in ddl:
                     con.execute(statement)
         yield con
     finally:
         con.close()
-# ==== end of post-incident checklist ================================================================
+# ==== end of people =================================================================================

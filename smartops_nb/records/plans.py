@@ -19,7 +19,7 @@ import json
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -84,7 +84,11 @@ _COLUMNS = """
 _NAMES = tuple(c.split()[0] for c in _COLUMNS.split(","))
 #: One table, the same in SQLite (``plans.sqlite`` beside a folder archive) and in the PostgreSQL
 #: index's schema (a shared archive: every machine approves from it).
-DDL = f"CREATE TABLE IF NOT EXISTS plans ({_COLUMNS});\nCREATE INDEX IF NOT EXISTS plans_incident ON plans(incident_id);\n"
+DDL = f"CREATE TABLE IF NOT EXISTS plans ({_COLUMNS});\nCREATE INDEX IF NOT EXISTS plans_incident ON plans(incident_id);\n" + (
+    # who decided, as authenticated (one row per person and verb: the two-person rule counts them)
+    "CREATE TABLE IF NOT EXISTS plan_decisions (plan_id TEXT NOT NULL, verb TEXT NOT NULL, issuer TEXT NOT NULL, "
+    "subject TEXT NOT NULL, name TEXT NOT NULL, how TEXT NOT NULL, at TEXT NOT NULL, "
+    "PRIMARY KEY (plan_id, verb, issuer, subject));\n")
 #: How long an approval waits for another plan on the same target to finish (then it is refused).
 LOCK_WAIT_S = 1800.0
 
@@ -108,6 +112,11 @@ class Plan:
     reason: str | None
     outcome_record: str | None
     plan: dict[str, Any]
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # who approved/denied, as authenticated
+
+    @property
+    def approvals(self) -> list[dict[str, Any]]:
+        return [d for d in self.decisions if d["verb"] == "approve"]
 
     @property
     def state(self) -> str:
@@ -122,9 +131,10 @@ class Plan:
         return "smartops-plan-target:" + hashlib.sha256(f"{self.runbook}\0{self.target}".encode()).hexdigest()[:24]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "plan"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("plan", "decisions")}
         return {**d, "state": self.state, "parameters": self.plan.get("parameters", {}),
-                "causes": self.plan.get("causes", []), "evidence_digest": self.plan.get("evidence_digest")}
+                "causes": self.plan.get("causes", []), "evidence_digest": self.plan.get("evidence_digest"),
+                "decisions": list(self.decisions)}
 
 
 class PlanStore:
@@ -186,13 +196,28 @@ class PlanStore:
         row = self._run("SELECT * FROM plans WHERE id = ?", (plan_id,), fetch="one") if self._exists() else None
         if row is None:
             raise UnknownPlan(f"no plan {plan_id!r} in {self.where}")
-        return _plan(row)
+        return self._with_decisions([_plan(row)])[0]
 
     def of_incident(self, incident_id: str) -> list[Plan]:
         if not self._exists():
             return []
-        return [_plan(r) for r in self._run("SELECT * FROM plans WHERE incident_id = ? ORDER BY created_at, id",
-                                            (incident_id,), fetch="all")]
+        return self._with_decisions([_plan(r) for r in self._run(
+            "SELECT * FROM plans WHERE incident_id = ? ORDER BY created_at, id", (incident_id,), fetch="all")])
+
+    def _with_decisions(self, found: list[Plan]) -> list[Plan]:
+        for p in found:
+            p.decisions = self._run("SELECT verb, issuer, subject, name, how, at FROM plan_decisions "
+                                    "WHERE plan_id = ? ORDER BY at", (p.id,), fetch="all")
+        return found
+
+    def _decided(self, plan_id: str, verb: str, who: Mapping[str, Any] | None) -> bool:
+        """Keep who decided (False: this person already did ``verb`` on this plan)."""
+        if not who:
+            return True
+        return self._run("INSERT INTO plan_decisions (plan_id, verb, issuer, subject, name, how, at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (plan_id, verb, who["issuer"], who["subject"], who["name"], who["how"], iso(utcnow())),
+                         write=True) == 1
 
     def pending(self) -> list[Plan]:
         if not self._exists():
@@ -200,31 +225,47 @@ class PlanStore:
         rows = self._run("SELECT * FROM plans WHERE status = ? ORDER BY created_at", (PENDING,), fetch="all")
         return [p for p in map(_plan, rows) if p.state == PENDING]
 
-    def claim(self, plan_id: str, operator: str, *, resolved_by: str | None = None) -> Plan:
+    def claim(self, plan_id: str, operator: str, *, resolved_by: str | None = None,
+              who: Mapping[str, Any] | None = None, needed: int = 1) -> Plan:
         """Approve a pending plan for carrying out, atomically: exactly one caller wins.
 
+        ``who``: the approver's identity (subject, issuer, name, how), kept with the plan.
+        ``needed`` > 1 (the two-person rule): each different person's approval is kept; the plan stays
+        pending (returned so) until the ``needed``-th, which claims it if it is still within expiry.
         Raises :class:`PlanRefused` (nothing changed) when the plan is unknown, expired, denied,
-        already approved or carried out, or when ``resolved_by`` names a record that resolved the
-        incident since the plan was made."""
+        already approved or carried out, approved already by this same person, or when ``resolved_by``
+        names a record that resolved the incident since the plan was made."""
         plan = self.get(plan_id)
         if resolved_by:
             raise PlanRefused(f"plan {plan_id}: incident {plan.incident_id} was resolved since "
                               f"(record {resolved_by}); nothing to do")
+        if needed > 1:
+            if plan.state != PENDING:
+                raise PlanRefused(self._why_not(plan))
+            if not self._decided(plan_id, "approve", who):
+                raise PlanRefused(f"plan {plan_id}: {who['name'] if who else operator} already approved it; "
+                                  f"it needs {needed} different people")
+            plan = self.get(plan_id)
+            if len(plan.approvals) < needed:
+                return plan
         now = iso(utcnow())
         won = self._run("UPDATE plans SET status = ?, decided_by = ?, decided_at = ? "
                         "WHERE id = ? AND status = ? AND expires_at > ?",
                         (APPROVED, operator, now, plan_id, PENDING, now), write=True) == 1
         if not won:
             raise PlanRefused(self._why_not(self.get(plan_id)))
+        if needed <= 1:
+            self._decided(plan_id, "approve", who)
         return self.get(plan_id)
 
-    def deny(self, plan_id: str, operator: str, reason: str) -> Plan:
+    def deny(self, plan_id: str, operator: str, reason: str, *, who: Mapping[str, Any] | None = None) -> Plan:
         now = iso(utcnow())
         won = self._run("UPDATE plans SET status = ?, decided_by = ?, decided_at = ?, reason = ? "
                         "WHERE id = ? AND status = ?", (DENIED, operator, now, reason, plan_id, PENDING),
                         write=True) == 1
         if not won:
             raise PlanRefused(self._why_not(self.get(plan_id)))
+        self._decided(plan_id, "deny", who)
         return self.get(plan_id)
 
     def release(self, plan_id: str, why: str) -> Plan:

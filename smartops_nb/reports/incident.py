@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from smartops_nb.people.identity import describe
 from smartops_nb import response
 from smartops_nb.alerts.routes import alert_key_of
 from smartops_nb.postincident import checklist
@@ -162,6 +163,7 @@ def text(inc: dict[str, Any]) -> str:
                                         f"{outcome}{follow}" + (f" (approve: smartops approve {p['id']} "
                                                                 f"--operator NAME, until {p['expires_at']})"
                                                                 if p["state"] == PENDING else "")))
+        events += [(d["at"], f"  plan {p['id']} {d['verb']}d by {describe(d)}") for d in p.get("decisions") or []]
     lines += [f"  {at}  {what}" for at, what in sorted(events, key=lambda x: str(x[0]))]
     due = [x for x in inc["response"].get("escalations", []) if x["status"] in ("due", "overdue")]
     lines += [f"escalation {x['status']}: {x['role']} at {x['due_at']} ({x.get('contact', '')})" for x in due]

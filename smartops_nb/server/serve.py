@@ -352,13 +352,29 @@ def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float,
         sockets=[sock])
 
 
+def proxied(app, trusted_proxies: list[str] = ()):
+    """``app`` behind uvicorn's proxy-headers middleware (``X-Forwarded-For``/``-Proto`` from
+    ``trusted_proxies`` only), the connection's own peer kept in ``scope["smartops.peer"]``: the pages
+    believe ``X-Forwarded-User`` only when that peer is a trusted proxy (:mod:`.web`)."""
+    if not trusted_proxies:
+        return app
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    inner = ProxyHeadersMiddleware(app, trusted_hosts=list(trusted_proxies))
+
+    async def keep_peer(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope["smartops.peer"] = (scope.get("client") or ("", 0))[0]
+        await inner(scope, receive, send)
+    return keep_peer
+
+
 def http_config(app, trusted_proxies: list[str] = ()):
     """uvicorn's configuration for ``app``: ``X-Forwarded-*`` used only from ``trusted_proxies``."""
     import uvicorn
 
-    return uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=5,
-                          timeout_graceful_shutdown=10, proxy_headers=bool(trusted_proxies),
-                          forwarded_allow_ips=list(trusted_proxies) or None)
+    return uvicorn.Config(proxied(app, trusted_proxies), log_config=None, access_log=False, lifespan="on",
+                          timeout_keep_alive=5, timeout_graceful_shutdown=10, proxy_headers=False)
 
 
 def check_listen_address(host: str, token: str | None) -> None:
@@ -369,11 +385,13 @@ def check_listen_address(host: str, token: str | None) -> None:
 
 def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
           workers: int = 2, queue_size: int = 10, warm: int | None = None, drain_timeout: float = 60,
-          cell_timeout: int = 600, queue_dsn: str | None = None, trusted_proxies: list[str] = ()) -> int:
+          cell_timeout: int = 600, queue_dsn: str | None = None, trusted_proxies: list[str] = (),
+          policy: Any = None, oidc: Any = None) -> int:
     """Listen until SIGTERM/SIGINT, then drain. Refuses a non-loopback address without a token.
 
     ``queue_dsn``: queue mode (runs become jobs for ``smartops worker``); else in-process mode.
-    ``trusted_proxies``: the only peers whose ``X-Forwarded-*`` headers are used."""
+    ``trusted_proxies``: the only peers whose ``X-Forwarded-*`` headers are used.
+    ``policy``: the team's :class:`~smartops_nb.people.policy.Policy` (None: no policy file)."""
     check_listen_address(host, token)
     from smartops_nb.server import web
     from smartops_nb.server.sessions import Sessions, install_secret
@@ -391,7 +409,9 @@ def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int =
     log.info("listening on http://%s:%d (routes: %d, %s, %s)", host, sock.getsockname()[1], len(routes.routes),
              mode.describe(), "bearer token required" if token else "no token: loopback only")
     pages = web.routes(archive, token, files=routes.files, public_url=public_url, queue=queue_dsn,
-                       sessions=Sessions(secret, port=sock.getsockname()[1]))
+                       sessions=Sessions(secret, port=sock.getsockname()[1]),
+                       **({"policy": policy} if policy is not None else {}), oidc=oidc,
+                       trusted_proxies=trusted_proxies)
     try:
         run_http(mode, sock, token, drain_timeout, pages, host=host, public_url=public_url,
                  trusted_proxies=trusted_proxies)

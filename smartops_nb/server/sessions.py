@@ -4,7 +4,7 @@
   made on the first start (written to a private temporary file, then linked into place: two processes
   starting at once end up with the same one). It keys the CSRF tokens of the pages' forms (in loopback
   mode too: an attacker cannot compute them) and signs session ids.
-- **Sessions**: signing in with the serve token starts one; the cookie holds its id and a signature,
+- **Sessions**: signing in (the serve token, a personal token) starts one, holding who signed in; the cookie holds its id and a signature,
   never the token. Sessions live in this process (a restart signs everyone out), end after
   :data:`SESSION_TTL` or on sign-out, and are bounded in number (the oldest give way).
 - **The cookie's name** carries the port and an id of the install: cookies are not port-scoped, so two
@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from smartops_nb.contract import ParameterError
 
@@ -71,6 +71,7 @@ class Sessions:
                  limit: int = MAX_SESSIONS, clock: Callable[[], float] = time.time):
         self._secret, self.ttl, self.limit, self._clock = secret, ttl, limit, clock
         self._expiry: dict[str, float] = {}   # session id -> when it ends (insertion order = age)
+        self._who: dict[str, Any] = {}        # session id -> who signed in (None: the shared serve token)
         self._lock = threading.Lock()
         install = self.mac("install-id", "")[:8]
         self.cookie = f"smartops_session_{port}_{install}" if port else f"smartops_session_{install}"
@@ -83,16 +84,17 @@ class Sessions:
         """HMAC-SHA256 of ``value`` for ``purpose`` under the install's secret (hex)."""
         return hmac.new(self._secret, f"{purpose}\0{value}".encode(), hashlib.sha256).hexdigest()
 
-    def start(self) -> str:
-        """A new session; the cookie value that names it (``id.signature``)."""
+    def start(self, who: Any = None) -> str:
+        """A new session for ``who``; the cookie value that names it (``id.signature``)."""
         sid = secrets.token_urlsafe(24)
         now = self._clock()
         with self._lock:
             for old in [s for s, end in self._expiry.items() if end <= now]:
-                del self._expiry[old]
+                self._drop(old)
             while len(self._expiry) >= self.limit:
-                del self._expiry[next(iter(self._expiry))]
+                self._drop(next(iter(self._expiry)))
             self._expiry[sid] = now + self.ttl
+            self._who[sid] = who
         return f"{sid}.{self.mac('session', sid)}"
 
     def check(self, value: str | None) -> str | None:
@@ -103,16 +105,25 @@ class Sessions:
         with self._lock:
             end = self._expiry.get(sid)
             if end is None or end <= self._clock():
-                self._expiry.pop(sid, None)
+                self._drop(sid)
                 return None
         return sid
+
+    def who(self, value: str | None) -> Any:
+        """Who signed in to the live session a cookie value names (None: none, or the shared token)."""
+        sid = self.check(value)
+        return self._who.get(sid) if sid else None
+
+    def _drop(self, sid: str) -> None:
+        self._expiry.pop(sid, None)
+        self._who.pop(sid, None)
 
     def end(self, value: str | None) -> None:
         """Sign out: the session a cookie value names ends now."""
         sid = self.check(value)
         if sid:
             with self._lock:
-                self._expiry.pop(sid, None)
+                self._drop(sid)
 
     def __len__(self) -> int:
         return len(self._expiry)

@@ -13,7 +13,14 @@ the port and the install (:mod:`.sessions`); it lasts 12 hours or until "Sign ou
 secret (and the session), checked besides the Origin (:mod:`.security`), and call the same code as
 ``smartops approve`` / ``smartops deny``. ``POST /approvals/PLAN_ID`` is the same approval for
 automation (bearer token, JSON body ``{"operator": "..."}``); with a queue both hand the claimed plan
-to the workers (202, the job's id). The archive is a folder or ``s3://`` + PostgreSQL: records are
+to the workers (202, the job's id).
+
+People (:mod:`smartops_nb.people`): a personal token (``smartops token create``; bearer, or ``?token=``
+once) names a person, whose role the policy file may raise; every decision then names that identity and
+the typed name is ignored. The serve token is the Alertmanager credential: with a policy file it may only
+post alerts (pages 403, approvals 403); without one it stays the single shared admin credential, and
+the typed name is the decider, as before. Expired/revoked/unknown token: 401; a role that may not: 403
+naming the missing permission. The archive is a folder or ``s3://`` + PostgreSQL: records are
 read through its storage (S3 objects fetched once to a read-only local copy), plans from its plan
 store. Without a token, ``serve`` listens on
 loopback only and the pages are open to that machine's users — not to its other origins' pages.
@@ -29,6 +36,9 @@ from urllib.parse import quote, urlencode
 
 from smartops_nb.contract import ParameterError
 from smartops_nb.execution import approve as approvals
+from smartops_nb.people import policy as people_policy
+from smartops_nb.people.identity import Forbidden, Identity, Unauthorized, alertmanager
+from smartops_nb.people.tokens import PREFIX as TOKEN_PREFIX, Tokens
 from smartops_nb.jobs.approvals import queue_approval
 from smartops_nb.records import archive as record_archive
 from smartops_nb.records.plans import PlanRefused, UnknownPlan
@@ -49,23 +59,64 @@ FILTERS = ("runbook", "severity", "environment", "cause", "since", "q")
 
 
 class Access:
-    """Who may see the pages and act: the serve token (``?token=`` signs in, or a bearer header) or a
-    sign-in session (:mod:`.sessions`); and the CSRF token of the forms, keyed by the install's secret."""
+    """Who may see the pages and act: the serve token or a personal token (``?token=`` signs in, or a
+    bearer header) or a sign-in session (:mod:`.sessions`); and the CSRF token of the forms, keyed by
+    the install's secret."""
 
-    def __init__(self, token: str | None, sessions: Sessions):
-        self.token, self.sessions = token, sessions
+    def __init__(self, token: str | None, sessions: Sessions, archive: Any = None,
+                 policy: people_policy.Policy = people_policy.NONE, trusted_proxies: Iterable[str] = ()):
+        import ipaddress
+
+        self.token, self.sessions, self.archive, self.policy = token, sessions, archive, policy
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def from_proxy(self, request) -> Identity | None:
+        """The person a trusted reverse proxy (oauth2-proxy) names in ``X-Forwarded-User``/``-Email``/
+        ``-Groups``; None when the connection's peer is not a ``--trusted-proxy`` (the headers are ignored)."""
+        import ipaddress
+
+        user = request.headers.get("x-forwarded-user", "").strip()
+        peer = request.scope.get("smartops.peer", "")
+        try:
+            trusted = bool(peer) and any(ipaddress.ip_address(peer) in net for net in self.proxies)
+        except ValueError:
+            trusted = False
+        if not user or not trusted:
+            return None
+        groups = tuple(g.strip() for g in request.headers.get("x-forwarded-groups", "").split(",") if g.strip())
+        email = request.headers.get("x-forwarded-email", "").strip()
+        return Identity(subject=user[:256], issuer="proxy", name=(email or user)[:128], how="proxy",
+                        groups=groups[:200])
+
+    def identify(self, request, *, cookie: bool = True, query: bool = True) -> Identity | None:
+        """Who makes this request, with the policy's role. None: nobody in particular (loopback without
+        a token, or the shared serve token without a policy): the typed name decides, as before.
+        :class:`Unauthorized` when nothing valid is presented and something is needed."""
+        if cookie and self.session(request) is not None:
+            return self._resolved(self.sessions.who(request.cookies.get(self.sessions.cookie)))
+        proxied = self.from_proxy(request)
+        if proxied is not None:
+            return self._resolved(proxied)
+        for given in (bearer(request.headers), request.query_params.get("token") if query else None):
+            if not given:
+                continue
+            if self.token_ok(given):
+                return self._resolved(alertmanager()) if self.policy.configured else None
+            if given.startswith(TOKEN_PREFIX) and self.archive is not None:
+                return self._resolved(Tokens(self.archive).identity(given))
+            raise Unauthorized("missing or unknown token")
+        if self.token is None and not self.policy.configured:
+            return None
+        raise Unauthorized("sign in: a personal token (Authorization: Bearer, or ?token= once) or the serve token")
+
+    def _resolved(self, who: Identity | None) -> Identity | None:
+        return None if who is None else self.policy.resolve(who)
 
     def session(self, request) -> str | None:
         return self.sessions.check(request.cookies.get(self.sessions.cookie))
 
     def token_ok(self, given: str | None) -> bool:
         return bool(given) and self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
-
-    def allowed(self, request) -> bool:
-        if self.token is None:  # serve refuses to listen beyond loopback without a token
-            return True
-        return (self.session(request) is not None or self.token_ok(request.query_params.get("token"))
-                or self.token_ok(bearer(request.headers)))
 
     def csrf(self, request) -> str:
         """The token every state-changing form carries: an attacker's page can neither read nor compute it."""
@@ -98,7 +149,9 @@ def record_path(name: str) -> str:
 
 
 def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
-           queue: str | None = None, sessions: Sessions | None = None) -> list:
+           queue: str | None = None, sessions: Sessions | None = None,
+           policy: people_policy.Policy = people_policy.NONE, oidc: Any = None,
+           trusted_proxies: Iterable[str] = ()) -> list:
     """The pages and the approval endpoints, as Starlette routes to put before the webhook's.
 
     ``archive``: a folder or a shared archive (``s3://`` + PostgreSQL), read through its storage;
@@ -109,29 +162,42 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
     from starlette.routing import Route
 
     sessions = Sessions.for_install() if sessions is None else sessions
-    access, env, files = Access(token, sessions), _templates(), list(files)
+    access, env, files = Access(token, sessions, archive, policy, trusted_proxies), _templates(), list(files)
 
     def html(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
         """A page (security headers: :class:`.security.Guard`)."""
-        body = env.get_template(template).render(csrf=access.csrf(request),
+        who = getattr(request.state, "who", None)
+        body = env.get_template(template).render(csrf=access.csrf(request), who=who,
                                                  signed_in=access.session(request) is not None, **ctx)
         return HTMLResponse(body, status_code=status)
 
     def guarded(handler):
         async def endpoint(request: Request):
-            if not access.allowed(request):
-                return html(request, "error.html", 401, title="Sign in", message="This page needs the serve token: "
-                            "open the link from the alert, or add ?token=… once.")
-            if request.method == "GET" and access.token_ok(request.query_params.get("token")):
+            try:
+                who = await run_in_threadpool(access.identify, request)
+                if who is not None:
+                    who.require("view")
+            except Unauthorized as e:
+                if oidc is not None and request.method == "GET":  # the team's identity provider signs people in
+                    return RedirectResponse(f"/signin?{urlencode({'next': request.url.path})}", status_code=303)
+                return html(request, "error.html", 401, title="Sign in", message=f"{e}. Open the link from the "
+                            "alert, or add ?token=… once (the serve token, or your personal token).")
+            except Forbidden as e:
+                return html(request, "error.html", 403, title="Refused", message=str(e))
+            request.state.who = who
+            if request.method == "GET" and request.query_params.get("token") and access.session(request) is None:
                 # signed in with ?token=: a session in a cookie (never the token), the token off the address bar
                 rest = {k: v for k, v in request.query_params.items() if k != "token"}
                 to = request.url.path + (f"?{urlencode(rest)}" if rest else "")
                 out = RedirectResponse(to, status_code=303)
-                out.set_cookie(sessions.cookie, sessions.start(), max_age=int(sessions.ttl), httponly=True,
+                out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
                                samesite="strict", secure=request.url.scheme == "https", path="/")
                 return out
             try:
                 return await handler(request)
+            except Forbidden as e:
+                log.warning("%s %s refused: %s", request.method, request.url.path, e)
+                return html(request, "error.html", 403, title="Refused", message=f"{e}: nothing was done.")
             except (record_archive.IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
                 return html(request, "error.html", 404, title="Not found", message=str(e))
         return endpoint
@@ -174,14 +240,15 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
             return html(request, "error.html", 403, title="Refused",
                         message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
         plan = await run_in_threadpool(lambda: record_archive.plan_store(archive).get(plan_id))
-        operator = str(form.get("operator", "")).strip()
+        operator = request.state.who or str(form.get("operator", "")).strip()  # the typed name: no identity
         if verb == "approve":
             if str(form.get("confirm", "")).strip() not in (plan.target, plan.id):
                 said = f"not approved: type the target ({plan.target}) or the plan id to confirm"
             else:
-                said = await run_in_threadpool(_approve, plan_id, operator, archive, files, queue)
+                said = await run_in_threadpool(_approve, plan_id, operator, archive, files, queue, policy)
         else:
-            said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files)
+            said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files,
+                                           policy)
         return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
 
     async def learn(request: Request):
@@ -199,25 +266,31 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         return RedirectResponse(f"{incident_path(incident_id)}?{urlencode({'m': said})}", status_code=303)
 
     async def approval_api(request: Request):
-        if not access.allowed(request) or (access.token is not None and sessions.cookie in request.cookies
-                                           and not bearer(request.headers)):
-            # automation presents the bearer token; a browser's cookie alone does not approve (CSRF)
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": 'Bearer realm="smartops"'})
+        try:
+            # automation presents a bearer token; a browser's cookie alone does not approve (CSRF)
+            who = await run_in_threadpool(lambda: access.identify(request, cookie=False, query=False))
+        except Unauthorized as e:
+            return JSONResponse({"error": str(e)}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="smartops"'})
         try:
             body = json.loads(await request.body() or b"{}")
-            operator = str(body.get("operator", "")) if isinstance(body, dict) else ""
+            operator = who or (str(body.get("operator", "")) if isinstance(body, dict) else "")
         except ValueError:
             return JSONResponse({"error": "body must be JSON: {\"operator\": NAME}"}, status_code=400)
         plan_id = request.path_params["plan_id"]
         try:
             if queue:
                 queued = await run_in_threadpool(lambda: queue_approval(queue, plan_id, operator, archive,
-                                                                        files=files))
+                                                                        files=files, policy=policy))
+                if queued.job_id is None:
+                    return JSONResponse({"plan": plan_id, "status": "pending",
+                                         "reason": approvals.awaiting(queued.plan)}, status_code=202)
                 return JSONResponse({"plan": plan_id, "status": "queued", "job": queued.job_id,
                                      "reason": f"approved by {queued.plan.decided_by}; a worker carries it out"},
                                     status_code=202)
-            out = await run_in_threadpool(approvals.carry_out, plan_id, operator, archive, files=files)
+            out = await run_in_threadpool(lambda: approvals.carry_out(plan_id, operator, archive, files=files,
+                                                                      policy=policy))
+        except Forbidden as e:
+            return JSONResponse({"plan": plan_id, "status": "forbidden", "error": str(e)}, status_code=403)
         except ParameterError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         except PlanRefused as e:
@@ -225,7 +298,43 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
                                 status_code=404 if isinstance(e, UnknownPlan) else 409)
         return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason,
                              "record": out.result.name if out.result else None},
-                            status_code=200 if out.status == "executed" else 409)
+                            status_code={"executed": 200, "pending": 202}.get(out.status, 409))
+
+    def callback_url(request: Request) -> str:
+        return page_url(public_url or str(request.base_url), "/signin/callback")
+
+    async def sign_in(request: Request):
+        from .oidc import ProviderUnavailable
+
+        if oidc is None:
+            return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
+        nxt = request.query_params.get("next", "/incidents")
+        nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/incidents"
+        try:
+            return RedirectResponse(await run_in_threadpool(oidc.begin, callback_url(request), nxt), status_code=303)
+        except ProviderUnavailable as e:
+            return html(request, "error.html", 503, title="Sign-in unavailable",
+                        message=f"{e}. Alerts are still received; try again later.")
+
+    async def sign_in_done(request: Request):
+        from .oidc import ProviderUnavailable
+
+        if oidc is None:
+            return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
+        q = request.query_params
+        try:
+            who, nxt = await run_in_threadpool(oidc.finish, q.get("state", ""), q.get("code", ""), callback_url(request))
+        except ProviderUnavailable as e:
+            return html(request, "error.html", 503, title="Sign-in unavailable",
+                        message=f"{e}. Alerts are still received; try again later.")
+        except Unauthorized as e:
+            log.warning("sign-in refused: %s", e)
+            return html(request, "error.html", 401, title="Sign-in refused", message=str(e))
+        log.info("signed in: %s", who.label)
+        out = RedirectResponse(nxt, status_code=303)
+        out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
+                       samesite="lax", secure=request.url.scheme == "https", path="/")
+        return out
 
     async def home(request: Request):
         return RedirectResponse("/incidents", status_code=303)
@@ -252,6 +361,8 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
         Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
         Route("/signout", sign_out, methods=["POST"]),
+        Route("/signin", sign_in, methods=["GET"]),
+        Route("/signin/callback", sign_in_done, methods=["GET"]),
     ]
 
 
@@ -323,21 +434,25 @@ def _postmortem(archive: Any, incident_id: str) -> str:
     return postmortem.render(records, [], None, plans, done, lessons)
 
 
-def _approve(plan_id: str, operator: str, archive: Any, files: list[str], queue: str | None) -> str:
+def _approve(plan_id: str, operator: "str | Identity", archive: Any, files: list[str], queue: str | None,
+             policy: people_policy.Policy = people_policy.NONE) -> str:
     try:
         if queue:
-            queued = queue_approval(queue, plan_id, operator, archive, files=files)
+            queued = queue_approval(queue, plan_id, operator, archive, files=files, policy=policy)
+            if queued.job_id is None:
+                return f"plan {plan_id} pending: {approvals.awaiting(queued.plan)}"
             return (f"plan {plan_id} approved by {queued.plan.decided_by}: queued as job {queued.job_id}; a worker "
                     f"carries it out (reload this page for its outcome)")
-        out = approvals.carry_out(plan_id, operator, archive, files=files)
+        out = approvals.carry_out(plan_id, operator, archive, files=files, policy=policy)
     except (PlanRefused, ParameterError) as e:
         return f"refused: {e}"
     return f"plan {plan_id} {out.status}: {out.reason}"
 
 
-def _deny(plan_id: str, operator: str, reason: str, archive: Any, files: list[str]) -> str:
+def _deny(plan_id: str, operator: "str | Identity", reason: str, archive: Any, files: list[str],
+          policy: people_policy.Policy = people_policy.NONE) -> str:
     try:
-        plan = approvals.deny(plan_id, operator, reason, archive, files=files)
+        plan = approvals.deny(plan_id, operator, reason, archive, files=files, policy=policy)
     except (PlanRefused, ParameterError) as e:
         return f"refused: {e}"
     return f"plan {plan.id} denied by {plan.decided_by}: {plan.reason}"

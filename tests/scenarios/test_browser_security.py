@@ -50,16 +50,17 @@ def incident(sandbox, tmp_path_factory):
 class Serve:
     """`smartops serve` without a token on a free loopback port, its own state folder."""
 
-    def __init__(self, tmp, incident):
+    def __init__(self, tmp, incident, extra: tuple = (), env: dict | None = None):
         self.port, self.archive = free_port(), incident["archive"]
         (tmp / "routes.yaml").write_text(yaml.safe_dump(ROUTES))
         base = {k: v for k, v in incident["params"].items() if k != "incident_id"}
         (tmp / "base.yaml").write_text(yaml.safe_dump(base))
         self.log = tmp / "serve.log"
-        env = {**os.environ, "SMARTOPS_SERVE_TOKEN": "", "SMARTOPS_QUEUE": "", "SMARTOPS_STATE_DIR": str(tmp / "state")}
+        env = {**os.environ, "SMARTOPS_SERVE_TOKEN": "", "SMARTOPS_QUEUE": "", "SMARTOPS_STATE_DIR": str(tmp / "state"),
+               **(env or {})}
         cmd = [sys.executable, "-m", "smartops_nb.cli", "serve", "--port", str(self.port), "--routes",
                str(tmp / "routes.yaml"), "-f", str(tmp / "base.yaml"), "--archive", str(self.archive), "--warm", "0",
-               "--workers", "1"]
+               "--workers", "1", *extra]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
                                      start_new_session=True)
         if not until(self._up, timeout=60, interval=0.2):

@@ -12,7 +12,9 @@ from tests.unit.records.test_plans import (  # noqa: F401
     _plan, test_a_plan_whose_target_stays_locked_fails_with_the_reason_and_does_not_stay_approved,
     test_a_released_plan_is_pending_again_and_approvable,
     test_denied_expired_unknown_and_finished_plans_are_refused, test_only_one_of_many_concurrent_approvals_wins,
-    test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused)
+    test_plans_on_one_target_run_one_after_the_other_and_a_long_wait_is_refused,
+    test_two_person_rule_first_approval_leaves_it_pending_same_person_refused_second_claims,
+    test_a_denial_keeps_who_denied)
 
 pytestmark = pytest.mark.scenario
 

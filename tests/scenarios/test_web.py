@@ -41,17 +41,10 @@ def server(incident):
 
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
+    from tests.fixtures.web import chromium
 
-    from tests.conftest import require
-
-    require("chromium", CHROMIUM.is_file(), "apt-get install chromium")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _page(browser, viewport=(1280, 900)):

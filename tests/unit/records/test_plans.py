@@ -166,3 +166,37 @@ def test_a_plan_whose_target_stays_locked_fails_with_the_reason_and_does_not_sta
         with pytest.raises(PlanRefused, match="held its lock"):
             run_claimed(waiting, None, where, lambda prep: ran.append(prep))
     assert not ran and store.get(b["id"]).state == "failed" and "not carried out" in store.get(b["id"]).reason
+
+
+def _who(name):
+    return {"subject": f"sub-{name}", "issuer": "https://idp.example", "name": name, "how": "oidc"}
+
+
+def test_two_person_rule_first_approval_leaves_it_pending_same_person_refused_second_claims(store):
+    p = _plan()
+    store.register({"plans": [p]}, "r.ipynb")
+    first = store.claim(p["id"], "alice", who=_who("alice"), needed=2)
+    assert first.status == plans.PENDING and [d["name"] for d in first.approvals] == ["alice"]
+    with pytest.raises(PlanRefused, match="alice already approved it"):
+        store.claim(p["id"], "alice", who=_who("alice"), needed=2)
+    second = store.claim(p["id"], "bob", who=_who("bob"), needed=2)
+    assert second.status == plans.APPROVED and second.decided_by == "bob"
+    assert [(d["name"], d["subject"], d["issuer"]) for d in second.to_dict()["decisions"]] == [
+        ("alice", "sub-alice", "https://idp.example"), ("bob", "sub-bob", "https://idp.example")]
+    with pytest.raises(PlanRefused, match="already approved"):
+        store.claim(p["id"], "carol", who=_who("carol"), needed=2)
+
+
+def test_a_second_approval_after_the_plan_expired_is_refused(store):
+    p = _plan(minutes=0.0001)
+    store.register({"plans": [p]}, "r.ipynb")
+    time.sleep(0.05)  # past its 6 ms
+    with pytest.raises(PlanRefused, match="expired"):
+        store.claim(p["id"], "alice", who=_who("alice"), needed=2)
+
+
+def test_a_denial_keeps_who_denied(store):
+    p = _plan()
+    store.register({"plans": [p]}, "r.ipynb")
+    out = store.deny(p["id"], "bob", "not now", who=_who("bob"))
+    assert out.decisions[0]["verb"] == "deny" and out.decisions[0]["subject"] == "sub-bob"
