@@ -136,9 +136,12 @@ def _readable(con: sqlite3.Connection, path: Path, absent: list[Path] = ()) -> s
             raise
         con.close()
     wal = _wal_files(path)[0]
-    if wal in absent and (not wal.exists() or wal.stat().st_size == 0):
-        for f in absent:
-            f.unlink(missing_ok=True)
+    try:
+        if wal in absent and (not wal.exists() or wal.stat().st_size == 0):
+            for f in absent:
+                f.unlink(missing_ok=True)
+    except OSError:  # a read-only disk: the failed attempt could not have made them either
+        pass
     log.debug("index %s not writable here: reading it as immutable", path)
     ro = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
     ro.row_factory = sqlite3.Row
