@@ -52,13 +52,14 @@ def test_odd_alerts_each_give_a_record_with_a_safe_id_while_healthz_answers(serv
     assert status == 202, body
     ids = {a["incident_id"] for a in body["accepted"]}
     (slow_id,) = [i for i in ids if i.startswith("SlowProbe-")]
+    (env_id,) = [i for i in ids if i.startswith("PostgresConnectionsNearLimit-env300-")]  # then the episode
     assert len(slow_id) == routes.MAX_ID_CHARS and slow_id.startswith("SlowProbe-ab_c_d_2026-12-04_10")
 
     polls = _healthz_within_1s_until(server, None, check=lambda: len(server.records()) >= 2)
     assert polls > 0
     recs = {r["incident_id"]: r for r in server.wait_records(2)}
     assert recs[slow_id]["status"] == "completed"
-    assert recs["PostgresConnectionsNearLimit-env300"]["environment"] == env
+    assert recs[env_id]["environment"] == env
     names = [p.name for p in server.archive.glob("*.ipynb")]
     assert len(names) == 2 and all(len(n) < 160 for n in names), names
 
