@@ -1,6 +1,6 @@
 # SmartOps: two commands for a fresh machine (Python 3.11+):
 #   make demo   bring up the sandbox, inject a connection leak, run db-pool-exhausted headless
-#   make test   the whole test suite (unit + scenario tests against real services)
+#   make test   the whole test suite (unit + scenario tests against real services, files in parallel)
 #   make test-fast   the unit tests only (no services, under a minute)
 # Each sets up its own virtual environment in .venv on first use.
 
@@ -27,8 +27,11 @@ demo: $(STAMP)
 	  echo "(the fault is still injected: 'smartops sandbox heal' repairs it, 'smartops sandbox down' stops all)" >&2; \
 	  exit $$status
 
+# each test file runs whole on one of TEST_WORKERS processes, each with its own sandbox and kernels
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -rs tests/unit

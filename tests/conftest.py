@@ -20,7 +20,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from smartops_nb import catalog
+from smartops_nb import catalog, redact
 from smartops_nb.execution.flow import Result, investigate
 from smartops_nb.execution.prepare import prepare
 from smartops_sandbox import Sandbox
@@ -33,6 +33,28 @@ pytest_plugins = ["tests.fixtures.podman", "tests.fixtures.containers", "tests.f
                   "tests.fixtures.kube", "tests.fixtures.archives", "tests.fixtures.leak",
                   "tests.fixtures.seaweedfs", "tests.fixtures.archive_postgres", "tests.fixtures.queue",
                   "tests.fixtures.compose"]
+
+
+def _forget_secrets_registered_since(saved: frozenset[str]) -> None:
+    with redact._lock:
+        redact._secrets.intersection_update(saved)
+
+
+# A process registers every secret it meets and masks it from then on; one pytest process plays many
+# processes, so what a test (or a module's fixtures) registered is forgotten when it ends: otherwise a
+# password one test uses (say "smartops") is masked in every later test's records and reasons.
+@pytest.fixture(autouse=True, scope="module")
+def _secrets_of_this_module():
+    saved = redact.registered()
+    yield
+    _forget_secrets_registered_since(saved)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test():
+    saved = redact.registered()
+    yield
+    _forget_secrets_registered_since(saved)
 
 
 @contextlib.contextmanager

@@ -213,8 +213,6 @@ def test_sigterm_with_a_run_in_flight_records_it_and_exits(tmp_path, base_params
     assert s.stop(timeout=60) == 0
     (rec,) = s.records()
     assert rec["incident_id"] == "SlowProbe-term1" + EPISODE and rec["status"] == "failed"
-    # this process's scrub masks every secret an earlier test registered (a password "smartops" among
-    # them, in a whole-suite run): the reason, not the product's name, is what is checked
     assert rec["error"].startswith("interrupted: ") and "serve shut down before the run finished" in rec["error"]
     log = s.log.read_text()
     assert "SIGTERM received" in log and "interrupting run of high-latency" in log and "stopped" in log
@@ -254,8 +252,6 @@ def test_a_cold_run_is_interrupted_and_recorded_on_sigterm(tmp_path, base_params
     assert s.stop(timeout=60) == 0
     (rec,) = s.records()
     assert rec["incident_id"] == "SlowProbe-cold1" + EPISODE and rec["status"] == "failed"
-    # this process's scrub masks every secret an earlier test registered (a password "smartops" among
-    # them, in a whole-suite run): the reason, not the product's name, is what is checked
     assert rec["error"].startswith("interrupted: ") and "serve shut down before the run finished" in rec["error"]
     log = s.log.read_text()
     assert "(cold kernel)" in log and "interrupting run of high-latency" in log
@@ -297,6 +293,4 @@ def test_a_run_getting_its_kernel_during_the_drain_is_interrupted_and_recorded(t
     (path,) = (tmp_path / "incidents").glob("*.ipynb")
     rec = nbformat.read(path, as_version=4).metadata["smartops"]
     assert rec["incident_id"] == "SlowProbe-race" and rec["status"] == "failed"
-    # this process's scrub masks every secret an earlier test registered (a password "smartops" among
-    # them, in a whole-suite run): the reason, not the product's name, is what is checked
     assert rec["error"].startswith("interrupted: ") and "serve shut down before the run finished" in rec["error"]
