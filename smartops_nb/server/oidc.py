@@ -20,6 +20,8 @@ from typing import Any
 from smartops_nb.people.identity import Identity, Unauthorized
 
 TIMEOUT_S = 5.0
+JWKS_TTL_S = 300.0  # the provider's signing keys are kept this long (a key it rotates in is fetched at once)
+JWKS_MIN_REFETCH_S = 10.0  # ... but not more often than this, whatever ``kid`` the tokens name
 PENDING_TTL_S = 600.0
 MAX_PENDING = 1000
 CLIENT_ID_ENV, CLIENT_SECRET_ENV = "SMARTOPS_OIDC_CLIENT_ID", "SMARTOPS_OIDC_CLIENT_SECRET"
@@ -35,14 +37,19 @@ class Provider:
         self.issuer, self.client_id, self.client_secret = issuer.rstrip("/"), client_id, client_secret
         self.groups_claim, self.timeout = groups_claim, timeout
         self._meta: dict[str, Any] | None = None
+        self._http = None  # one HTTP client for discovery and keys (a new one costs a TLS context)
+        self._keys: tuple[float, Any] | None = None  # (fetched at, KeySet)
         self._pending: dict[str, tuple[float, str, str, str]] = {}  # state -> (until, nonce, verifier, next)
         self._lock = threading.Lock()
 
     def _get(self, url: str) -> dict[str, Any]:
         import httpx
 
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=self.timeout)
         try:
-            r = httpx.get(url, timeout=self.timeout)
+            r = self._http.get(url)
             r.raise_for_status()
             return r.json()
         except (httpx.HTTPError, ValueError) as e:
@@ -99,20 +106,35 @@ class Provider:
             raise Unauthorized(f"the identity provider refused the sign-in: {e.error}") from None
         return self.identity(token.get("id_token") or "", nonce), next_path
 
+    def _signing_keys(self, id_token: str):
+        """The provider's JWKS, kept for :data:`JWKS_TTL_S`; fetched again at once for a token whose
+        ``kid`` it does not hold (the provider rotated its keys), at most every :data:`JWKS_MIN_REFETCH_S`."""
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+        from joserfc.jws import extract_compact
+
+        try:
+            kid = extract_compact(id_token.encode()).protected.get("kid")
+        except (JoseError, ValueError, TypeError):
+            kid = None  # not a JWS: the decode below refuses it
+        kept, now = self._keys, time.monotonic()
+        if kept is None or now - kept[0] > JWKS_TTL_S or (
+                kid and now - kept[0] > JWKS_MIN_REFETCH_S and all(k.kid != kid for k in kept[1].keys)):
+            kept = self._keys = (now, KeySet.import_key_set(self._get(self.metadata()["jwks_uri"])))
+        return kept[1]
+
     def identity(self, id_token: str, nonce: str) -> Identity:
         """The ID token checked (signature by the provider's keys, iss, aud, exp, nonce); Unauthorized if not."""
         from joserfc import jwt
         from joserfc.errors import JoseError
-        from joserfc.jwk import KeySet
 
-        keys = KeySet.import_key_set(self._get(self.metadata()["jwks_uri"]))
         rules = jwt.JWTClaimsRegistry(leeway=30, iss={"essential": True,
                                                       "value": self.metadata().get("issuer", self.issuer)},
                                       aud={"essential": True, "value": self.client_id},
                                       nonce={"essential": True, "value": nonce}, exp={"essential": True},
                                       sub={"essential": True})
         try:
-            claims = jwt.decode(id_token, keys).claims
+            claims = jwt.decode(id_token, self._signing_keys(id_token)).claims
             rules.validate(claims)
         except (JoseError, ValueError, TypeError) as e:
             raise Unauthorized(f"the ID token was refused: {type(e).__name__}") from None
