@@ -190,15 +190,5 @@ def history_or_none(base_url: str, detected_at: str, lookback: str | float,
     return api_history(base_url, start, end, timeout)
 
 
-def build_info(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Prometheus's version and the health of its scrape targets (``/api/v1/targets``)."""
-    info = _get(base_url, "/api/v1/status/buildinfo", {}, timeout)
-    targets = _get(base_url, "/api/v1/targets", {"state": "active"}, timeout)
-    return {"version": info.get("version", ""),
-            "targets": [{"job": t["labels"].get("job", ""), "instance": t["labels"].get("instance", ""),
-                         "health": t.get("health", ""), "last_error": _one_line(t.get("lastError", ""))}
-                        for t in targets.get("activeTargets", [])]}
-
-
 def target(base_url: str) -> str:
     return redact.mask_url(base_url)
