@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from smartops_nb import redact
+from smartops_nb.support.reasons import flat
 
 MAX_POINTS = 300          # per series; the step grows with the window
 HISTOGRAM = "http_request_duration_seconds"
@@ -62,7 +63,7 @@ def parse_duration(text: str | float | int) -> float:
 
 
 def _one_line(text: str) -> str:
-    return redact.scrub(" ".join(str(text).split())[:300])
+    return redact.scrub(flat(text, 300))
 
 
 def _get(base_url: str, path: str, params: dict[str, Any], timeout: float) -> Any:
