@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from smartops_nb.checks import api_down as ad
-from tests.unit.checks import at, failed
+from tests.unit.checks import assert_diagnosis, at, failed
 
 MIB = ad.MIB
 
@@ -84,9 +84,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_diagnose(case):
     h, st, db, causes, says = CASES[case]
-    d = ad.diagnose(findings(h, st, db), None)
-    assert d.causes == causes, d.summary
-    assert says in d.summary
+    assert_diagnosis(ad.diagnose, findings(h, st, db), None, causes, says)
 
 
 def test_an_oom_kill_is_not_also_a_crash():

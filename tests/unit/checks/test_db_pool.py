@@ -12,7 +12,7 @@ import pytest
 
 from smartops_nb.checks import db_pool as dp
 from smartops_nb.probes.postgres import LoginAttempt
-from tests.unit.checks import at, failed
+from tests.unit.checks import assert_diagnosis, at, failed
 
 PARAMS = SimpleNamespace(idle_minutes=5.0)
 LIMITS = {"max_connections": 20, "superuser_reserved_connections": 3}
@@ -81,10 +81,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_diagnose(case):
-    found, causes, says = CASES[case]
-    d = dp.diagnose(found, PARAMS)
-    assert d.causes == causes, d.summary
-    assert says in d.summary
+    assert_diagnosis(dp.diagnose, CASES[case][0], PARAMS, *CASES[case][1:])
 
 
 def test_not_confirmed_with_failed_steps_is_inconclusive_not_healthy():

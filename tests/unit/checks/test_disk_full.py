@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from smartops_nb.checks import disk_full as df_
-from tests.unit.checks import at, failed
+from tests.unit.checks import assert_diagnosis, at, failed
 
 MIB = 1024 * 1024
 
@@ -84,10 +84,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_diagnose(case):
-    found, causes, says = CASES[case]
-    d = df_.diagnose(found, None)
-    assert d.causes == causes, d.summary
-    assert says in d.summary
+    assert_diagnosis(df_.diagnose, CASES[case][0], None, *CASES[case][1:])
 
 
 def test_an_unreadable_folder_warns_without_being_a_cause():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from smartops_nb.checks import high_latency as hl
-from tests.unit.checks import at
+from tests.unit.checks import assert_diagnosis, at
 
 PARAMS = SimpleNamespace(latency_p95_threshold_s=2.0)
 DB_ENDPOINTS = ["/products", "/orders"]
@@ -102,10 +102,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_diagnose(case):
-    found, causes, says = CASES[case]
-    d = hl.diagnose(found, PARAMS)
-    assert d.causes == causes, d.summary
-    assert says in d.summary
+    assert_diagnosis(hl.diagnose, CASES[case][0], PARAMS, *CASES[case][1:])
 
 
 def test_slow_query_evidence_is_cited():

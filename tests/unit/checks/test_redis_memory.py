@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from smartops_nb.checks import redis_memory as rm
-from tests.unit.checks import at, failed
+from tests.unit.checks import assert_diagnosis, at, failed
 
 MIB = 1024 * 1024
 LIMIT = 100 * MIB
@@ -82,10 +82,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_diagnose(case):
-    found, causes, says = CASES[case]
-    d = rm.diagnose(found, None)
-    assert d.causes == causes, d.summary
-    assert says in d.summary
+    assert_diagnosis(rm.diagnose, CASES[case][0], None, *CASES[case][1:])
 
 
 def test_refusal_rule_needs_its_inputs():
