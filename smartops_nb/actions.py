@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from smartops_nb.support.reasons import one_line
+
 RECOMMENDED, DRY_RUN, EXECUTED, FAILED = "recommended", "dry-run", "executed", "failed"
 #: A run carrying out an approved plan found the plan's cause gone or its target changed: nothing done.
 REFUSED = "refused"
@@ -45,7 +47,7 @@ def carry_out(action: Action, decision: str) -> tuple[str, dict[str, Any]]:
         result = action.preview() if action.preview else {}
         return decision, {"preview": result}
     except Exception as e:  # the record must say what went wrong, the run goes on
-        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        reason = one_line(e)
         if decision == EXECUTED:
             return FAILED, {"error": reason}
         return decision, {"preview_error": reason}

@@ -17,6 +17,7 @@ import yaml
 
 from .contract import ParameterError
 from .redact import ENV_PREFIX, register_secret, resolve_env  # noqa: F401  (ENV_PREFIX: re-exported)
+from smartops_nb.support.reasons import one_line
 
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
@@ -126,7 +127,7 @@ def load_yaml_files(paths: Iterable[str | os.PathLike]) -> dict[str, Any]:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            problem = getattr(e, "problem", None) or one_line(e, typed=False)
             raise ParameterError(f"parameters file {p} is not valid YAML{where}: {problem}") from None
         except OSError as e:
             raise ParameterError(f"parameters file {p} cannot be read: {e.strerror}") from None

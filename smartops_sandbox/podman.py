@@ -49,7 +49,6 @@ PODMAN_SETTINGS = {
     "containers": {"default_ulimits": '["nofile=1024:1024", "nproc=1024:1024"]'},
     "engine": {"runtime": '"runc"'},
 }
-SYSTEM_CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 BASE_IMAGE = "smartamazon-base:1"
 BUSYBOX = "/bin/busybox"
 DEFAULT_PATH = "/bin:/usr/local/bin:/usr/bin:/sbin:/usr/sbin"
@@ -73,37 +72,6 @@ def _conf_text(extra: dict[str, dict[str, str]] | None = None) -> str:
         lines.append(f"[{sec}]")
         lines += [f"{k} = {v}" for k, v in kv.items()]
     return "\n".join(lines) + "\n"
-
-
-def ensure_podman_config(path: str | os.PathLike | None = None) -> Path:
-    """Make sure ``path`` (default ``/etc/containers/containers.conf``) holds the settings this
-    machine needs. A missing file is written; an existing one only gets the missing keys added
-    (under their ``[containers]``/``[engine]`` tables); keys already set are left as they are.
-    Returns the path. Prefer a private file (see :class:`PodmanService`) over the system one.
-    """
-    p = Path(path) if path is not None else SYSTEM_CONTAINERS_CONF
-    if not p.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(_conf_text())
-        return p
-    lines = p.read_text().splitlines()
-    changed = False
-    for section, kv in PODMAN_SETTINGS.items():
-        # where the table starts and ends
-        start = next((i for i, l in enumerate(lines) if l.strip() == f"[{section}]"), None)
-        if start is None:
-            lines += ["", f"[{section}]"] + [f"{k} = {v}" for k, v in kv.items()]
-            changed = True
-            continue
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("[")), len(lines))
-        body = [l.split("=", 1)[0].strip() for l in lines[start + 1:end] if "=" in l and not l.strip().startswith("#")]
-        missing = [f"{k} = {v}" for k, v in kv.items() if k not in body]
-        if missing:
-            lines[start + 1:start + 1] = missing
-            changed = True
-    if changed:
-        p.write_text("\n".join(lines) + "\n")
-    return p
 
 
 def short_runroot(run_dir: Path) -> Path:

@@ -44,6 +44,7 @@ from urllib.parse import quote, urlsplit
 from smartops_nb import redact
 from smartops_nb.contract import PUBLIC_URL_ENV
 from smartops_nb.params import ParameterError, iso, resolve_env, utcnow
+from smartops_nb.support.reasons import one_line
 from smartops_nb.records.render import plan_command
 
 log = logging.getLogger("smartops.notify")
@@ -359,7 +360,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         _append_log(archive, outcomes)
         return outcomes
     except Exception as e:  # a notification problem must never cost the run its record or exit code
-        error = redact.scrub(f"{type(e).__name__}: {e}")
+        error = redact.scrub(one_line(e))
         log.error("notifications skipped: %s", error)
         return [{"ok": False, "error": error, "record": Path(record).name}]
 
@@ -381,7 +382,7 @@ def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record
         _append_log(archive, outcomes)
         return outcomes
     except Exception as e:  # never costs the approval its outcome
-        error = redact.scrub(f"{type(e).__name__}: {e}")
+        error = redact.scrub(one_line(e))
         log.error("plan notifications skipped: %s", error)
         return [{"ok": False, "error": error, "plan": plan.get("id")}]
 

@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from smartops_nb.findings import Diagnosis, Finding, by_check, reads
-from .common import check_health, check_logs, measured, state_table, time_or_none  # noqa: F401
+from .common import measured, time_or_none
+from .common import check_health, check_logs, state_table  # noqa: F401 - the notebook's steps call them as fd.X
 
 
 class Step(StrEnum):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from smartops_nb.support.reasons import one_line
 
 ARCHIVE_HELP = "archive: a folder or s3://bucket/prefix (default $SMARTOPS_ARCHIVE or ./incidents)"
 INDEX_HELP = ("its index: sqlite (beside a folder; the default) or a PostgreSQL DSN, required for s3:// "
@@ -130,7 +131,7 @@ def _unreachable(command: str, e: BaseException) -> int:
     """The store or the index cannot answer: one line naming it, exit 1 (2 if the DSN was refused)."""
     from smartops_nb.records.index_postgres import IndexRefused
 
-    message = " ".join(str(e).split()) or type(e).__name__
+    message = one_line(e, typed=False)
     return _fail(command, message, EXIT_BAD_INPUT if isinstance(e, IndexRefused) else EXIT_FAILED)
 
 
@@ -216,7 +217,7 @@ def cmd_search(args) -> int:
     except archive.IndexMissing:
         return _no_index("search", loc)
     except ValueError as e:  # SearchSyntaxError, a bad --since
-        return _fail("search", str(e).splitlines()[0], EXIT_BAD_INPUT)
+        return _fail("search", one_line(e, typed=False), EXIT_BAD_INPUT)
     except sqlite3.Error as e:
         return _fail("search", f"the index {loc.index.label} is unreadable ({e})", EXIT_FAILED)
     if args.json:
@@ -322,7 +323,7 @@ def cmd_export(args) -> int:
     try:
         archive.export_html(path, out)
     except Exception as e:  # an unreadable notebook, an unwritable output
-        return _fail("export", f"cannot export {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        return _fail("export", f"cannot export {path}: {one_line(e)}",
                      EXIT_FAILED)
     print(out)
     return EXIT_OK

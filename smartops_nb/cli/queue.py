@@ -11,6 +11,7 @@ import sys
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, QUEUE_ENV
 from smartops_nb.params import ParameterError
+from smartops_nb.support.reasons import one_line
 
 from .serve import DEFAULT_ROUTES
 
@@ -132,7 +133,7 @@ def _steer(dsn: str, what: str, job_id: int) -> dict:
     from smartops_nb.jobs import app as queue_app
 
     try:
-        with queue_app.connect(dsn):  # unreachable: one line now, not a pool's 30 s of retries
+        with queue_app.connect(dsn):  # unreachable: one line at once, not a pool's 30 s of retries
             pass
     except psycopg.Error as e:
         raise queue_app.unreachable(dsn, e) from None
@@ -144,7 +145,7 @@ def _steer(dsn: str, what: str, job_id: int) -> dict:
                     app.job_manager.retry_job_by_id(job_id, retry_at=datetime.datetime.now(datetime.timezone.utc))
                 except exceptions.ConnectorException as e:
                     raise LookupError(f"job {job_id} cannot be retried (not failed or running, or unknown): "
-                                      f"{str(e.__cause__ or e).splitlines()[0]}") from None
+                                      f"{one_line(e.__cause__ or e, typed=False)}") from None
                 result = "queued again"
             else:
                 if not app.job_manager.cancel_job_by_id(job_id, abort=True):

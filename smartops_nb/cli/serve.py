@@ -75,7 +75,7 @@ def _port(text: str) -> int:
 
 
 def _queue(text: str) -> int | str:
-    """``--queue``: a DSN (queue mode), or a number (in-process queue size, as before queue mode)."""
+    """``--queue``: a DSN (queue mode), or a number (in-process queue size)."""
     return int(text) if text.isdigit() else text
 
 
@@ -97,7 +97,7 @@ def cmd_serve(args) -> int:
         routes = serve.load_routes(args.routes, args.parameters_file)  # notify: too (runner.prepare checks it)
         from smartops_nb.people import policy as people_policy
 
-        policy = people_policy.load(args.policy)  # a file that does not parse: exit 2 now, naming the line
+        policy = people_policy.load(args.policy)  # a file that does not parse: exit 2 at start, naming the line
         oidc = None
         if args.oidc_issuer:
             from smartops_nb.server.oidc import Provider

@@ -41,6 +41,8 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 
+from smartops_nb.support.reasons import one_line
+
 log = logging.getLogger("smartops.forkserver")
 
 #: How long the template may take to import everything (a loaded machine: several seconds).
@@ -129,7 +131,7 @@ class ForkServer:
                     self._sock.sendall(request)
                     reply = json.loads(self._reader.readline() or b"null")
                 except (OSError, ValueError) as e:
-                    reply = {"error": f"{type(e).__name__}: {e}"}
+                    reply = {"error": one_line(e)}
                 if isinstance(reply, dict) and isinstance(reply.get("pid"), int):
                     return reply["pid"]
                 log.warning("kernel template failed a fork (%s)", reply)
@@ -330,7 +332,7 @@ def template_main(fd: int) -> None:
             request = json.loads(line)
             pid = os.fork()
         except Exception as e:  # noqa: BLE001 - a bad request or no memory: say so, keep serving
-            sock.sendall(json.dumps({"error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
+            sock.sendall(json.dumps({"error": one_line(e)}).encode() + b"\n")
             continue
         if pid == 0:
             code = 1

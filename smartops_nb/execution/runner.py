@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from smartops_nb import catalog, redact, response
 from smartops_nb.contract import CONTACTS_ENV, HEADLESS_ENV, LESSONS_ENV, RECORD_SCHEMA, STATE_ENV
 from smartops_nb.params import iso, utcnow
+from smartops_nb.support.reasons import one_line
 
 from .kernels import kernel_manager, release
 from .prepare import Prepared
@@ -111,7 +112,7 @@ def execute(prep: Prepared, *, progress: bool = True, cell_timeout: int = 600, s
         except PapermillExecutionError as e:
             error = f"cell {e.exec_count} raised {e.ename}: {e.evalue}"
         except Exception as e:  # DeadKernelError, CellTimeoutError, kernel start failures...
-            error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'kernel died'}"
+            error = one_line(e, default="kernel died")
         finally:
             if kernel is not None and kernel.interrupted:
                 error = f"interrupted: {kernel.interrupted}"

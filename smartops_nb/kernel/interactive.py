@@ -32,6 +32,7 @@ from . import approvals, display
 from smartops_nb import redact
 
 from smartops_nb.contract import CONTACTS_ENV, LESSONS_ENV, PARAMETERS_ENV, PUBLIC_URL_ENV, SESSION_ENV
+from smartops_nb.support.reasons import one_line
 
 if TYPE_CHECKING:  # imported where a record is saved: nbformat pulls in jsonschema, whose optional
     import nbformat  # rfc3987-syntax builds a grammar on import (~1.6 s of every kernel's start, profiled)
@@ -238,7 +239,7 @@ def offer_save(run) -> None:
             status.value = (f"<p>{display.badge('ok')} Record saved: <code class='smartops-record'>"
                             f"{html.escape(str(out))}</code></p>")
         except Exception as e:  # shown beside the button; the notebook stays as it is
-            status.value = f"<p>{display.badge('error')} Not saved: {html.escape(f'{type(e).__name__}: {e}')}</p>"
+            status.value = f"<p>{display.badge('error')} Not saved: {html.escape(one_line(e))}</p>"
         finally:
             button.disabled = False
 

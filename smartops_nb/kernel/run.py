@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -19,7 +18,10 @@ from smartops_nb.actions import RECOMMENDED, REFUSED, Action, carry_out, decide
 from smartops_nb.contract import RECORD_SCHEMA, STATE_ENV
 from smartops_nb.findings import Diagnosis, Finding, steps_read_by
 from smartops_nb.params import Params, iso, parse_time, utcnow
+from smartops_nb.support.files import replace_atomically
+from smartops_nb.support.reasons import one_line
 from smartops_nb.records import plans
+
 
 from . import approvals, display
 
@@ -111,7 +113,7 @@ class Run:
         try:
             yield
         except Exception as e:  # one unreachable service must not end the investigation
-            reason = redact.scrub(f"{type(e).__name__}: {e}".strip().splitlines()[0])
+            reason = redact.scrub(one_line(e))
             self.finding(Finding("error", f"{title}: could not complete ({reason})",
                                  {"error": reason, "error_type": type(e).__name__}), check)
         else:
@@ -282,19 +284,9 @@ class Run:
         if not self._state_file:
             return
         data = summary or self.summary("running" if self.finished_at is None else "completed")
-        folder = os.path.dirname(self._state_file) or "."
-        tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".state-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, default=str)
-            os.replace(tmp, self._state_file)
+            replace_atomically(self._state_file, json.dumps(data, default=str))
         except OSError as e:  # a safety net (e.g. /tmp full during disk-full) must not end the run
-            if tmp:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
             if not self._persist_failed:
                 self._persist_failed = True
                 self.timeline.append({"at": iso(utcnow()), "event": f"state file not written: {e.strerror}"})

@@ -17,7 +17,7 @@ approvals:                      # who may approve what; the first rule matching 
 
 Without a rule an approval needs the ``approver`` role. A file that does not parse or does not
 validate is a :class:`~smartops_nb.contract.ParameterError` naming its line (``serve`` exits 2 at start).
-No file at all: no policy (:data:`NONE`): whoever holds a credential acts as admin, as before.
+No file at all: no policy (:data:`NONE`): whoever holds a credential acts as admin.
 """
 from __future__ import annotations
 

@@ -20,7 +20,11 @@ import os
 import threading
 from typing import Any, Callable
 
+from smartops_nb.support.reasons import flat
+
 from .base import ImageRevision, Platform, PlatformError, Release, WorkloadState
+
+LINE_LIMIT = 300   # an API message in an error or a pod's waiting reason
 
 __all__ = ["KubernetesPlatform"]
 
@@ -59,11 +63,6 @@ def _iso(ts: Any) -> str | None:
             ts = ts.replace(tzinfo=_dt.timezone.utc)
         return ts.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
     return str(ts)
-
-
-def _one_line(text: Any, limit: int = 300) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 class KubernetesPlatform(Platform):
@@ -113,7 +112,7 @@ class KubernetesPlatform(Platform):
                 where = path or "~/.kube/config"
                 raise PlatformError(f"cannot load Kubernetes config from {where}"
                                     f"{' (context ' + self.context + ')' if self.context else ''}: "
-                                    f"{_one_line(exc)}") from None
+                                    f"{flat(exc, LINE_LIMIT)}") from None
             self._api_client = api
             self._apps = client.AppsV1Api(api)
             self._core = client.CoreV1Api(api)
@@ -130,7 +129,7 @@ class KubernetesPlatform(Platform):
             return fn(*args, **kwargs)
         except ApiException as exc:
             err = PlatformError(f"{what}: HTTP {exc.status} {exc.reason or ''}".rstrip()
-                                + f": {_one_line(self._api_message(exc))}")
+                                + f": {flat(self._api_message(exc), LINE_LIMIT)}")
             err.status = exc.status  # type: ignore[attr-defined]
             raise err from None
         except PlatformError:
@@ -138,7 +137,7 @@ class KubernetesPlatform(Platform):
         except Exception as exc:  # urllib3 MaxRetryError / timeouts / connection refused
             reason = getattr(exc, "reason", None) or exc
             raise PlatformError(f"{what}: Kubernetes API at {self.host} unreachable: "
-                                f"{type(reason).__name__}: {_one_line(reason, 200)}") from None
+                                f"{type(reason).__name__}: {flat(reason, 200)}") from None
 
     @staticmethod
     def _api_message(exc: Any) -> str:
@@ -399,7 +398,7 @@ class KubernetesPlatform(Platform):
                 waiting = cs.state.waiting if cs.state else None
                 if waiting is not None and waiting.reason in PULL_REASONS:
                     pulling.append({"pod": pod.metadata.name, "reason": waiting.reason,
-                                    "message": _one_line(waiting.message or "")})
+                                    "message": flat(waiting.message or "", LINE_LIMIT)})
                 elif cs.state and cs.state.running:
                     running += 1
         error = next((f"{p['reason']}: {p['message']}" if p["message"] else p["reason"] for p in pulling), "")

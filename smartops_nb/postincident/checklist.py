@@ -22,6 +22,7 @@ from .config import ITEM_IDS, TITLES, load
 from .facts import RESOLVED, Incident
 from .http import CallFailed
 from .once import once
+from smartops_nb.support.reasons import one_line
 from smartops_nb.records.checklist_store import Claimed, Store
 
 log = logging.getLogger("smartops.postincident")
@@ -127,7 +128,7 @@ def _do(cfg, store: Store, inc: Incident, item: str, by: str, ctx: dict[str, Any
         status, link, detail, error = WORKING, "", {}, str(e)
     except Exception as e:  # a service down, refused, a bad credential: the item fails, nothing else does
         status, link, detail = FAILED, "", {}
-        error = redact.scrub(str(e) if isinstance(e, CallFailed) else f"{type(e).__name__}: {e}")
+        error = redact.scrub(str(e) if isinstance(e, CallFailed) else one_line(e))
         log.error("post-incident %s for %s failed: %s", item, inc.incident_id, error)
     if item == "learnings" and status == DONE:
         by = detail.get("by") or by
@@ -151,7 +152,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
             return [_do(cfg, store, inc, item, AUTOMATION, ctx) for item in ITEM_IDS]
     except Exception as e:  # the run's record and exit code come first
         log.error("post-incident checklist skipped for %s: %s", summary.get("incident_id"),
-                  redact.scrub(f"{type(e).__name__}: {e}"))
+                  redact.scrub(one_line(e)))
         return []
 
 

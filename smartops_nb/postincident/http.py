@@ -12,6 +12,7 @@ from typing import Any, Callable
 import httpx
 
 from smartops_nb import redact
+from smartops_nb.support.reasons import one_line
 
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 8.0
@@ -61,7 +62,7 @@ def call(method: str, url: str, *, timeout: float, total: float, json: Any = Non
                 resp = client.request(method, url, json=json, headers=headers, auth=auth,
                                       timeout=max(0.1, min(timeout, left)))
             except httpx.HTTPError as e:
-                problem, status = f"{type(e).__name__}: {e}", None
+                problem, status = one_line(e), None
             else:
                 if resp.is_success:
                     return resp

@@ -11,6 +11,7 @@ import urllib.request
 from typing import Any
 
 from smartops_nb import redact
+from smartops_nb.support.reasons import one_line
 
 HEALTH_PATH = "/health"
 BODY_LIMIT = 2000  # characters of the body kept as evidence
@@ -33,7 +34,7 @@ def get(url: str, timeout: float = 5.0) -> dict[str, Any]:
     except Exception as e:  # refused, timed out, DNS, TLS: no answer
         out["latency_ms"] = round((time.monotonic() - t0) * 1000, 1)
         reason = getattr(e, "reason", None) or e
-        out["error"] = redact.scrub(f"{type(reason).__name__}: {reason}".splitlines()[0])
+        out["error"] = redact.scrub(one_line(reason))
         return out
     out["latency_ms"] = round((time.monotonic() - t0) * 1000, 1)
     out["body"] = redact.scrub(raw.decode("utf-8", "replace")[:BODY_LIMIT])

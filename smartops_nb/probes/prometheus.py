@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from smartops_nb import redact
+from smartops_nb.support.reasons import flat
 
 MAX_POINTS = 300          # per series; the step grows with the window
 HISTOGRAM = "http_request_duration_seconds"
@@ -62,7 +63,7 @@ def parse_duration(text: str | float | int) -> float:
 
 
 def _one_line(text: str) -> str:
-    return redact.scrub(" ".join(str(text).split())[:300])
+    return redact.scrub(flat(text, 300))
 
 
 def _get(base_url: str, path: str, params: dict[str, Any], timeout: float) -> Any:
@@ -188,16 +189,6 @@ def history_or_none(base_url: str, detected_at: str, lookback: str | float,
         return None
     start, end = window(detected_at, lookback)
     return api_history(base_url, start, end, timeout)
-
-
-def build_info(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Prometheus's version and the health of its scrape targets (``/api/v1/targets``)."""
-    info = _get(base_url, "/api/v1/status/buildinfo", {}, timeout)
-    targets = _get(base_url, "/api/v1/targets", {"state": "active"}, timeout)
-    return {"version": info.get("version", ""),
-            "targets": [{"job": t["labels"].get("job", ""), "instance": t["labels"].get("instance", ""),
-                         "health": t.get("health", ""), "last_error": _one_line(t.get("lastError", ""))}
-                        for t in targets.get("activeTargets", [])]}
 
 
 def target(base_url: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from smartops_nb import redact
+from smartops_nb.support.reasons import one_line
 
 SOCKET_TIMEOUT_S = 3.0
 NO_PREFIX = "(no prefix)"
@@ -151,7 +152,7 @@ def memory_ceiling(mem: dict[str, Any], platform_factory: Callable[[], Any] | No
                         "note": "maxmemory is 0 (no limit)"}
             note = f"container {workload}: {'no memory limit set' if state.exists else 'not found'}"
         except Exception as e:  # no engine here: fall back to the host
-            note = f"platform not reachable ({redact.scrub(str(e).splitlines()[0] if str(e) else type(e).__name__)})"
+            note = f"platform not reachable ({redact.scrub(one_line(e, typed=False))})"
     return {"limit_bytes": host_memory_bytes(), "source": "host memory (/proc/meminfo)",
             "note": "; ".join(x for x in ("maxmemory is 0 (no limit)", note) if x)}
 
@@ -180,7 +181,7 @@ def sample_latency_and_hits(r, seconds: float = 10.0, interval: float = 1.0, pin
                 r.ping()
                 ms, err = (time.monotonic() - t0) * 1000, ""
             except Exception as e:
-                ms, err = float("nan"), redact.scrub(f"{type(e).__name__}: {e}".splitlines()[0])
+                ms, err = float("nan"), redact.scrub(one_line(e))
             rows.append({"t_s": round(t0 - start, 3), "ping_ms": round(ms, 3), "error": err, **counters})
         if time.monotonic() - start >= seconds:
             break

@@ -3,7 +3,7 @@
 A real `smartops serve` process (no token, loopback, in-process mode) serves an archive holding a real
 incident: the sandbox's connection leak, investigated headless, its plan pending. An "attacker" web
 server on another loopback port serves pages that try what issue 20 found working: a form that
-auto-submits an approval (with the CSRF token every install used to share), a ``no-cors`` fetch with a
+auto-submits an approval (with a CSRF token as if every install shared one), a ``no-cors`` fetch with a
 ``text/plain`` body to ``/alerts``, and (Chromium's host resolver mapping a foreign name to 127.0.0.1)
 a DNS-rebound read of the incident list. Each is refused and changes nothing; the Approve button on
 serve's own page still carries the plan out.

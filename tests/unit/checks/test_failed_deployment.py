@@ -12,6 +12,7 @@ import pytest
 
 from smartops_nb.checks import failed_deployment as fd
 from smartops_nb.findings import Finding
+from tests.unit.checks import assert_diagnosis
 
 GOOD, BAD = "api:1", "api:2"
 T0 = "2026-12-04T10:00:00Z"
@@ -122,9 +123,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_diagnose(case):
     rel, st, h, causes, says = CASES[case]
-    d = fd.diagnose(findings(rel, st, h), None)
-    assert d.causes == causes, d.summary
-    assert says in d.summary
+    assert_diagnosis(fd.diagnose, findings(rel, st, h), None, causes, says)
 
 
 def test_both_image_and_health_evidence_are_cited_when_both_hold():
