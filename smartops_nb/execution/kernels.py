@@ -100,6 +100,7 @@ class WarmKernel:
 
 #: How often a killed kernel's exit is polled (jupyter_client: 0.1 s).
 KILL_POLL_S = 0.005
+SOCKET_PATH_MAX = 108  # a unix socket's path, NUL included (sun_path on Linux)
 
 
 #: ``fork`` or ``spawn``: how a warm pool's kernels start (see :func:`kernel_start`).
@@ -161,7 +162,13 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str, *, start:
     km = _EnvKernelManager(kernel_name=kernel_name, transport="ipc", context=zmq.asyncio.Context(),
                            connection_file=os.path.join(folder, "kernel.json"))
     km.clients = []
-    km.ip = os.path.join(folder, "kernel-ipc")  # IPC socket files live in the run's private folder
+    km.ipc_dir = None
+    ipc = os.path.join(folder, "kernel-ipc")  # IPC socket files live in the run's private folder...
+    if len(ipc.encode()) + len("-65535") >= SOCKET_PATH_MAX:
+        # ... unless its path is too long for a unix socket (a deep $TMPDIR): then in a short private one
+        km.ipc_dir = tempfile.mkdtemp(prefix="smartops-ipc-", dir="/tmp")
+        ipc = os.path.join(km.ipc_dir, "kernel-ipc")
+    km.ip = ipc
     km.client_factory = _ready_client_class()  # nbclient's client: no fixed 0.2 s in wait_for_ready
     return km
 
@@ -182,6 +189,8 @@ def release(km) -> None:
     ctx = km.context
     if not ctx.closed:
         ctx.destroy(linger=0)
+    if getattr(km, "ipc_dir", None):
+        shutil.rmtree(km.ipc_dir, ignore_errors=True)
 
 
 def close_thread_loop() -> None:

@@ -229,7 +229,9 @@ def resolve(folder: "Path | Archive", ref: str) -> Path:
         for candidate in (Path(ref), Path(folder) / ref, Path(folder) / f"{ref}.ipynb"):
             if candidate.is_file():
                 return candidate
-        names = [p.name for p in Path(folder).glob(f"{glob_escape(ref)}*.ipynb")] if Path(folder).is_dir() else []
+        # a ref with a slash is a path (not there), never a name prefix to glob for
+        names = [p.name for p in Path(folder).glob(f"{glob_escape(ref)}*.ipynb")] \
+            if Path(folder).is_dir() and "/" not in ref else []
     else:
         if Path(ref).is_file():
             return Path(ref)

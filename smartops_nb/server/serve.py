@@ -83,6 +83,7 @@ class Job:
     key: tuple[str, str]          # (incident_id, "firing" | "resolved")
     prep: Prepared
     handle: RunHandle = field(default_factory=RunHandle)  # drain ends the run's kernel through it
+    planned: Any = None           # the intake's Planned: its episode claim, released if the run never starts
 
     @property
     def incident_id(self) -> str:
@@ -139,7 +140,7 @@ class Service:
         out, todo = plan(self.routes, doc)
         for p in todo:
             claim(self.index, p)
-            outcome = "deduplicated" if repeated(p) else self._submit(Job(p.key, p.prep))
+            outcome = "deduplicated" if repeated(p) else self._submit(Job(p.key, p.prep, planned=p))
             settle(self.index, p, outcome)
             answer(out, p, outcome)
         return status_of(out)
@@ -203,8 +204,12 @@ class Service:
                 with self._lock:
                     self._active.pop(job.key, None)
         for job in dropped:
-            log.warning("shutdown: run of %s for incident %s was queued and never started (not recorded)",
+            # its claim is released: Alertmanager's next notification of the still-firing alert runs it
+            log.warning("shutdown: run of %s for incident %s was queued and never started (not recorded; "
+                        "its episode is released for Alertmanager's next notification)",
                         job.prep.runbook.id, job.incident_id)
+            if job.planned is not None:
+                settle(self.index, job.planned, "shutting down")
         with self._lock:
             self._interrupting = True
             running = list(self._running.values())

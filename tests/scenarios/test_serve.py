@@ -19,6 +19,7 @@ import nbformat
 import pytest
 import yaml
 
+from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, post_alerts, stop_process
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, app_backends, inject_leak
 
@@ -164,9 +165,7 @@ def test_full_queue_answers_503(tmp_path, base_params, healthy_sandbox):
     s = Server(tmp_path, base_params, "--workers", "1", "--queue", "1")
     try:
         assert s.post(payload(alert("SlowProbe", "q1")))[0] == 202
-        deadline = time.monotonic() + 30
-        while s.health()["running"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert until(lambda: s.health()["running"] >= 1, timeout=120, interval=0.1), s.log.read_text()
         assert s.post(payload(alert("SlowProbe", "q2")))[0] == 202   # waits in the queue
         status, body = s.post(payload(alert("SlowProbe", "q3")))
         assert status == 503 and body["rejected"][0]["reason"] == "queue full"
@@ -206,9 +205,7 @@ def test_no_token_refuses_a_non_loopback_address(tmp_path):
 def test_sigterm_with_a_run_in_flight_records_it_and_exits(tmp_path, base_params, healthy_sandbox):
     s = Server(tmp_path, base_params, "--drain-timeout", "1")
     assert s.post(payload(alert("SlowProbe", "term1")))[0] == 202
-    deadline = time.monotonic() + 30
-    while s.health()["running"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert until(lambda: s.health()["running"] >= 1, timeout=120, interval=0.1), s.log.read_text()
     time.sleep(1.0)  # well into the notebook
     assert s.stop(timeout=60) == 0
     (rec,) = s.records()
@@ -245,9 +242,9 @@ def test_a_cold_run_is_interrupted_and_recorded_on_sigterm(tmp_path, base_params
     (tmp_path / "base.yaml").write_text("environment: [unclosed\n")  # read once, at start-up: no effect now
     status, body = s.post(payload(alert("SlowProbe", "cold1")))
     assert status == 202 and body["accepted"][0]["incident_id"] == "SlowProbe-cold1" + EPISODE
-    deadline = time.monotonic() + 30
-    while s.health()["running"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # running: a run still queued at SIGTERM is not recorded (the test below); a loaded machine may take
+    # a while to hand the job to a worker
+    assert until(lambda: s.health()["running"] >= 1, timeout=120, interval=0.1), s.log.read_text()
     time.sleep(1.0)
     assert s.stop(timeout=60) == 0
     (rec,) = s.records()
@@ -294,3 +291,46 @@ def test_a_run_getting_its_kernel_during_the_drain_is_interrupted_and_recorded(t
     rec = nbformat.read(path, as_version=4).metadata["smartops"]
     assert rec["incident_id"] == "SlowProbe-race" and rec["status"] == "failed"
     assert rec["error"].startswith("interrupted: ") and "serve shut down before the run finished" in rec["error"]
+
+
+def test_a_run_queued_but_never_started_at_shutdown_is_released_for_alertmanagers_next_notification(
+        tmp_path, base_params):
+    """Accepted, queued behind a busy worker, then SIGTERM: the run is not recorded, so its episode's
+    claim must not survive either, or the still-firing alert's next notification (repeat_interval, or
+    the retry after the restart) would be deduplicated against a run that never happened."""
+    import threading
+
+    from smartops_nb.alerts.routes import load_routes
+    from smartops_nb.execution.kernels import RunHandle
+    from smartops_nb.execution.prepare import prepare
+    from smartops_nb.records.entries import NEW, REPEAT
+    from smartops_nb.server import serve
+
+    gate = threading.Event()
+
+    class Gated(RunHandle):  # holds the one worker until the drain has dropped what waits behind it
+        def attach(self, kernel):
+            gate.wait(60)
+            super().attach(kernel)
+
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(ROUTES))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_params))
+    routes = load_routes(tmp_path / "routes.yaml", [str(tmp_path / "base.yaml")])
+    svc = serve.Service(routes, tmp_path / "incidents", workers=1, warm=0)
+    svc.start()
+    busy = prepare("high-latency", cli={"incident_id": "SlowProbe-busy"}, base=base_params)
+    assert svc._submit(serve.Job(("SlowProbe-busy", "firing"), busy, handle=Gated())) == "accepted"
+    assert until(lambda: svc.queue.qsize() == 0, timeout=30)  # the worker holds the busy run
+    status, body = svc.handle(payload(alert("SlowProbe", "queued1")))
+    queued = "SlowProbe-queued1" + EPISODE
+    assert status == 202 and [e["incident_id"] for e in body["accepted"]] == [queued]
+    assert svc.index.claim_episode(queued, "firing") == REPEAT  # taken in: a repeat now would be deduplicated
+    drain = threading.Thread(target=svc.drain, args=(0.5,))
+    drain.start()
+    assert until(lambda: svc._interrupting, timeout=30)  # the drain passed its timeout
+    gate.set()
+    drain.join(120)
+    assert not drain.is_alive()
+    assert svc.index.claim_episode(queued, "firing") == NEW  # released: the next notification runs it
+    names = [p.name for p in (tmp_path / "incidents").glob("*.ipynb")]
+    assert len(names) == 1 and "queued1" not in names[0]  # only the interrupted busy run has a record
