@@ -3,8 +3,9 @@
 ``smartops approve PLAN_ID``, ``POST /approvals/PLAN_ID``, the incident page's Approve button and the
 plans notebook's button all call :func:`decide`: with a queue, the approving process claims the plan
 and a worker carries it out; without one, it is carried out in the approving process
-(:func:`smartops_nb.execution.approve.carry_out`). With a queue, the claim happens first, in the approving process, so a refusal (expired, denied, already carried out,
-incident resolved, bad input) is said at once and nothing is queued. The job then holds only the
+(:func:`smartops_nb.execution.approve.carry_out`). With a queue, the claim happens first, in the
+approving process, so a refusal (expired, denied, already carried out, incident resolved, bad
+input) is said at once and nothing is queued. The job then holds only the
 plan's id, with two Procrastinate locks: ``queueing_lock`` on the plan (it is queued once) and
 ``lock`` on its target (:attr:`~smartops_nb.records.plans.Plan.lock_key`: two plans on one target
 run one after the other, whichever workers take them). If the queue refuses the job, the claim is
