@@ -48,6 +48,12 @@ def add_policy(p) -> None:
 
 
 def register(subparsers, parser_class) -> None:
+    add_approve(subparsers)
+    _add_deny_and_incident(subparsers, parser_class)
+
+
+def add_approve(subparsers) -> None:
+    """The ``approve`` sub-command (alone: :func:`approve_here` parses with it)."""
     p = subparsers.add_parser(
         "approve", help="approve a plan: carry out its mitigation once, bound to its evidence",
         description="Approve a plan that a headless run recorded (see the record's summary, `smartops incident "
@@ -71,6 +77,8 @@ def register(subparsers, parser_class) -> None:
     p.add_argument("--no-wait", action="store_true", help="with a queue: exit 0 once the job is queued")
     p.set_defaults(func=cmd_approve)
 
+
+def _add_deny_and_incident(subparsers, parser_class) -> None:
     p = subparsers.add_parser("deny", help="close a plan without carrying it out",
                               description="Deny a pending plan: it can no longer be approved. Exit 1 if it is not "
                                           "pending any more.")
@@ -140,49 +148,38 @@ def _decide(command: str, call) -> tuple[object, int | None]:
 
 
 def cmd_approve(args) -> int:
-    from smartops_nb.execution import approve
+    """Approve; with a queue, a worker carries it out and this waits for the outcome (progress on stderr)."""
+    from smartops_nb.jobs import approvals
+    from smartops_nb.execution.approve import QUEUED
 
-    if args.queue:
-        return _approve_queued(args)
-    out, failed = _decide("approve", lambda: approve.carry_out(
-        args.plan_id, _operator(args), _archive(args), files=args.parameters_file, cell_timeout=args.cell_timeout,
-        policy=_policy(args)))
+    archive, failed = _decide("approve", lambda: _archive(args))
     if failed is not None:
         return failed
+    out, failed = _decide("approve", lambda: approvals.decide(
+        args.plan_id, _operator(args, archive), archive, queue=args.queue, files=args.parameters_file,
+        cell_timeout=args.cell_timeout, policy=_policy(args)))
+    if failed is not None:
+        return failed
+    if out.status == QUEUED:
+        print(f"plan {out.plan.id}: approved by {out.plan.decided_by}; queued as job {out.job_id} "
+              f"({out.plan.action} on {out.plan.target})", flush=True)
+        return EXIT_OK if args.no_wait else _wait_for_worker(args, archive, out.plan)
     print(f"plan {out.plan.id}: {out.status}: {out.reason}")
     if out.result is not None:
         print(out.result.record)
     return out.exit_code
 
 
-def _approve_queued(args) -> int:
-    """Claim here, carry out on a worker, wait for the outcome (progress on stderr)."""
+def _wait_for_worker(args, archive, queued) -> int:
+    """The queued plan's outcome once a worker has carried it out (exit 3 if not within ``--wait``)."""
     from smartops_nb.jobs import approvals
     from smartops_nb.records.plans import EXECUTED, FINAL
-
-    archive, failed = _decide("approve", lambda: _archive(args))
-    if failed is not None:
-        return failed
-    queued, failed = _decide("approve", lambda: approvals.queue_approval(
-        args.queue, args.plan_id, _operator(args, archive), archive, files=args.parameters_file,
-        policy=_policy(args)))
-    if failed is not None:
-        return failed
-    if queued.job_id is None:
-        from smartops_nb.execution.approve import awaiting
-
-        print(f"plan {queued.plan.id}: pending: {awaiting(queued.plan)}")
-        return EXIT_PENDING
-    print(f"plan {queued.plan.id}: approved by {queued.plan.decided_by}; queued as job {queued.job_id} "
-          f"({queued.plan.action} on {queued.plan.target})", flush=True)
-    if args.no_wait:
-        return EXIT_OK
 
     def tick(plan, waited: float) -> None:
         if int(waited) % 10 == 0:
             print(f"smartops approve: {plan.id} {plan.state}, waiting for a worker ({waited:.0f} s)", file=sys.stderr)
 
-    plan = approvals.wait_for_outcome(archive, queued.plan.id, args.wait, tick=tick)
+    plan = approvals.wait_for_outcome(archive, queued.id, args.wait, tick=tick)
     if plan.status not in FINAL:
         print(f"plan {plan.id}: {plan.state} after {args.wait:.0f} s; its outcome will be in "
               f"`smartops incident show {plan.incident_id}`", file=sys.stderr)
@@ -191,6 +188,27 @@ def _approve_queued(args) -> int:
     if plan.outcome_record:
         print(plan.outcome_record)
     return EXIT_OK if plan.status == EXECUTED else EXIT_FAILED
+
+
+def approve_here(plan_id: str, operator: str, archive) -> tuple[int, str]:
+    """``smartops approve PLAN_ID --operator NAME --archive ARCHIVE`` in this process, for the plans
+    notebook's button (:class:`smartops_nb.kernel.approvals.PlanApproval`): the command's own defaults
+    from the environment (``$SMARTOPS_TOKEN``, ``$SMARTOPS_QUEUE``, ``$SMARTOPS_POLICY``, ``$SMARTOPS_INDEX``);
+    its exit code and the lines it printed."""
+    import argparse
+    import contextlib
+    import io
+
+    parser = argparse.ArgumentParser(prog="smartops")
+    add_approve(parser.add_subparsers(dest="command", required=True))
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        try:
+            args = parser.parse_args(["approve", plan_id, f"--operator={operator}", f"--archive={archive}"])
+            code = args.func(args)
+        except SystemExit as e:  # a bad argument: argparse said why
+            code = e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
+    return code, said.getvalue()
 
 
 def cmd_deny(args) -> int:

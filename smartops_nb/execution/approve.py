@@ -1,6 +1,7 @@
 """Carry out an approved plan: claim it once, lock its target, re-check, act, verify, record.
 
-``smartops approve PLAN_ID`` (and, on ``serve``, ``POST /approvals/PLAN_ID``) come here. In order:
+``smartops approve PLAN_ID`` (and, on ``serve``, ``POST /approvals/PLAN_ID``, and the plans notebook's
+button) come here through :func:`smartops_nb.jobs.approvals.decide`. In order:
 
 1. the plan's parameters are prepared first (bad or missing input: nothing claimed);
 2. the plan is *claimed* in the plan store (:class:`~smartops_nb.records.plans.PlanStore`): a single
@@ -40,17 +41,20 @@ from .prepare import Prepared, prepare
 
 log = logging.getLogger("smartops.approve")
 
+QUEUED = "queued"  # an approval's outcome when a queue's worker carries the plan out
+
 
 @dataclass
 class Outcome:
     plan: Plan
-    status: str                    # executed | refused | failed | pending (the two-person rule: 1 of 2)
+    status: str                    # executed | refused | failed | pending (the two-person rule: 1 of 2) | queued
     reason: str
     result: Result | None = None   # the mitigating run's record
+    job_id: int | None = None      # queued: the job a worker carries it out as
 
     @property
     def exit_code(self) -> int:
-        return {plans.EXECUTED: EXIT_OK, plans.PENDING: EXIT_PENDING}.get(self.status, EXIT_FAILED)
+        return {plans.EXECUTED: EXIT_OK, QUEUED: EXIT_OK, plans.PENDING: EXIT_PENDING}.get(self.status, EXIT_FAILED)
 
 
 def plan_parameters(plan: Plan, operator: str, base: Mapping[str, Any]) -> dict[str, Any]:

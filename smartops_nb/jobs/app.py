@@ -1,7 +1,8 @@
 """The job queue: a Procrastinate App on the team's PostgreSQL (we glue, Procrastinate queues).
 
 ``smartops serve --queue DSN`` defers one job per accepted run; ``smartops worker --queue DSN`` runs
-them; ``smartops queue`` inspects them. Jobs live in Procrastinate's tables (``procrastinate_jobs``,
+them; ``smartops queue`` inspects them. Procrastinate is reached through its App and ``JobManager``;
+the SQL it has no API for is named in :mod:`.queue_sql`. Jobs live in Procrastinate's tables (``procrastinate_jobs``,
 ``procrastinate_events``, ``procrastinate_workers``); our one table, ``smartops_job_notes``, holds
 what Procrastinate does not keep: why a job failed, an attempt lost with its worker, the record
 each attempt wrote (``smartops queue status`` shows them). No parameter value is ever written
@@ -14,6 +15,8 @@ from typing import Any
 
 from smartops_nb.params import ParameterError
 
+from . import queue_sql
+
 log = logging.getLogger("smartops.queue")
 
 RUNS_QUEUE = "smartops-runs"              # alert runs
@@ -24,36 +27,11 @@ APPROVE_TASK = f"{NAMESPACE}:approve"
 CONNECT_TIMEOUT = 5                       # seconds: every connection to the queue is bounded
 SCHEMA_LOCK = "smartops queue schema"     # advisory lock: replicas starting together apply it once
 
-NOTES_DDL = """
-CREATE TABLE IF NOT EXISTS smartops_job_notes (
-    id bigserial PRIMARY KEY,
-    job_id bigint NOT NULL REFERENCES procrastinate_jobs(id) ON DELETE CASCADE,
-    at timestamptz NOT NULL DEFAULT now(),
-    note text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS smartops_job_notes_job_id ON smartops_job_notes(job_id);
--- which `smartops worker` process (host:pid) each Procrastinate worker row belongs to
-CREATE TABLE IF NOT EXISTS smartops_workers (
-    worker_id bigint PRIMARY KEY REFERENCES procrastinate_workers(id) ON DELETE CASCADE,
-    name text NOT NULL
-);
-"""
-
-#: one row per `smartops worker` process (its two Procrastinate workers: runs and the sweep)
-WORKERS_SQL = """
-SELECT coalesce(n.name, '#' || w.id) AS name, min(w.id) AS id, array_agg(w.id ORDER BY w.id) AS ids,
-       min(extract(epoch FROM now() - w.last_heartbeat)) AS age
-  FROM procrastinate_workers w LEFT JOIN smartops_workers n ON n.worker_id = w.id
- GROUP BY 1 ORDER BY 2
-"""
-
-
 def name_workers(dsn: str, name: str, worker_ids: list[int]) -> None:
     """Note that these Procrastinate workers are the process ``name`` (host:pid), for `queue status`."""
     with connect(dsn, autocommit=True) as c:
         for wid in worker_ids:
-            c.execute("INSERT INTO smartops_workers (worker_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                      (wid, name))
+            c.execute(queue_sql.NAME_WORKER, {"worker_id": wid, "name": name})
 
 
 def safe_dsn(dsn: str) -> str:
@@ -92,11 +70,11 @@ def ensure_schema(dsn: str) -> bool:
     try:
         with connect(dsn) as conn:
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SCHEMA_LOCK,))
-                missing = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NULL").fetchone()[0]
+                conn.execute(queue_sql.SCHEMA_LOCK, {"key": SCHEMA_LOCK})
+                missing = conn.execute(queue_sql.SCHEMA_MISSING).fetchone()[0]
                 if missing:
                     conn.execute(SchemaManager.get_schema())
-                conn.execute(NOTES_DDL)
+                conn.execute(queue_sql.NOTES_DDL)
     except psycopg.Error as e:
         raise unreachable(dsn, e) from None
     if missing:
@@ -118,26 +96,14 @@ def make_app(dsn: str, *, pool_timeout: float = 5.0, max_size: int = 10):
     return app
 
 
-# -- what `queue status` and /healthz report --------------------------------------------------------
-DEPTH_SQL = """
-SELECT count(*) FILTER (WHERE status = 'todo') AS waiting,
-       count(*) FILTER (WHERE status = 'doing') AS running,
-       extract(epoch FROM now() - min(e.at) FILTER (WHERE status = 'todo')) AS oldest_waiting_s
-  FROM procrastinate_jobs j
-  LEFT JOIN procrastinate_events e ON e.job_id = j.id AND e.type = 'deferred'
- WHERE j.queue_name = %s AND j.status IN ('todo', 'doing')
-"""
-
-
+# -- notes on jobs, and what `queue status` reports ----------------------------------------------------
 def note(conn, job_id: int, text: str) -> None:
     """Add a line to a job's notes (its own autocommit statement)."""
-    conn.execute("INSERT INTO smartops_job_notes(job_id, note) VALUES (%s, %s)", (job_id, text))
+    conn.execute(queue_sql.ADD_NOTE, {"job_id": job_id, "note": text})
 
 
 def notes(conn, job_id: int) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT to_char(at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF') || ' ' || note FROM smartops_job_notes "
-        "WHERE job_id = %s ORDER BY id", (job_id,))]
+    return [r[0] for r in conn.execute(queue_sql.NOTES, {"job_id": job_id})]
 
 
 def status(dsn: str, *, jobs: int = 20) -> dict[str, Any]:
@@ -147,22 +113,16 @@ def status(dsn: str, *, jobs: int = 20) -> dict[str, Any]:
 
     try:
         with connect(dsn, autocommit=True, row_factory=dict_row) as c:
-            if c.execute("SELECT to_regclass('procrastinate_jobs') IS NULL AS m").fetchone()["m"]:
+            if c.execute(queue_sql.SCHEMA_MISSING).fetchone()["missing"]:
                 raise ParameterError(f"no queue schema at {safe_dsn(dsn)}: run `smartops queue init`")
-            by_state = {r["status"]: r["n"] for r in c.execute(
-                "SELECT status::text, count(*) AS n FROM procrastinate_jobs WHERE queue_name = %s GROUP BY 1",
-                (RUNS_QUEUE,))}
-            depth = c.execute(DEPTH_SQL, (RUNS_QUEUE,)).fetchone()
-            if c.execute("SELECT to_regclass('smartops_workers') IS NULL AS m").fetchone()["m"]:
-                c.execute(NOTES_DDL)  # a queue made before worker names
+            runs = {"queue": RUNS_QUEUE}
+            by_state = {r["status"]: r["n"] for r in c.execute(queue_sql.JOBS_BY_STATE, runs)}
+            depth = c.execute(queue_sql.DEPTH, runs).fetchone()
+            if c.execute(queue_sql.WORKERS_TABLE_MISSING).fetchone()["missing"]:
+                c.execute(queue_sql.NOTES_DDL)  # a queue made before worker names
             workers = [{"name": r["name"], "id": r["id"], "ids": r["ids"], "last_heartbeat_s": round(float(r["age"]), 1)}
-                       for r in c.execute(WORKERS_SQL)]
-            latest = c.execute(
-                "SELECT j.id, j.status::text AS status, j.attempts, j.worker_id, j.queueing_lock AS key, "
-                "       (SELECT note FROM smartops_job_notes n WHERE n.job_id = j.id ORDER BY n.id DESC LIMIT 1)"
-                "       AS last_note "
-                "  FROM procrastinate_jobs j WHERE j.queue_name = %s ORDER BY j.id DESC LIMIT %s",
-                (RUNS_QUEUE, jobs)).fetchall()
+                       for r in c.execute(queue_sql.WORKERS)]
+            latest = c.execute(queue_sql.LATEST_JOBS, {**runs, "limit": jobs}).fetchall()
     except psycopg.Error as e:
         raise unreachable(dsn, e) from None
     oldest = depth["oldest_waiting_s"]

@@ -35,7 +35,7 @@ from smartops_nb.records.plans import PlanRefused
 from smartops_nb.records.storage import name_in
 from smartops_nb.resources import process_stats
 
-from . import app as queue_app
+from . import app as queue_app, queue_sql
 from .tasks import BadJob, HandedBack
 
 log = logging.getLogger("smartops.worker")
@@ -43,19 +43,6 @@ log = logging.getLogger("smartops.worker")
 HANDED_BACK = "smartops worker shut down before the run finished; handed back to the queue"
 RECONNECT_S = 0.5       # between attempts while the queue is away (each bounded by CONNECT_TIMEOUT)
 POOL_TIMEOUT_S = 2.0    # a worker's wait for a pooled connection: a lost queue is noticed, not waited on
-
-#: another job of the same incident and kind was running when this one was queued (a repeat
-#: that slipped past serve's check between two replicas): it ran; this one must not run again
-RAN_MEANWHILE_SQL = """
-SELECT o.id FROM procrastinate_jobs o
- WHERE o.lock = %(lock)s AND o.id < %(id)s AND o.queue_name = %(queue)s
-   AND EXISTS (SELECT 1 FROM procrastinate_events e
-                WHERE e.job_id = o.id AND e.type IN ('succeeded', 'failed', 'aborted')
-                  AND e.at >= (SELECT min(d.at) FROM procrastinate_events d
-                                WHERE d.job_id = %(id)s AND d.type = 'deferred'))
- ORDER BY o.id DESC LIMIT 1
-"""
-
 
 class _QuietSweeps(logging.Filter):
     """The stalled-job sweep runs every few seconds: keep its routine INFO lines out of the log; and
@@ -104,7 +91,7 @@ class Runner:
     def _ran_meanwhile(self, job) -> int | None:
         try:
             with queue_app.connect(self.dsn, autocommit=True) as c:
-                row = c.execute(RAN_MEANWHILE_SQL, {"lock": job.lock, "id": job.id,
+                row = c.execute(queue_sql.RAN_MEANWHILE, {"lock": job.lock, "id": job.id,
                                                     "queue": queue_app.RUNS_QUEUE}).fetchone()
         except Exception as e:
             log.warning("job %s: dedup check failed (%s); running it", job.id, e)
@@ -251,8 +238,7 @@ class Runner:
                 log.warning("stalled job %s not retried (%s); marking it failed", job.id, e)
                 lost = f"attempt {job.attempts + 1} lost with its worker; not retried: {e}"
                 await app.job_manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
-            await app.connector.execute_query_async(
-                "INSERT INTO smartops_job_notes(job_id, note) VALUES (%(id)s, %(note)s)", id=job.id, note=lost)
+            await app.connector.execute_query_async(queue_sql.ADD_NOTE, job_id=job.id, note=lost)
             log.warning("job %s: %s", job.id, lost)
         return len(stalled)
 

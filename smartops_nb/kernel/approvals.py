@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 from smartops_nb import redact
 from smartops_nb.actions import EXECUTED, Action, carry_out
@@ -140,14 +140,21 @@ def pending_plans(archive, record: str = "") -> list[dict[str, Any]]:
     return [p.to_dict() for p in plan_store(archive).pending() if not record or p.record == record]
 
 
-class PlanApproval:
-    """The control for one pending plan: typed confirmation of its target (or id), then ``smartops
-    approve`` itself — the code path of the command line and of ``serve``, not a copy of it."""
+#: What approves a plan from the plans notebook: ``(plan_id, operator, archive) -> (exit code, what it
+#: said)``. The kernel side never imports host-side code, so the notebook hands it in:
+#: :func:`smartops_nb.cli.approve.approve_here`, ``smartops approve``'s own code run in this process.
+Approve = Callable[[str, str, Any], "tuple[int, str]"]
 
-    def __init__(self, plan: dict[str, Any], archive, operator: str = ""):
+
+class PlanApproval:
+    """The control for one pending plan: typed confirmation of its target (or id), then ``approve``
+    (``smartops approve``'s code, in this kernel) — the code path of the command line and of
+    ``serve``, not a copy of it."""
+
+    def __init__(self, plan: dict[str, Any], archive, operator: str = "", *, approve: Approve):
         import ipywidgets as w
 
-        self.plan, self.archive = plan, archive
+        self.plan, self.archive, self.approve = plan, archive, approve
         self.header = w.HTML(
             f"<h4>Plan <code>{html.escape(plan['id'])}</code>: <code>{html.escape(plan['action'])}</code></h4>"
             f"<p><b>Target:</b> <code>{html.escape(plan['target'])}</code><br><b>Incident:</b> "
@@ -163,9 +170,6 @@ class PlanApproval:
         self.widget = w.VBox([self.header, self.operator, w.HBox([self.text, self.button]), self.status])
 
     def confirm(self, _button=None) -> int | None:
-        import subprocess
-        import sys
-
         if self.text.value.strip() not in {self.plan["target"], self.plan["id"]}:
             self.status.value = (f"<p style='color:#cf222e'>Not approved: type <code>{html.escape(self.plan['target'])}"
                                  f"</code> or <code>{html.escape(self.plan['id'])}</code> to confirm.</p>")
@@ -175,17 +179,14 @@ class PlanApproval:
             return None
         self.button.disabled = self.text.disabled = True
         self.status.value = "<p>Carrying out the plan (the runbook re-checks before acting)…</p>"
-        done = subprocess.run([sys.executable, "-m", "smartops_nb.cli", "approve", self.plan["id"], "--operator",
-                               self.operator.value.strip(), "--archive", str(self.archive)],
-                              capture_output=True, text=True, timeout=1800)
-        said = redact.scrub((done.stdout + done.stderr).strip())
-        self.status.value = f"<pre>{html.escape(said)}</pre>"
-        return done.returncode
+        code, said = self.approve(self.plan["id"], self.operator.value.strip(), str(self.archive))
+        self.status.value = f"<pre>{html.escape(redact.scrub(said.strip()))}</pre>"
+        return code
 
 
-def offer_plans(archive, record: str = "", operator: str = "") -> list[dict[str, Any]]:
-    """Show each pending plan with its approval control (live JupyterLab), or the command that approves
-    it (anywhere else); return the plans."""
+def offer_plans(archive, record: str = "", operator: str = "", *, approve: Approve) -> list[dict[str, Any]]:
+    """Show each pending plan with its approval control (live JupyterLab; its button calls ``approve``),
+    or the command that approves it (anywhere else); return the plans."""
     from smartops_nb.records.render import plan_command
 
     from . import display
@@ -203,5 +204,5 @@ def offer_plans(archive, record: str = "", operator: str = "") -> list[dict[str,
     from IPython.display import display as ipy_display
 
     for p in found:
-        ipy_display(PlanApproval(p, archive, operator).widget)
+        ipy_display(PlanApproval(p, archive, operator, approve=approve).widget)
     return found

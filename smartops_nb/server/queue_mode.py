@@ -18,15 +18,12 @@ from typing import Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Routes
-from smartops_nb.jobs import app as queue_app
+from smartops_nb.jobs import app as queue_app, queue_sql
 
 from .intake import Planned, answer, claim, episode_index, plan, repeated, settle, status_of
 
 log = logging.getLogger("smartops.serve")
 
-RUNNING_SQL = "SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'doing' LIMIT 1"
-RAN_SQL = ("SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status IN ('doing', 'succeeded') "
-           "AND queue_name = %(queue)s LIMIT 1")
 HEALTH_TIMEOUT = 3.0
 
 
@@ -72,17 +69,20 @@ class QueueIntake:
             log.info("queue reachable again after %.1f s", time.monotonic() - self._down_since)
             self._down_since = None
 
+    async def _ran(self, key: str, recheck: bool) -> bool:
+        """A job with this lock (incident and kind) is running, or (unless a re-check) ran and succeeded
+        in the runs queue: Procrastinate's count of jobs per lock and status, one statement."""
+        busy = ("doing",) if recheck else ("doing", "succeeded")
+        locks = await self.app.job_manager.list_locks_async(lock=key, queue=None if recheck else queue_app.RUNS_QUEUE)
+        return any(row[status] for row in locks for status in busy)
+
     async def _submit(self, p: Planned) -> str:
         from procrastinate.exceptions import AlreadyEnqueued
 
         key = routes_mod.dedup_key(p.alert)
+        recheck = bool(p.entry.get("recheck"))
         try:
-            if p.entry.get("recheck"):
-                running = await self.app.connector.execute_query_all_async(RUNNING_SQL, lock=key)
-            else:
-                running = await self.app.connector.execute_query_all_async(RAN_SQL, lock=key,
-                                                                           queue=queue_app.RUNS_QUEUE)
-            if running:
+            if await self._ran(key, recheck):
                 outcome = "deduplicated"
             else:
                 task = self.app.tasks[queue_app.RUN_TASK].configure(lock=key, queueing_lock=key)
@@ -120,7 +120,7 @@ class QueueIntake:
                                 "accepted": self.accepted}
         try:
             row = await asyncio.wait_for(self.app.connector.execute_query_one_async(
-                queue_app.DEPTH_SQL.replace("%s", "%(queue)s"), queue=queue_app.RUNS_QUEUE), HEALTH_TIMEOUT)
+                queue_sql.DEPTH, queue=queue_app.RUNS_QUEUE), HEALTH_TIMEOUT)
         except UNREACHABLE as e:
             self._down(e)  # still 200: serve itself is alive (a liveness probe must not restart it)
             body["status"] = "queue unreachable"

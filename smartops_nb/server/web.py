@@ -277,18 +277,11 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         except ValueError:
             return JSONResponse({"error": "body must be JSON: {\"operator\": NAME}"}, status_code=400)
         plan_id = request.path_params["plan_id"]
+        from smartops_nb.jobs.approvals import decide
+
         try:
-            if queue:
-                queued = await run_in_threadpool(lambda: queue_approval(queue, plan_id, operator, archive,
-                                                                        files=files, policy=policy))
-                if queued.job_id is None:
-                    return JSONResponse({"plan": plan_id, "status": "pending",
-                                         "reason": approvals.awaiting(queued.plan)}, status_code=202)
-                return JSONResponse({"plan": plan_id, "status": "queued", "job": queued.job_id,
-                                     "reason": f"approved by {queued.plan.decided_by}; a worker carries it out"},
-                                    status_code=202)
-            out = await run_in_threadpool(lambda: approvals.carry_out(plan_id, operator, archive, files=files,
-                                                                      policy=policy))
+            out = await run_in_threadpool(lambda: decide(plan_id, operator, archive, queue=queue, files=files,
+                                                         policy=policy))
         except Forbidden as e:
             return JSONResponse({"plan": plan_id, "status": "forbidden", "error": str(e)}, status_code=403)
         except ParameterError as e:
@@ -296,9 +289,9 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
         except PlanRefused as e:
             return JSONResponse({"plan": plan_id, "status": "refused", "reason": str(e)},
                                 status_code=404 if isinstance(e, UnknownPlan) else 409)
-        return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason,
-                             "record": out.result.name if out.result else None},
-                            status_code={"executed": 200, "pending": 202}.get(out.status, 409))
+        said = {"job": out.job_id} if out.job_id is not None else {"record": out.result.name if out.result else None}
+        return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason, **said},
+                            status_code={"executed": 200, "pending": 202, "queued": 202}.get(out.status, 409))
 
     def callback_url(request: Request) -> str:
         return page_url(public_url or str(request.base_url), "/signin/callback")
@@ -436,16 +429,15 @@ def _postmortem(archive: Any, incident_id: str) -> str:
 
 def _approve(plan_id: str, operator: "str | Identity", archive: Any, files: list[str], queue: str | None,
              policy: people_policy.Policy = people_policy.NONE) -> str:
+    from smartops_nb.jobs.approvals import decide
+
     try:
-        if queue:
-            queued = queue_approval(queue, plan_id, operator, archive, files=files, policy=policy)
-            if queued.job_id is None:
-                return f"plan {plan_id} pending: {approvals.awaiting(queued.plan)}"
-            return (f"plan {plan_id} approved by {queued.plan.decided_by}: queued as job {queued.job_id}; a worker "
-                    f"carries it out (reload this page for its outcome)")
-        out = approvals.carry_out(plan_id, operator, archive, files=files, policy=policy)
+        out = decide(plan_id, operator, archive, queue=queue, files=files, policy=policy)
     except (PlanRefused, ParameterError) as e:
         return f"refused: {e}"
+    if out.job_id is not None:
+        return (f"plan {plan_id} approved by {out.plan.decided_by}: queued as job {out.job_id}; a worker "
+                f"carries it out (reload this page for its outcome)")
     return f"plan {plan_id} {out.status}: {out.reason}"
 
 

@@ -161,3 +161,42 @@ def test_the_plans_notebook_lists_pending_plans_with_the_command_headless(leak, 
                                progress_bar=False, cwd=str(REPO))
     shown = out.read_text()
     assert plan["id"] in shown and f"smartops approve {plan['id']}" in shown and plan["target"] in shown
+
+
+def test_the_plans_notebook_s_button_approves_through_the_command_s_code_in_its_kernel(leak, healthy_sandbox,
+                                                                                       sandbox_params, archive,
+                                                                                       tmp_path):
+    # the button's handler runs in a Jupyter kernel (an event loop running, as in JupyterLab): the
+    # approval is `smartops approve`'s own code in that kernel, no subprocess of the command
+    import nbformat
+    import papermill
+
+    plan = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-lab"))
+    click = nbformat.v4.new_code_cell(
+        "import subprocess\n"
+        "from smartops_nb.cli.approve import approve_here\n"
+        "from smartops_nb.kernel.approvals import PlanApproval, pending_plans\n"
+        "started = []\n"
+        "class Recorded(subprocess.Popen):\n"
+        "    def __init__(self, args, *a, **k):\n"
+        "        started.append(str(args))\n"
+        "        super().__init__(args, *a, **k)\n"
+        "subprocess.Popen = Recorded\n"
+        f"(p,) = pending_plans({str(archive)!r})\n"
+        f"control = PlanApproval(p, {str(archive)!r}, 'alice', approve=approve_here)\n"
+        "control.text.value = 'nothing'\n"
+        "refused = control.confirm()\n"
+        "control.text.value = p['target']\n"
+        "print('EXIT', refused, control.confirm())\n"
+        "print('CLI', [a for a in started if 'smartops_nb.cli' in a])\n"
+        "print(control.status.value)")
+    nb = tmp_path / "click.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[click]), nb)
+    out = tmp_path / "click-run.ipynb"
+    papermill.execute_notebook(str(nb), str(out), kernel_name="python3", progress_bar=False, cwd=str(REPO))
+    said = "".join(o.get("text", "") for o in nbformat.read(out, 4).cells[0].outputs)
+    assert "EXIT None 0" in said and "CLI []" in said, said
+    assert f"plan {plan['id']}: executed" in said
+    stored = plan_store(archive).get(plan["id"])
+    assert (stored.state, stored.decided_by) == ("executed", "alice")
+    assert stored.outcome_record and stored.outcome_record in said  # the record the command printed

@@ -504,10 +504,10 @@ def test_a_worker_is_back_within_5_s_of_the_queues_return_named_by_host_and_pid(
     assert named == [name], named   # `queue status`: one line per `smartops worker` process, though it runs two
 
     def rows() -> dict[str, set]:  # what `queue status` reads, straight from the queue (a CLI call costs ~1 s)
-        from smartops_nb.jobs.app import WORKERS_SQL
+        from smartops_nb.jobs.queue_sql import WORKERS
         try:
             with psycopg.connect(team.dsn, connect_timeout=2, autocommit=True) as c:
-                return {r[0]: set(r[2]) for r in c.execute(WORKERS_SQL)}
+                return {r[0]: set(r[2]) for r in c.execute(WORKERS)}
         except psycopg.Error:  # the queue is down
             return {}
     before = rows()[name]

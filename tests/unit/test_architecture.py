@@ -28,3 +28,13 @@ def test_a_warm_kernel_imports_no_notebook_format_library():
     probe = WARMUP_CODE + "import sys\nprint(sorted(m for m in ('nbformat', 'jsonschema', 'papermill') if m in sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_sql_on_procrastinate_s_tables_is_named_in_one_module():
+    """Procrastinate is reached through its App and JobManager; the SQL it has no API for is in jobs/queue_sql.py."""
+    import re
+
+    sql = re.compile(r"\b(FROM|JOIN|INTO|UPDATE|TABLE)\s+procrastinate_\w+", re.IGNORECASE)
+    found = [str(p.relative_to(REPO)) for p in (REPO / "smartops_nb").rglob("*.py")
+             if sql.search(p.read_text()) and p.name != "queue_sql.py"]
+    assert found == [], found

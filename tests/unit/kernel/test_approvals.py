@@ -83,3 +83,24 @@ def test_act_offers_a_widget_only_when_interactive(monkeypatch):
     run.act(types.SimpleNamespace(**{**vars(action), "manual": "needs a restart"}), when="idle-connection-leak")
     assert offered == ["terminate-idle-connections"]  # a manual action is never offered
 
+
+
+def test_a_plan_s_control_approves_through_the_command_s_code_in_this_process(tmp_path, monkeypatch):
+    """The plans notebook's button: `smartops approve`'s own code (no subprocess), its exit code and its
+    one line shown; a plan this archive does not know is bad input (exit 2), nothing else said."""
+    from smartops_nb.cli.approve import approve_here
+    from smartops_nb.contract import QUEUE_ENV
+
+    for var in (QUEUE_ENV, "SMARTOPS_TOKEN", "SMARTOPS_POLICY", "SMARTOPS_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # no parameters/policy.yaml here
+    plan = {"id": "pl-unknown1", "action": "terminate-idle-connections", "target": "<smartamazon>",
+            "incident_id": "INC-1", "severity": "P1", "expires_at": "2099-01-01T00:00:00Z", "record": "r.ipynb"}
+    (tmp_path / "incidents").mkdir()
+    control = approvals.PlanApproval(plan, tmp_path / "incidents", "alice", approve=approve_here)
+    assert "&lt;smartamazon&gt;" in control.header.value
+    control.text.value = "pl-unknown1"
+    assert control.confirm() == 2
+    assert control.button.disabled
+    said = control.status.value
+    assert said.startswith("<pre>smartops approve: ") and "pl-unknown1" in said and said.count("\n") == 0, said
