@@ -308,7 +308,7 @@ def _become_kernel(request: dict[str, Any], template_pid: int) -> None:
 # A forked kernel shares the template's pages until it writes one; in CPython a read is a write too
 # (a reference count), so whatever a kernel's start touches across the whole heap becomes its own.
 # Measured (smaps of a ready fork, Private_Dirty by start-up step): two reads of every module, and
-# traitlets' command-line parser, copied ~15 MiB into each kernel (README, "PSS per ready forked kernel").
+# traitlets' command-line parser, copied ~14 MiB into each kernel (README, "PSS per ready forked kernel").
 class _ModuleFile:
     """A module as ``IPythonKernel.__init__`` reads it: its ``__file__`` alone."""
 
