@@ -257,7 +257,7 @@ async def wait_for_ready(kc, timeout: float | None = None) -> None:
             else:
                 jc_adapter.kernel_info_seen(kc, msg)
                 break
-        if not await ensure_async(kc.is_alive()):
+        if not await jc_adapter.client_is_alive(kc):
             raise RuntimeError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
             raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")

@@ -24,6 +24,14 @@ def test_kernel_info_reply_handler_takes_the_reply():
     assert list(inspect.signature(handler).parameters) == ["self", "msg"]
 
 
+def test_a_client_is_alive_is_a_coroutine_on_every_kind_of_client():
+    from jupyter_client.blocking import BlockingKernelClient
+
+    for cls in (AsyncKernelClient, BlockingKernelClient):
+        assert inspect.iscoroutinefunction(cls._async_is_alive)
+        assert list(inspect.signature(cls._async_is_alive).parameters) == ["self"]
+
+
 def test_fine_kill_wait_passes_the_finer_interval():
     seen = {}
 
