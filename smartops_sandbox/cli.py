@@ -151,7 +151,11 @@ def main(args) -> int:
     sb = _sandbox(args)
     if cmd == "up":
         print(f"starting the SmartAmazon sandbox in {sb.state_dir} ...", file=sys.stderr)
-        _print_status(sb.up())
+        try:
+            status = sb.up()
+        except (OSError, RuntimeError) as e:  # a port taken, PostgreSQL that would not start: what it said
+            return _failed(sb, e)
+        _print_status(status)
         log = {} if sb.state().get("mode") in ("containers", "compose") else {"api_log_path": str(sb.api_log)}
         print(f"parameters: {json.dumps({**sb.params(), **log})}")
         return 0

@@ -121,9 +121,12 @@ class PostgresServer:
         return (self.data_dir / "PG_VERSION").exists()
 
     def _initdb(self) -> None:
-        subprocess.run([_bin("initdb"), "-D", str(self.data_dir), "--auth=trust", "--auth-local=trust",
-                        "--encoding=utf8", "-U", "postgres"],
-                       check=True, capture_output=True, text=True, timeout=120, **self._run_kwargs())
+        out = subprocess.run([_bin("initdb"), "-D", str(self.data_dir), "--auth=trust", "--auth-local=trust",
+                              "--encoding=utf8", "-U", "postgres"],
+                             capture_output=True, text=True, timeout=120, **self._run_kwargs())
+        if out.returncode:
+            said = " | ".join((out.stderr or out.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"initdb of {self.data_dir} failed (exit {out.returncode}): {said}")
         with open(self.data_dir / "postgresql.conf", "a") as f:
             f.write("\ninclude_if_exists = 'smartops_sandbox.conf'\n")
 
@@ -174,10 +177,14 @@ class PostgresServer:
         stale = self.data_dir / "postmaster.pid"
         if stale.exists() and not _pid_is(self._read_pid(), PROCESS_MARKER):
             stale.unlink()   # its pid is gone or now another program's (pg_ctl would refuse to start)
-        subprocess.run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", str(int(timeout)),
-                        "-l", str(self.log_path), "start"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=timeout + 10, start_new_session=True, **self._run_kwargs())
+        out = subprocess.run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", str(int(timeout)),
+                              "-l", str(self.log_path), "start"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             timeout=timeout + 10, start_new_session=True, **self._run_kwargs())
+        if out.returncode:
+            log = self.log_path.read_text(errors="replace").strip().splitlines() if self.log_path.exists() else []
+            raise RuntimeError(f"PostgreSQL in {self.data_dir} did not start (pg_ctl exit {out.returncode}); "
+                               f"its log ends: {' | '.join(log[-3:]) or '(empty)'}")
 
     def stop(self, timeout: float = 20) -> None:
         pid = self.pid
