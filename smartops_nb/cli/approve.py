@@ -26,17 +26,17 @@ from .archive import add_location
 TOKEN_ENV = "SMARTOPS_TOKEN"
 
 
-def _operator(args, archive=None):
+def operator_of(args, archive=None):
     """The caller: the identity ``$SMARTOPS_TOKEN`` proves (Unauthorized if it does not), else the typed name."""
     token = os.environ.get(TOKEN_ENV)
     if token:
         from smartops_nb.people.tokens import Tokens
 
-        return Tokens(archive if archive is not None else _archive(args)).identity(token)
+        return Tokens(archive if archive is not None else archive_of(args)).identity(token)
     return getattr(args, "operator", None) or os.environ.get("SMARTOPS_OPERATOR") or os.environ.get("USER") or ""
 
 
-def _policy(args):
+def policy_of(args):
     from smartops_nb.people import policy
 
     return policy.load(getattr(args, "policy", None))
@@ -107,9 +107,9 @@ def register(subparsers, parser_class) -> None:
 INCIDENT_COMMANDS: list = []
 
 
-def _archive(args):
+def archive_of(args):
     """The archive the options name (raises ParameterError, exit 2, for a pair that cannot work)."""
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
 
     return open_archive(args.archive, args.index)
 
@@ -145,8 +145,8 @@ def cmd_approve(args) -> int:
     if args.queue:
         return _approve_queued(args)
     out, failed = _decide("approve", lambda: approve.carry_out(
-        args.plan_id, _operator(args), _archive(args), files=args.parameters_file, cell_timeout=args.cell_timeout,
-        policy=_policy(args)))
+        args.plan_id, operator_of(args), archive_of(args), files=args.parameters_file, cell_timeout=args.cell_timeout,
+        policy=policy_of(args)))
     if failed is not None:
         return failed
     print(f"plan {out.plan.id}: {out.status}: {out.reason}")
@@ -160,12 +160,12 @@ def _approve_queued(args) -> int:
     from smartops_nb.jobs import approvals
     from smartops_nb.records.plans import EXECUTED, FINAL
 
-    archive, failed = _decide("approve", lambda: _archive(args))
+    archive, failed = _decide("approve", lambda: archive_of(args))
     if failed is not None:
         return failed
     queued, failed = _decide("approve", lambda: approvals.queue_approval(
-        args.queue, args.plan_id, _operator(args, archive), archive, files=args.parameters_file,
-        policy=_policy(args)))
+        args.queue, args.plan_id, operator_of(args, archive), archive, files=args.parameters_file,
+        policy=policy_of(args)))
     if failed is not None:
         return failed
     if queued.job_id is None:
@@ -196,8 +196,8 @@ def _approve_queued(args) -> int:
 def cmd_deny(args) -> int:
     from smartops_nb.execution import approve
 
-    plan, failed = _decide("deny", lambda: approve.deny(args.plan_id, _operator(args), args.reason, _archive(args),
-                                                        files=args.parameters_file, policy=_policy(args)))
+    plan, failed = _decide("deny", lambda: approve.deny(args.plan_id, operator_of(args), args.reason, archive_of(args),
+                                                        files=args.parameters_file, policy=policy_of(args)))
     if failed is not None:
         return failed
     print(f"plan {plan.id}: denied by {plan.decided_by}: {plan.reason}")
@@ -205,13 +205,13 @@ def cmd_deny(args) -> int:
 
 
 def cmd_incident_show(args) -> int:
-    from smartops_nb.records.archive import IndexMissing
+    from smartops_nb.records.entries import IndexMissing
     from smartops_nb.reports import incident
 
     from smartops_nb.contract import ParameterError
 
     try:
-        inc = incident.show(_archive(args), args.incident_id)
+        inc = incident.show(archive_of(args), args.incident_id)
     except (incident.IncidentNotFound, IndexMissing, ParameterError) as e:
         print(f"smartops incident: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -220,13 +220,13 @@ def cmd_incident_show(args) -> int:
 
 
 def cmd_incident_list(args) -> int:
-    from smartops_nb.records.archive import IndexMissing
+    from smartops_nb.records.entries import IndexMissing
     from smartops_nb.reports import incident
 
     from smartops_nb.contract import ParameterError
 
     try:
-        found = incident.open_incidents(_archive(args))
+        found = incident.open_incidents(archive_of(args))
     except (IndexMissing, ParameterError) as e:
         print(f"smartops incident: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

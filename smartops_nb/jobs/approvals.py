@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from smartops_nb.execution import approve
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.archive import Archive
 from smartops_nb.records.plans import APPROVED, Plan, PlanRefused
 
 from . import app as queue_app
@@ -30,7 +30,7 @@ class Queued:
     job_id: int | None   # None: the two-person rule still waits for a second approval
 
 
-def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files: Iterable[str] = (),
+def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Archive, *, files: Iterable[str] = (),
                    policy: Any = None) -> Queued:
     """Claim the plan and defer its job; raises PlanRefused / ParameterError (nothing claimed: also
     when the queue is unreachable), or PlanRefused when the queue refused the job (claim released)."""
@@ -54,7 +54,7 @@ def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files
             job_id = task.defer(plan_id=plan.id)
     except (psycopg.Error, exceptions.ProcrastinateException, OSError) as e:
         reason = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
-        record_archive.plan_store(archive).release(plan.id, f"not queued: {reason}")
+        archive.plan_store().release(plan.id, f"not queued: {reason}")
         raise PlanRefused(f"plan {plan.id}: the queue at {queue_app.safe_dsn(dsn)} did not take it ({reason}); "
                           f"released, nothing done: approve again") from None
     log.info("plan %s approved by %s: queued as job %s (%s on %s)", plan.id, operator, job_id, plan.action,
@@ -62,10 +62,10 @@ def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files
     return Queued(plan, job_id)
 
 
-def wait_for_outcome(archive: Any, plan_id: str, timeout: float, *,
+def wait_for_outcome(archive: Archive, plan_id: str, timeout: float, *,
                      tick: Callable[[Plan, float], None] | None = None, every: float = 1.0) -> Plan:
     """Poll the plan store until the plan's fate is known (or ``timeout`` s); the plan as it is then."""
-    store = record_archive.plan_store(archive)
+    store = archive.plan_store()
     t0 = time.monotonic()
     while True:
         plan = store.get(plan_id)
