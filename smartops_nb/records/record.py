@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import: only the writers need it
 
 
 from smartops_nb import redact
-from smartops_nb.contract import ARCHIVE_ENV, DEFAULT_ARCHIVE, FALLBACK_ENV
+from smartops_nb.contract import FALLBACK_ENV
 from smartops_nb.params import parse_time
 
 from . import render
@@ -34,10 +34,6 @@ class RecordWriteError(OSError):
     def __init__(self, message: str, fallback: Path | None):
         super().__init__(message)
         self.fallback = fallback
-
-
-def archive_dir(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get(ARCHIVE_ENV) or DEFAULT_ARCHIVE)
 
 
 #: The longest part of a record's name made from a value (runbook, environment): file names stop at 255

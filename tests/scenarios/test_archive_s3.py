@@ -18,7 +18,7 @@ from smartops_nb.records.entries import GENESIS
 from smartops_nb.records.record import RecordWriteError
 from smartops_nb.records.archive import open_archive
 from tests.conftest import REPO
-from tests.fixtures.archives import smartops, synthetic
+from tests.fixtures.archives import people_of, seed_people, smartops, synthetic
 
 
 def _team(archive_dsn, tmp_path, monkeypatch):
@@ -231,21 +231,20 @@ def test_list_search_show_export_on_s3(team, tmp_path):
 # -- migrate -------------------------------------------------------------------------------------------
 def test_migrate_a_folder_archive_same_bytes_same_hashes(team, tmp_path):
     folder = tmp_path / "incidents"
+    local = open_archive(folder)
     for i in range(5):
         nb, summary = synthetic(started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}")
-        open_archive(folder).write(nb, summary)
-    plan = {"id": "pl-migrated", "incident_id": "INC-1", "runbook": "db-pool-exhausted", "severity": "P1",
-            "action": "terminate-idle-connections", "target": "database smartamazon", "created_at": "2026-11-21T10:00:00Z",
-            "expires_at": "2099-01-01T00:00:00Z", "status": "pending"}
-    open_archive(folder).plan_store().register({"plans": [plan]}, "r.ipynb")
-    old = {r["name"]: (r["sha256"], r["entry_hash"]) for r in open_archive(folder).index.rows()}
-    old_tip = open_archive(folder).verify().tip
+        local.write(nb, summary)
+    people = seed_people(local)  # a plan one person approved, a token, the checklist and its lessons
+    old = {r["name"]: (r["sha256"], r["entry_hash"]) for r in local.index.rows()}
+    old_tip = local.verify().tip
     out = smartops("archive", "migrate", "--archive", str(folder), "--to", team.url, "--to-index", team.index.dsn)
     assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
     new = {r["name"]: (r["sha256"], r["entry_hash"]) for r in team.index.rows()}
     assert new == old
     assert team.index.meta()["migrated_tip"] == old_tip and team.index.meta()["migrated_from"] == str(folder)
     assert team.plan_store().get("pl-migrated").state == "pending"  # still approvable, now from any machine
+    assert people_of(team) == people  # and it still shows who approved, who holds a token, what was done
     for name in old:
         assert team.storage.read(name) == (folder / name).read_bytes()
     after = put(team, started="2026-12-01T10:00:00Z")  # the chain goes on from the old tip
