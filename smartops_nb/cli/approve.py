@@ -17,16 +17,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PENDING, QUEUE_ENV
 
 from .archive import add_location
 
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
+
 
 TOKEN_ENV = "SMARTOPS_TOKEN"
 
 
-def operator_of(args, archive=None):
+def operator_of(args, archive: Archive | None = None):
     """The caller: the identity ``$SMARTOPS_TOKEN`` proves (Unauthorized if it does not), else the typed name."""
     token = os.environ.get(TOKEN_ENV)
     if token:

@@ -117,7 +117,7 @@ def test_queued_approvals_of_two_plans_on_one_target_run_one_after_the_other(lea
         cli = subprocess.Popen([sys.executable, "-m", "smartops_nb.cli", "approve", one["id"], "--operator", "alice",
                                 "--archive", str(team.archive), "--queue", queue_dsn, "--no-wait"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with serve_web(team.archive, TOKEN, queue=queue_dsn) as base:
+        with serve_web(open_archive(team.archive), TOKEN, queue=queue_dsn) as base:
             req = urllib.request.Request(f"{base}/approvals/{two['id']}", method="POST", data=b'{"operator": "bob"}',
                                          headers={"Authorization": f"Bearer {TOKEN}"})
             with urllib.request.urlopen(req, timeout=60) as r:

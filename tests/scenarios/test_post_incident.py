@@ -268,7 +268,7 @@ def test_the_incident_page_shows_the_checklist_and_keeps_a_lesson(archive, saas)
     resolved(archive)
     run(archive, saas.config("statuspage"))
     hostile = "<script>alert('lesson')</script> check the pool's idle timeout"
-    with serve_web(archive, "pi-token-123456") as url, httpx.Client(base_url=url, timeout=30,
+    with serve_web(open_archive(archive), "pi-token-123456") as url, httpx.Client(base_url=url, timeout=30,
                                                                    follow_redirects=True) as web:
         page = web.get("/incidents/INC-9", params={"token": "pi-token-123456"}).text
         table = page[page.index('id="checklist"'):page.index("</table>")]

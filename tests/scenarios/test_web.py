@@ -35,7 +35,7 @@ def incident(sandbox, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(incident):
-    with serve_web(incident["archive"], TOKEN) as url:
+    with serve_web(open_archive(incident["archive"]), TOKEN) as url:
         yield url
 
 
