@@ -8,7 +8,7 @@ and `smartops --help` (interpreter + package import) for the CLI. Figures only, 
 ``--postgres`` adds the team index: the same entries in a PostgreSQL (the sandbox's embedded server,
 started in a temporary folder) and the same queries against it (floor: ``SELECT 1`` on a new
 connection). ``--s3`` adds the time a run spends writing its record: a 60 kB record written through
-:func:`archive.write_record` into the folder archive and into ``s3://`` (a SeaweedFS started for the
+:meth:`Archive.write` into the folder archive and into ``s3://`` (a SeaweedFS started for the
 run) + PostgreSQL.
 
     python bench/archive_list.py [--entries N] [--repeat N] [--postgres] [--s3]
@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from smartops_nb.records import archive
+from smartops_nb.records import index_sqlite
+from smartops_nb.records.archive import Archive, open_archive
 
 RUNBOOKS = {"db-pool-exhausted": ["idle-connection-leak", "pool-too-small"],
             "redis-memory-full": ["no-eviction-policy", "big-keys"],
@@ -37,8 +38,8 @@ RUNBOOKS = {"db-pool-exhausted": ["idle-connection-leak", "pool-too-small"],
 def generate(folder: Path, n: int) -> None:
     rnd = random.Random(4)
     start = time.time() - 90 * 86400
-    con = archive.connect(folder)
-    with archive._immediate(con):
+    con = index_sqlite.connect(folder)
+    with index_sqlite.immediate(con):
         for i in range(n):
             runbook = rnd.choice(list(RUNBOOKS))
             causes = rnd.sample(RUNBOOKS[runbook], rnd.randint(0, 1))
@@ -53,7 +54,7 @@ def generate(folder: Path, n: int) -> None:
                    "findings": 6}
             words = {"record": name, "findings": f"pool {rnd.randint(1, 100)}% used", "diagnosis": " ".join(causes),
                      "outputs": "step ran", "parameters": "environment=prod"}
-            archive._append(con, row, words)
+            index_sqlite.append_entry(con, row, words)
     con.close()
 
 
@@ -66,7 +67,7 @@ def generate_postgres(dsn: str, folder: Path) -> None:
 
     with index_postgres.PostgresIndex(dsn).appending():
         pass  # creates the schema
-    src = sqlite3.connect(archive.index_path(folder))
+    src = sqlite3.connect(index_sqlite.index_path(folder))
     src.row_factory = sqlite3.Row
     cols = ("seq",) + entries.ROW_COLUMNS
     with psycopg.connect(dsn, autocommit=False) as con:
@@ -82,7 +83,7 @@ def generate_postgres(dsn: str, folder: Path) -> None:
         with con.cursor().copy("COPY words FROM STDIN") as cp:
             for r in src.execute("SELECT rowid, record, findings, diagnosis, outputs, parameters FROM records_fts"):
                 cp.write_row(tuple(r))
-        doc = index_postgres._DOC.replace("%(", "").replace(")s", "")
+        doc = index_postgres.SEARCH_DOC.replace("%(", "").replace(")s", "")
         con.execute(f"INSERT INTO records_fts (seq, body, doc) SELECT seq, concat_ws(E'\\n', record, findings, "
                     f"diagnosis, outputs, parameters), {doc} FROM words")
         con.execute("SELECT setval(pg_get_serial_sequence('records', 'seq'), (SELECT max(seq) FROM records))")
@@ -115,14 +116,14 @@ CLI_QUERIES = (("list (newest 50)", []),
                ("search idle", None))
 
 
-def api_rows(target, label: str, floor: float, repeat: int) -> list[tuple]:
+def api_rows(target: Archive, label: str, floor: float, repeat: int) -> list[tuple]:
     rows = []
     for name, kw in QUERIES.items():
-        n = len(archive.list_records(target, **kw))
-        ms = median_ms(lambda: archive.list_records(target, **kw), repeat)
+        n = len(target.list(**kw))
+        ms = median_ms(lambda: target.list(**kw), repeat)
         rows.append((f"API {label}: {name}", ms, ms / floor, n))
-    count = len(archive.search(target, "idle", limit=0))
-    ms = median_ms(lambda: archive.search(target, "idle"), repeat)
+    count = len(target.search("idle", limit=0))
+    ms = median_ms(lambda: target.search("idle"), repeat)
     rows.append((f"API {label}: search idle (best 50)", ms, ms / floor, f"{count} match"))
     return rows
 
@@ -144,7 +145,7 @@ def run(*args):
 
 
 def write_times(tmp: Path, dsn: str, repeat: int) -> list[tuple]:
-    """Median time of :func:`archive.write_record` of one 60 kB record: folder + SQLite vs s3:// + PostgreSQL."""
+    """Median time of :meth:`Archive.write` of one 60 kB record: folder + SQLite vs s3:// + PostgreSQL."""
     import os
 
     import nbformat
@@ -171,9 +172,9 @@ def write_times(tmp: Path, dsn: str, repeat: int) -> list[tuple]:
         counter = iter(range(10_000))
         out = []
         floor_ms = None
-        for label, target in (("folder + SQLite", tmp / "write-folder"),
-                              ("s3:// + PostgreSQL", archive.location("s3://bench/records", dsn))):
-            put = lambda: archive.write_record(*record(next(counter)), target)  # noqa: E731
+        for label, target in (("folder + SQLite", open_archive(tmp / "write-folder")),
+                              ("s3:// + PostgreSQL", open_archive("s3://bench/records", dsn))):
+            put = lambda: target.write(*record(next(counter)))  # noqa: E731
             put()  # the first write creates the index / bucket
             ms = median_ms(put, repeat)
             floor_ms = floor_ms or ms
@@ -197,16 +198,16 @@ def main() -> None:
         t = time.perf_counter()
         generate(folder, opts.entries)
         print(f"generated {opts.entries} index entries in {time.perf_counter() - t:.1f} s "
-              f"({archive.index_path(folder).stat().st_size / 1e6:.1f} MB index)\n")
+              f"({index_sqlite.index_path(folder).stat().st_size / 1e6:.1f} MB index)\n")
 
         def floor_api():
-            con = sqlite3.connect(archive.index_path(folder))
+            con = sqlite3.connect(index_sqlite.index_path(folder))
             con.execute("SELECT 1").fetchall()
             con.close()
 
         floor = median_ms(floor_api, opts.repeat)
         rows = [("API: empty SQLite query (floor)", floor, 1.0, "")]
-        rows += api_rows(folder, "SQLite", floor, opts.repeat)
+        rows += api_rows(open_archive(folder), "SQLite", floor, opts.repeat)
         cli_floor = median_ms(run("-c", "pass"), opts.repeat)
         rows.append(("CLI: python -c pass (floor)", cli_floor, 1.0, ""))
         ms = median_ms(run(*CLI, "--help"), opts.repeat)
@@ -230,7 +231,7 @@ def main() -> None:
                 t = time.perf_counter()
                 generate_postgres(dsn, folder)
                 print(f"copied them into PostgreSQL in {time.perf_counter() - t:.1f} s")
-                team = archive.location(str(folder), dsn)  # the folder's names, the PostgreSQL index
+                team = open_archive(str(folder), dsn)  # the folder's names, the PostgreSQL index
 
                 def floor_pg():
                     with psycopg.connect(dsn) as c:

@@ -23,6 +23,7 @@ import pytest
 from smartops_nb import catalog, redact
 from smartops_nb.execution.flow import Result, investigate
 from smartops_nb.execution.prepare import prepare
+from smartops_nb.records.archive import open_archive
 from smartops_sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,7 +254,7 @@ def run_runbook(runbook: str, archive: Path, params: dict[str, Any], files: tupl
     known = catalog.get(runbook).parameters
     prep = prepare(runbook, files, {k: v for k, v in params.items() if k in known})
     with (contextlib.nullcontext(None) if cold else WarmKernels.lease()) as kernel:
-        return Record(investigate(prep, archive, progress=False, cell_timeout=cell_timeout, kernel=kernel))
+        return Record(investigate(prep, open_archive(archive), progress=False, cell_timeout=cell_timeout, kernel=kernel))
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote, urlsplit
 
 from smartops_nb import redact
@@ -46,6 +46,9 @@ from smartops_nb.contract import PUBLIC_URL_ENV
 from smartops_nb.params import ParameterError, iso, resolve_env, utcnow
 from smartops_nb.support.reasons import one_line
 from smartops_nb.records.render import plan_command
+
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
 
 log = logging.getLogger("smartops.notify")
 
@@ -99,27 +102,27 @@ def _secret(target: Mapping[str, Any], key: str) -> str:
 
 
 # -- when --------------------------------------------------------------------------------------
-def previous_record(archive: Path, incident_id: str, exclude: Path | None = None) -> dict[str, Any] | None:
+def previous_record(archive: Archive, incident_id: str, exclude: Path | None = None) -> dict[str, Any] | None:
     """The latest earlier record summary of ``incident_id`` in the archive (by started_at), or None.
 
     Asks the archive index (one indexed query); reads the records themselves only when there is no
     index. From the index the summary has what :func:`event_for` needs: ``status``, ``started_at``
     and ``diagnosis`` (``confirmed``, ``causes``, ``summary``).
     """
-    from smartops_nb.records import archive as record_archive
+    from smartops_nb.records.entries import IndexMissing, IndexUnavailable
 
-    local = isinstance(archive, (str, Path))  # a folder; else a shared archive (records.location.Archive)
-    if not incident_id or (local and not Path(archive).is_dir()):
+    local = not archive.shared  # a folder with its own index: its records can be read when the index cannot
+    if not incident_id or (local and not archive.folder.is_dir()):
         return None
     skip = Path(exclude).name if exclude is not None else None
     try:
         # two: the record just written (``exclude``) is normally the latest
-        rows = record_archive.list_records(archive, limit=2, incident_id=incident_id)
-    except record_archive.IndexMissing:
-        return _scan_previous(archive, incident_id, skip) if local else None
-    except (sqlite3.Error, record_archive.IndexUnavailable) as e:
+        rows = archive.list(limit=2, incident_id=incident_id)
+    except IndexMissing:
+        return _scan_previous(archive.folder, incident_id, skip) if local else None
+    except (sqlite3.Error, IndexUnavailable) as e:
         log.warning("archive index unreadable (%s): reading the records", e)
-        return _scan_previous(archive, incident_id, skip) if local else None
+        return _scan_previous(archive.folder, incident_id, skip) if local else None
     row = next((r for r in rows if r["name"] != skip), None)
     if row is None:
         return None
@@ -129,9 +132,9 @@ def previous_record(archive: Path, incident_id: str, exclude: Path | None = None
             "record": row["name"]}
 
 
-def _scan_previous(archive: Path, incident_id: str, skip: str | None) -> dict[str, Any] | None:
+def _scan_previous(folder: Path, incident_id: str, skip: str | None) -> dict[str, Any] | None:
     latest: dict[str, Any] | None = None
-    for path in archive.glob("*.ipynb"):
+    for path in folder.glob("*.ipynb"):
         if path.name == skip:
             continue
         try:
@@ -342,8 +345,8 @@ def _deliver(target: Mapping[str, Any], outcome: dict[str, Any], build) -> dict[
     return outcome
 
 
-def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], record: Path,
-              archive: Path) -> list[dict[str, Any]]:
+def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], record: Path | str,
+              archive: Archive) -> list[dict[str, Any]]:
     """Notify the configured targets about a finished run, if there is something to say. Never raises."""
     try:
         configured = targets(config)
@@ -352,8 +355,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         event = event_for(summary, previous_record(archive, str(summary.get("incident_id", "")), exclude=record))
         if event is None:
             return []
-        from smartops_nb.records import archive as record_archive
-        evidence = record_archive.indexed_entry(archive, Path(record).name)
+        evidence = archive.entry(Path(record).name)
         pages = links(public_url(config), summary, record)
         outcomes = [send(t, summary, record, event, evidence, pages) for t in configured
                     if t["kind"] != "pagerduty" or summary.get("severity") in t["severities"]]
@@ -366,7 +368,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
 
 
 def after_plan(config: Mapping[str, Any] | None, plan: Mapping[str, Any], record: Path | None,
-               archive: Path) -> list[dict[str, Any]]:
+               archive: Archive) -> list[dict[str, Any]]:
     """Tell the targets what became of a plan. Slack hears every outcome; PagerDuty hears those of
     approved plans as a change event (no new trigger). Never raises."""
     try:
@@ -421,25 +423,20 @@ def plan_change_event(plan: Mapping[str, Any], text: str, record: Path | None, r
                                            "record": str(record) if record else None}}}
 
 
-def _log_folder(archive) -> Path:
-    """A folder archive keeps the log beside its records; a shared one in this machine's state folder."""
-    return Path(archive) if isinstance(archive, (str, Path)) else Path(archive.local_dir)
-
-
-def _append_log(archive: Path, outcomes: list[dict[str, Any]]) -> None:
+def _append_log(archive: Archive, outcomes: list[dict[str, Any]]) -> None:
     if not outcomes:
         return
-    folder = _log_folder(archive)
+    folder = archive.log_dir
     folder.mkdir(parents=True, exist_ok=True)
     with _log_lock, open(folder / LOG_NAME, "a") as f:
         for o in outcomes:
             f.write(json.dumps(o, default=str) + "\n")
 
 
-def outcomes_for(archive: Path, record_name: str) -> list[dict[str, Any]]:
+def outcomes_for(archive: Archive, record_name: str) -> list[dict[str, Any]]:
     """The logged notification outcomes of one record (by file name)."""
     try:
-        lines = (_log_folder(archive) / LOG_NAME).read_text().splitlines()
+        lines = (archive.log_dir / LOG_NAME).read_text().splitlines()
     except OSError:
         return []
     return [o for o in (json.loads(x) for x in lines if x.strip()) if o.get("record") == record_name]

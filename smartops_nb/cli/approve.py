@@ -17,26 +17,30 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_PENDING, QUEUE_ENV
 
 from .archive import add_location
 
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
+
 
 TOKEN_ENV = "SMARTOPS_TOKEN"
 
 
-def _operator(args, archive=None):
+def operator_of(args, archive: Archive | None = None):
     """The caller: the identity ``$SMARTOPS_TOKEN`` proves (Unauthorized if it does not), else the typed name."""
     token = os.environ.get(TOKEN_ENV)
     if token:
         from smartops_nb.people.tokens import Tokens
 
-        return Tokens(archive if archive is not None else _archive(args)).identity(token)
+        return Tokens(archive if archive is not None else archive_of(args)).identity(token)
     return getattr(args, "operator", None) or os.environ.get("SMARTOPS_OPERATOR") or os.environ.get("USER") or ""
 
 
-def _policy(args):
+def policy_of(args):
     from smartops_nb.people import policy
 
     return policy.load(getattr(args, "policy", None))
@@ -115,9 +119,9 @@ def _add_deny_and_incident(subparsers, parser_class) -> None:
 INCIDENT_COMMANDS: list = []
 
 
-def _archive(args):
+def archive_of(args):
     """The archive the options name (raises ParameterError, exit 2, for a pair that cannot work)."""
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
 
     return open_archive(args.archive, args.index)
 
@@ -152,12 +156,12 @@ def cmd_approve(args) -> int:
     from smartops_nb.jobs import approvals
     from smartops_nb.execution.approve import QUEUED
 
-    archive, failed = _decide("approve", lambda: _archive(args))
+    archive, failed = _decide("approve", lambda: archive_of(args))
     if failed is not None:
         return failed
     out, failed = _decide("approve", lambda: approvals.decide(
-        args.plan_id, _operator(args, archive), archive, queue=args.queue, files=args.parameters_file,
-        cell_timeout=args.cell_timeout, policy=_policy(args)))
+        args.plan_id, operator_of(args, archive), archive, queue=args.queue, files=args.parameters_file,
+        cell_timeout=args.cell_timeout, policy=policy_of(args)))
     if failed is not None:
         return failed
     if out.status == QUEUED:
@@ -214,8 +218,8 @@ def approve_here(plan_id: str, operator: str, archive) -> tuple[int, str]:
 def cmd_deny(args) -> int:
     from smartops_nb.execution import approve
 
-    plan, failed = _decide("deny", lambda: approve.deny(args.plan_id, _operator(args), args.reason, _archive(args),
-                                                        files=args.parameters_file, policy=_policy(args)))
+    plan, failed = _decide("deny", lambda: approve.deny(args.plan_id, operator_of(args), args.reason, archive_of(args),
+                                                        files=args.parameters_file, policy=policy_of(args)))
     if failed is not None:
         return failed
     print(f"plan {plan.id}: denied by {plan.decided_by}: {plan.reason}")
@@ -223,13 +227,13 @@ def cmd_deny(args) -> int:
 
 
 def cmd_incident_show(args) -> int:
-    from smartops_nb.records.archive import IndexMissing
+    from smartops_nb.records.entries import IndexMissing
     from smartops_nb.reports import incident
 
     from smartops_nb.contract import ParameterError
 
     try:
-        inc = incident.show(_archive(args), args.incident_id)
+        inc = incident.show(archive_of(args), args.incident_id)
     except (incident.IncidentNotFound, IndexMissing, ParameterError) as e:
         print(f"smartops incident: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -238,13 +242,13 @@ def cmd_incident_show(args) -> int:
 
 
 def cmd_incident_list(args) -> int:
-    from smartops_nb.records.archive import IndexMissing
+    from smartops_nb.records.entries import IndexMissing
     from smartops_nb.reports import incident
 
     from smartops_nb.contract import ParameterError
 
     try:
-        found = incident.open_incidents(_archive(args))
+        found = incident.open_incidents(archive_of(args))
     except (IndexMissing, ParameterError) as e:
         print(f"smartops incident: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

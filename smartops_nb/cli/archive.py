@@ -119,7 +119,7 @@ class _Exit(Exception):
 def _location(command: str, args, archive=None, index=None):
     """The archive the options name; a pair that cannot work exits 2 with one line."""
     from smartops_nb.contract import ParameterError
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
 
     try:
         return open_archive(archive or args.archive, index or args.index)
@@ -186,12 +186,12 @@ def _table(rows: list[dict], limit: int, with_match: bool = False) -> None:
 def cmd_list(args) -> int:
     import sqlite3
 
-    from smartops_nb.records import archive
+    from smartops_nb.records.entries import IndexMissing
 
     loc = _location("list", args)
     try:
-        rows = archive.list_records(loc.target, limit=args.limit, **_filters(args))
-    except archive.IndexMissing:
+        rows = loc.list(limit=args.limit, **_filters(args))
+    except IndexMissing:
         return _no_index("list", loc)
     except ValueError as e:
         return _fail("list", str(e), EXIT_BAD_INPUT)
@@ -209,12 +209,12 @@ def cmd_list(args) -> int:
 def cmd_search(args) -> int:
     import sqlite3
 
-    from smartops_nb.records import archive
+    from smartops_nb.records.entries import IndexMissing
 
     loc = _location("search", args)
     try:
-        rows = archive.search(loc.target, " ".join(args.text), limit=args.limit, **_filters(args))
-    except archive.IndexMissing:
+        rows = loc.search(" ".join(args.text), limit=args.limit, **_filters(args))
+    except IndexMissing:
         return _no_index("search", loc)
     except ValueError as e:  # SearchSyntaxError, a bad --since
         return _fail("search", one_line(e, typed=False), EXIT_BAD_INPUT)
@@ -229,11 +229,11 @@ def cmd_search(args) -> int:
 
 @_guarded
 def cmd_show(args) -> int:
-    from smartops_nb.records import archive
+    from smartops_nb.records.storage import file_sha256
 
     loc = _location("show", args)
     try:
-        path = archive.resolve(loc.target, args.record)
+        path = loc.resolve(args.record)
         nb = json.loads(path.read_bytes())  # only its metadata is shown: no nbformat (its import: ~1.6 s)
     except LookupError as e:
         return _fail("show", str(e), EXIT_BAD_INPUT)
@@ -246,9 +246,8 @@ def cmd_show(args) -> int:
         print(json.dumps(s, indent=2, default=str))
         return EXIT_OK
     shown = path if loc.folder is not None else loc.storage.where(path.name)
-    indexed = archive.indexed_hash(path.parent if not loc.shared else loc, path.name)
-    plans = archive.plan_store(path.parent) if not loc.shared else loc.plan_store()
-    print(_render(s, path, archive.file_sha256(path), indexed, shown=shown, plans=plans))
+    own = loc if loc.shared else _location("show", args, archive=path.parent, index="sqlite")  # the file's folder
+    print(_render(s, path, file_sha256(path), own.indexed_hash(path.name), shown=shown, plans=own.plan_store()))
     return EXIT_OK
 
 
@@ -312,16 +311,16 @@ def _plan_line(p: dict, store) -> str:
 
 @_guarded
 def cmd_export(args) -> int:
-    from smartops_nb.records import archive
+    from smartops_nb.records.render import export_html
 
     loc = _location("export", args)
     try:
-        path = archive.resolve(loc.target, args.record)
+        path = loc.resolve(args.record)
     except LookupError as e:
         return _fail("export", str(e), EXIT_BAD_INPUT)
     out = Path(args.output) if args.output else Path(path.stem + ".html")
     try:
-        archive.export_html(path, out)
+        export_html(path, out)
     except Exception as e:  # an unreadable notebook, an unwritable output
         return _fail("export", f"cannot export {path}: {one_line(e)}",
                      EXIT_FAILED)
@@ -350,31 +349,31 @@ def _print_report(report, url: str, as_json: bool) -> int:
 
 @_guarded
 def cmd_verify(args) -> int:
-    from smartops_nb.records import archive
+    from smartops_nb.records.archive import ANCHOR_MIN_HEX
 
-    bad = [a for a in args.anchor if not re.fullmatch(rf"[0-9a-fA-F]{{{archive.ANCHOR_MIN_HEX},64}}", a.strip())]
+    bad = [a for a in args.anchor if not re.fullmatch(rf"[0-9a-fA-F]{{{ANCHOR_MIN_HEX},64}}", a.strip())]
     if bad:
-        return _fail("verify", f"--anchor {bad[0]!r} is not a chain entry ({archive.ANCHOR_MIN_HEX} to 64 hex digits)",
+        return _fail("verify", f"--anchor {bad[0]!r} is not a chain entry ({ANCHOR_MIN_HEX} to 64 hex digits)",
                      EXIT_BAD_INPUT)
     loc = _location("verify", args)
-    return _print_report(archive.verify(loc.target, args.anchor), loc.url, args.json)
+    return _print_report(loc.verify(args.anchor), loc.url, args.json)
 
 
 @_guarded
 def cmd_reindex(args) -> int:
-    from smartops_nb.records import archive
+    from smartops_nb.records.entries import IndexUnavailable
 
     loc = _location("reindex", args)
     if loc.folder is not None and not loc.folder.is_dir():
         return _fail("reindex", f"no archive folder {loc.folder}", EXIT_BAD_INPUT)
     if args.adopt:
-        adopted = archive.adopt(loc.target)
+        adopted = loc.adopt()
         print(f"adopted {len(adopted)} record(s) into {loc.index.label} at the chain tip"
               + "".join(f"\n  {n}" for n in adopted))
         return EXIT_OK
     try:
-        r = archive.reindex(loc.target)
-    except archive.IndexUnavailable as e:
+        r = loc.reindex()
+    except IndexUnavailable as e:
         return _fail("reindex", str(e), EXIT_FAILED)
     before = "no index before" if r.previous is None else f"{r.previous} entries before"
     print(f"reindexed {len(r.indexed)} records into {loc.index.label} ({before}); the hash chain was "
@@ -392,14 +391,14 @@ def cmd_reindex(args) -> int:
 
 @_guarded
 def cmd_sync(args) -> int:
-    from smartops_nb.records import archive, spool
+    from smartops_nb.records import spool
 
     loc = _location("sync", args)
     if not loc.shared:
         print(f"{loc.url} is a local archive: records are written straight into it (nothing to sync)")
         return EXIT_OK
     waiting = len(spool.entries(loc.local_dir))
-    sent = archive.sync(loc)
+    sent = loc.sync()
     for url in sent.values():
         print(url)
     print(f"sent {len(sent)} of {waiting} spooled record(s) to {loc.url}", file=sys.stderr)
@@ -408,26 +407,24 @@ def cmd_sync(args) -> int:
 
 @_guarded
 def cmd_migrate(args) -> int:
-    from smartops_nb.records import archive
+    from smartops_nb.records.archive import ArchiveRefused
 
     source = _location("migrate", args)
     target = _location("migrate", args, archive=args.to, index=args.to_index or "sqlite")
     try:
-        m = archive.migrate(source, target)
-    except archive.ArchiveRefused as e:
+        m = source.migrate(target)
+    except ArchiveRefused as e:
         return _fail("migrate", str(e), EXIT_FAILED if "does not verify" in str(e) else EXIT_BAD_INPUT)
     print(f"migrated {len(m.copied)} records ({m.tombstones} tombstones) from {source.url} to {target.url}; "
           f"chain tip {m.tip[:16]}… recorded as migrated_tip")
-    return _print_report(archive.verify(target), target.url, False)
+    return _print_report(target.verify(), target.url, False)
 
 
 @_guarded
 def cmd_prune(args) -> int:
-    from smartops_nb.records import archive
-
     loc = _location("prune", args)
     try:
-        p = archive.prune(loc.target, args.older_than, keep_confirmed=args.keep_confirmed, dry_run=args.dry_run)
+        p = loc.prune(args.older_than, keep_confirmed=args.keep_confirmed, dry_run=args.dry_run)
     except ValueError as e:
         return _fail("prune", str(e).replace("--since", "--older-than"), EXIT_BAD_INPUT)
     verb = "would prune" if args.dry_run else "pruned"

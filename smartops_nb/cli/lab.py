@@ -5,8 +5,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smartops_nb.contract import ARCHIVE_ENV, LAB_TOKEN_ENV
+
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
 
 HELP = ("Start JupyterLab on 127.0.0.1 with a token: the project's notebooks, parameters and incident archive "
         "in its file browser, parameters/demo.yaml preselected (a runbook run by hand takes its "
@@ -44,7 +48,7 @@ def cmd_lab(args) -> int:
         print(f"smartops lab: root folder {root} does not exist", file=sys.stderr)
         return 2
     from smartops_nb.contract import ParameterError
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
 
     index, refs = getattr(args, "index", None), getattr(args, "record", [])  # callers building args by hand
     try:
@@ -115,17 +119,15 @@ def cmd_lab(args) -> int:
 COPIES = "records-from-archive"
 
 
-def _local_records(loc, refs: list[str], root: Path) -> list[Path]:
+def _local_records(loc: "Archive", refs: list[str], root: Path) -> list[Path]:
     """The records asked for, as files under ``root`` (what JupyterLab can open): a folder archive's
     own files when they are under it, else read-only copies in ``ROOT/records-from-archive`` (not a
     hidden folder: JupyterLab does not serve those)."""
     import shutil
 
-    from smartops_nb.records import archive
-
     out = []
     for ref in refs:
-        path = archive.resolve(loc.target, ref).resolve()
+        path = loc.resolve(ref).resolve()
         if loc.folder is None or not path.is_relative_to(root):
             copy = root / COPIES / path.name
             copy.parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def cmd_runbooks(args) -> int:
 
 def cmd_run(args) -> int:
     from smartops_nb.records import record
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
     from smartops_nb.execution.flow import investigate
     from smartops_nb.execution.prepare import prepare
     from smartops_nb.records.render import plan_command
@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
     try:
         cli = {name: parse_cli_value(value) for name, value in args.parameter}
         prep = prepare(args.runbook, args.parameters_file, cli)
-        archive = open_archive(args.archive, args.index).target
+        archive = open_archive(args.archive, args.index)
     except ParameterError as e:
         print(f"smartops run: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

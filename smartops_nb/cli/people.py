@@ -12,7 +12,7 @@ import sys
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_OK
 
-from .approve import _archive, _operator, _policy, add_policy
+from .approve import add_policy, archive_of, operator_of, policy_of
 from .archive import add_location
 
 
@@ -41,8 +41,8 @@ def _tokens(args, permission: str):
     """The token table, once the caller holds ``permission``; ParameterError/Unauthorized/Forbidden else."""
     from smartops_nb.people.tokens import Tokens
 
-    archive = _archive(args)
-    who = _policy(args).require(_as_identity(_operator(args, archive)), permission)
+    archive = archive_of(args)
+    who = policy_of(args).require(_as_identity(operator_of(args, archive)), permission)
     return Tokens(archive), who
 
 

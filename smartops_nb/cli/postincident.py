@@ -7,7 +7,7 @@ import sys
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
-from .approve import INCIDENT_COMMANDS, _archive, _operator
+from .approve import INCIDENT_COMMANDS, archive_of, operator_of
 from .archive import add_location
 
 
@@ -49,10 +49,10 @@ def _register_checklist(isub) -> None:
 def cmd_learn(args) -> int:
     from smartops_nb.contract import ParameterError
     from smartops_nb.postincident import checklist
-    from smartops_nb.records.archive import IndexMissing
+    from smartops_nb.records.entries import IndexMissing
 
     try:
-        lesson = checklist.learn(_archive(args), args.incident_id, args.text, _operator(args), args.runbook)
+        lesson = checklist.learn(archive_of(args), args.incident_id, args.text, operator_of(args), args.runbook)
     except (ParameterError, IndexMissing) as e:
         print(f"smartops learn: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -64,13 +64,13 @@ def cmd_checklist(args) -> int:
     from smartops_nb.contract import ParameterError
     from smartops_nb.params import CONFIG_SECTIONS, load_yaml_files
     from smartops_nb.postincident import checklist
-    from smartops_nb.records.archive import IndexMissing
+    from smartops_nb.records.entries import IndexMissing
 
     try:
-        archive = _archive(args)
+        archive = archive_of(args)
         if args.redo:
             config = {k: v for k, v in load_yaml_files(args.parameters_file).items() if k in CONFIG_SECTIONS}
-            row = checklist.redo(config, archive, args.incident_id, args.redo, _operator(args))
+            row = checklist.redo(config, archive, args.incident_id, args.redo, operator_of(args))
             failed = row["status"] == "failed"
         else:
             failed = False

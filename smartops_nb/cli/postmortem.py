@@ -32,8 +32,8 @@ def _incident_records(incident_id: str, archive: str | None, index: str | None =
     """The incident's record paths (oldest first), its plans, its checklist and lessons, from the archive (an ``s3://``
     archive's records fetched to local read-only copies)."""
     from smartops_nb.contract import ParameterError
-    from smartops_nb.records import archive as record_archive
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
+    from smartops_nb.records.entries import IndexMissing
     from smartops_nb.reports import incident, postmortem
 
     try:
@@ -43,10 +43,10 @@ def _incident_records(incident_id: str, archive: str | None, index: str | None =
     from smartops_nb.postincident import checklist
 
     try:
-        paths = [record_archive.fetch(loc, name) for name, _ in incident.summaries(loc, incident_id)]
+        paths = [loc.fetch(name) for name, _ in incident.summaries(loc, incident_id)]
         plans = [p.to_dict() for p in loc.plan_store().of_incident(incident_id)]
         done, lessons = checklist.proof(loc, incident_id)
-    except (incident.IncidentNotFound, record_archive.IndexMissing) as e:
+    except (incident.IncidentNotFound, IndexMissing) as e:
         raise postmortem.PostmortemError(str(e)) from None
     except Exception as e:  # the store or the index unreachable: one line, exit 1
         raise _Unreachable(f"cannot read incident {incident_id}: {' '.join(str(e).split())}") from None
@@ -55,7 +55,7 @@ def _incident_records(incident_id: str, archive: str | None, index: str | None =
 
 def cmd_postmortem(args) -> int:
     from smartops_nb.reports import postmortem
-    from smartops_nb.records.record import _slug
+    from smartops_nb.records.record import slug
 
     if bool(args.records) == bool(args.incident):
         print("smartops postmortem: give RECORD paths or --incident INCIDENT_ID (one of them)", file=sys.stderr)
@@ -65,7 +65,7 @@ def cmd_postmortem(args) -> int:
         if args.incident:
             paths, plans, done, lessons = _incident_records(args.incident, args.archive, args.index)
         records = postmortem.one_incident([postmortem.load(p) for p in paths])
-        out = Path(args.output or f"postmortem-{_slug(records[0].summary.get('incident_id') or 'incident')}.md")
+        out = Path(args.output or f"postmortem-{slug(records[0].summary.get('incident_id') or 'incident')}.md")
         path = postmortem.write(records, out, args.impact, plans=plans, done=done, lessons=lessons)
     except postmortem.PostmortemError as e:
         print(f"smartops postmortem: {e}", file=sys.stderr)
@@ -88,8 +88,7 @@ def _paths(args) -> list[Path]:
     """Each RECORD as a local file: a path as given, else the archive's record (an ``s3://`` one fetched
     to a local read-only copy)."""
     from smartops_nb.contract import ParameterError
-    from smartops_nb.records import archive
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
     from smartops_nb.reports.postmortem import PostmortemError
 
     paths, loc = [], None
@@ -99,7 +98,7 @@ def _paths(args) -> list[Path]:
             continue
         try:
             loc = loc or open_archive(args.archive, args.index)
-            paths.append(archive.resolve(loc.target, ref))
+            paths.append(loc.resolve(ref))
         except (ParameterError, LookupError) as e:
             raise PostmortemError(str(e)) from None
         except Exception as e:  # the store or the index unreachable: one line, exit 1

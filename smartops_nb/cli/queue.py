@@ -79,7 +79,7 @@ def register(subparsers, parser_class) -> None:
 
 def cmd_worker(args) -> int:
     from smartops_nb.jobs import worker
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
     from smartops_nb.server import serve
 
     try:
@@ -87,7 +87,7 @@ def cmd_worker(args) -> int:
         if args.concurrency < 1 or args.run_timeout <= 0 or args.heartbeat <= 0:
             raise ParameterError("--concurrency, --run-timeout and --heartbeat must be positive")
         routes = serve.load_routes(args.routes, args.parameters_file)
-        runner = worker.Runner(dsn, routes, open_archive(args.archive, args.index).target,
+        runner = worker.Runner(dsn, routes, open_archive(args.archive, args.index),
                                warm=args.concurrency if args.warm is None else args.warm,
                                cell_timeout=args.cell_timeout, run_timeout=args.run_timeout,
                                stalled_after=3 * args.heartbeat)

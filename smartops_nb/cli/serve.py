@@ -80,7 +80,7 @@ def _queue(text: str) -> int | str:
 
 
 def cmd_serve(args) -> int:
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
     from smartops_nb.server import security, serve
 
     token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
@@ -106,7 +106,7 @@ def cmd_serve(args) -> int:
                 raise ParameterError("--oidc-issuer needs --oidc-client-id (or $SMARTOPS_OIDC_CLIENT_ID)")
             oidc = Provider(args.oidc_issuer, args.oidc_client_id, args.oidc_client_secret or "",
                             groups_claim=args.oidc_groups_claim)
-        archive = open_archive(args.archive, args.index).target
+        archive = open_archive(args.archive, args.index)
         return serve.serve(routes, archive, host=args.host, port=args.port, token=token,
                            workers=args.workers, queue_size=size, warm=args.warm, drain_timeout=args.drain_timeout,
                            cell_timeout=args.cell_timeout, queue_dsn=dsn, trusted_proxies=proxies,

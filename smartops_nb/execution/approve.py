@@ -32,8 +32,9 @@ from smartops_nb.params import CONFIG_SECTIONS, load_yaml_files, parse_time
 from smartops_nb.people import identity as people
 from smartops_nb.people import policy as people_policy
 from smartops_nb.people.identity import Identity
-from smartops_nb.records import archive as record_archive
 from smartops_nb.records import plans
+from smartops_nb.records.archive import Archive
+from smartops_nb.records.entries import IndexMissing
 from smartops_nb.records.plans import Plan, PlanRefused
 
 from .flow import Result, investigate
@@ -73,19 +74,19 @@ def plan_parameters(plan: Plan, operator: str, base: Mapping[str, Any]) -> dict[
             "plan_id": plan.id, "plan_target": plan.target}
 
 
-def resolved_since(archive: Any, plan: Plan) -> str | None:
+def resolved_since(archive: Archive, plan: Plan) -> str | None:
     """The record that found the plan's incident resolved after the plan was made, if any: a later
     completed run of the same incident that confirmed nothing and could look (not inconclusive)."""
     try:
-        rows = record_archive.list_records(archive, limit=0, incident_id=plan.incident_id)
-    except record_archive.IndexMissing:
+        rows = archive.list(limit=0, incident_id=plan.incident_id)
+    except IndexMissing:
         return None
     made = parse_time(plan.created_at)
     for row in rows:  # newest first
         if parse_time(row["started_at"]) <= made or row["status"] != "completed" or row["confirmed"]:
             continue
         try:
-            summary = record_archive.read_summary(archive, row["name"])
+            summary = archive.read_summary(row["name"])
         except (OSError, ValueError):
             continue
         if not (summary.get("diagnosis") or {}).get("inconclusive"):
@@ -97,7 +98,7 @@ def environment_of(plan: Plan) -> str:
     return str(plan.plan.get("parameters", {}).get("environment", ""))
 
 
-def claim(plan_id: str, operator: "str | Identity", archive: Any, *, files: Iterable[str] = (),
+def claim(plan_id: str, operator: "str | Identity", archive: Archive, *, files: Iterable[str] = (),
           policy: people_policy.Policy = people_policy.NONE) -> tuple[Plan, Prepared]:
     """Check the approval and take the plan (exactly one approver wins): its parameters are prepared
     first, so bad or missing input claims nothing. ``operator``: the approver as authenticated, or a
@@ -107,7 +108,7 @@ def claim(plan_id: str, operator: "str | Identity", archive: Any, *, files: Iter
     who = people.of(operator) if not isinstance(operator, str) or operator.strip() else None
     if who is None:
         raise ParameterError("an approval needs the operator's name (--operator NAME)")
-    store = record_archive.plan_store(archive)
+    store = archive.plan_store()
     plan = store.get(plan_id)
     who = policy.resolve(who)
     rule = policy.may_approve(who, plan.action, environment_of(plan), plan.severity)
@@ -126,7 +127,7 @@ def awaiting(plan: Plan) -> str:
     return f"approved by {names}: {len(plan.approvals)} of 2; it runs when a second person approves before {plan.expires_at}"
 
 
-def carry_out(plan_id: str, operator: "str | Identity", archive: Any, *, files: Iterable[str] = (),
+def carry_out(plan_id: str, operator: "str | Identity", archive: Archive, *, files: Iterable[str] = (),
               cell_timeout: int = 600, progress: bool = False, kernel=None,
               policy: people_policy.Policy = people_policy.NONE) -> Outcome:
     """Approve and carry out one plan in this process; raises PlanRefused (nothing done) or
@@ -134,18 +135,16 @@ def carry_out(plan_id: str, operator: "str | Identity", archive: Any, *, files: 
     plan, prep = claim(plan_id, operator, archive, files=files, policy=policy)
     if plan.status == plans.PENDING:
         return Outcome(plan, plans.PENDING, awaiting(plan))
-    loc = record_archive.location(archive)
-    return run_claimed(plan, prep, loc, lambda p: investigate(p, loc.target, progress=progress,
-                                                              cell_timeout=cell_timeout, kernel=kernel))
+    return run_claimed(plan, prep, archive, lambda p: investigate(p, archive, progress=progress,
+                                                                  cell_timeout=cell_timeout, kernel=kernel))
 
 
-def carry_out_approved(plan_id: str, archive: Any, base: Mapping[str, Any],
+def carry_out_approved(plan_id: str, archive: Archive, base: Mapping[str, Any],
                        run: Callable[[Prepared], Result]) -> Outcome | None:
     """A plan approved elsewhere (``smartops approve`` deferred it to the queue), carried out by a
     worker with its own parameters files (``base``). None when the plan is no longer approved (an
     earlier attempt finished it, or it was released): nothing is run twice."""
-    loc = record_archive.location(archive)
-    plan = loc.plan_store().get(plan_id)
+    plan = archive.plan_store().get(plan_id)
     if plan.status != plans.APPROVED:
         log.info("plan %s is %s: not carried out again", plan.id, plan.state)
         return None
@@ -153,14 +152,14 @@ def carry_out_approved(plan_id: str, archive: Any, base: Mapping[str, Any],
         decider = people.describe(plan.approvals[-1]) if plan.approvals else plan.decided_by or ""
         prep = prepare(plan.runbook, cli=plan_parameters(plan, decider, base), base=dict(base))
     except ParameterError as e:  # this worker lacks what the plan needs: the plan must not stay "approved"
-        loc.plan_store().finish(plan.id, plans.FAILED, f"not carried out: {e}", None)
+        archive.plan_store().finish(plan.id, plans.FAILED, f"not carried out: {e}", None)
         raise
-    return run_claimed(plan, prep, loc, run)
+    return run_claimed(plan, prep, archive, run)
 
 
-def run_claimed(plan: Plan, prep: Prepared, loc, run: Callable[[Prepared], Result]) -> Outcome:
+def run_claimed(plan: Plan, prep: Prepared, archive: Archive, run: Callable[[Prepared], Result]) -> Outcome:
     """Lock the plan's target, run the mitigating run (``run``), record the plan's outcome, notify."""
-    store = loc.plan_store()
+    store = archive.plan_store()
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(store.target_lock(plan))
@@ -179,19 +178,19 @@ def run_claimed(plan: Plan, prep: Prepared, loc, run: Callable[[Prepared], Resul
     status, reason = outcome_of(result.summary, plan)
     plan = store.finish(plan.id, status, reason, result.name)
     log.info("plan %s %s: %s (record %s)", plan.id, status, reason, result.name)
-    notify.after_plan(prep.config, plan.to_dict(), result.record, loc.target)
+    notify.after_plan(prep.config, plan.to_dict(), result.record, archive)
     return Outcome(plan, status, reason, result)
 
 
-def deny(plan_id: str, operator: "str | Identity", reason: str, archive: Any, *, files: Iterable[str] = (),
+def deny(plan_id: str, operator: "str | Identity", reason: str, archive: Archive, *, files: Iterable[str] = (),
          policy: people_policy.Policy = people_policy.NONE) -> Plan:
     named = not isinstance(operator, str) or operator.strip()
     if not named or not reason.strip():
         raise ParameterError("a denial needs the operator's name (--operator) and a reason (--reason)")
     who = policy.require(people.of(operator), "deny")
-    plan = record_archive.plan_store(archive).deny(plan_id, who.name, reason, who=who.to_dict())
+    plan = archive.plan_store().deny(plan_id, who.name, reason, who=who.to_dict())
     config = {k: v for k, v in load_yaml_files(files).items() if k in CONFIG_SECTIONS}
-    notify.after_plan(config, plan.to_dict(), None, record_archive.location(archive).target)
+    notify.after_plan(config, plan.to_dict(), None, archive)
     return plan
 
 

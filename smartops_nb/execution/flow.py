@@ -1,6 +1,6 @@
 """Investigate: the flow from a prepared run to a stored, announced incident record.
 
-``investigate()`` = execute (papermill, :mod:`.runner`) → store (:mod:`smartops_nb.records.store`)
+``investigate()`` = execute (papermill, :mod:`.runner`) → store (:meth:`smartops_nb.records.archive.Archive.store`)
 → notify (:mod:`smartops_nb.alerts.notify`) → the post-incident checklist
 (:mod:`smartops_nb.postincident.checklist`). ``smartops run`` and ``smartops serve`` call this one
 flow; each step is a service that knows nothing of the others.
@@ -17,7 +17,7 @@ from smartops_nb.alerts import notify
 from smartops_nb.postincident import checklist
 from smartops_nb.contract import EXIT_FAILED, EXIT_OK
 from smartops_nb.records.storage import name_in
-from smartops_nb.records.store import store
+from smartops_nb.records.archive import Archive
 
 from . import kernels, runner
 from .prepare import Prepared
@@ -42,7 +42,7 @@ class Result:
         return EXIT_OK if self.summary.get("status") == "completed" else EXIT_FAILED
 
 
-def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_timeout: int = 600,
+def investigate(prep: Prepared, archive: Archive, *, progress: bool = True, cell_timeout: int = 600,
                 start_timeout: int = 60, kernel=None, annotate: dict[str, Any] | None = None) -> Result:
     """Run the runbook, write its record, then send its notifications; return the record.
 
@@ -55,7 +55,7 @@ def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_ti
                           kernel=kernel)
     if annotate:
         done.summary.update(annotate)
-    path, stored = store(done.nb, done.summary, archive, secrets=done.secrets, add_cell=not done.reached_end)
+    path, stored = archive.store(done.nb, done.summary, secrets=done.secrets, add_cell=not done.reached_end)
     log.info("record written: %s", path)
     result = Result(path, stored)
     # after the write: the message names the record, and a record is written once (see notify.py)
@@ -64,7 +64,7 @@ def investigate(prep: Prepared, archive: Path, *, progress: bool = True, cell_ti
     return result
 
 
-def investigate_on_pool(prep: Prepared, archive: Path, pool: kernels.KernelPool, *, incident: str,
+def investigate_on_pool(prep: Prepared, archive: Archive, pool: kernels.KernelPool, *, incident: str,
                         handle: kernels.RunHandle | None = None, lease_wait: float = 5.0, cell_timeout: int = 600,
                         deadline: float | None = None, annotate: dict[str, Any] | None = None) -> Result | None:
     """One alert's run as ``serve`` and the queue's workers do it: a kernel of its own (warm if one is

@@ -155,7 +155,7 @@ def in_memory_engine() -> str:
     starts, after every cell and when it ends, each an nbformat serialization: 46 writes for
     db-pool-exhausted were a fifth of a warm run, and the three left at start and end 0.1 s of the
     0.66 s that remained; profiled). Nobody reads the notebook during a run (the findings so far are in
-    the state file), and :func:`smartops_nb.records.store.store` writes the record once.
+    the state file), and :meth:`smartops_nb.records.archive.Archive.store` writes the record once.
 
     ``smartops_runs``: a list the engine appends papermill's execution manager to when the run starts,
     so that a run ended by a dead kernel or a timeout (papermill raises, returning nothing) still

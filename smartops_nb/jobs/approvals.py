@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 from smartops_nb.execution import approve
 from smartops_nb.execution.approve import QUEUED, Outcome
 from smartops_nb.people import policy as people_policy
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.archive import Archive
 from smartops_nb.records.plans import APPROVED, PENDING, Plan, PlanRefused
 
 from . import app as queue_app
@@ -28,7 +28,7 @@ from . import app as queue_app
 log = logging.getLogger("smartops.approve")
 
 
-def decide(plan_id: str, operator: Any, archive: Any, *, queue: str | None = None, files: Iterable[str] = (),
+def decide(plan_id: str, operator: Any, archive: Archive, *, queue: str | None = None, files: Iterable[str] = (),
            policy: people_policy.Policy = people_policy.NONE, cell_timeout: int = 600) -> Outcome:
     """Approve a plan; the one place that says where it is carried out: by a worker of ``queue`` (a
     DSN; the outcome is ``queued``, with the job's id) when one is given, else here and now. Either
@@ -39,7 +39,7 @@ def decide(plan_id: str, operator: Any, archive: Any, *, queue: str | None = Non
     return approve.carry_out(plan_id, operator, archive, files=files, cell_timeout=cell_timeout, policy=policy)
 
 
-def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files: Iterable[str] = (),
+def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Archive, *, files: Iterable[str] = (),
                    policy: people_policy.Policy = people_policy.NONE) -> Outcome:
     """Claim the plan and defer its job (outcome ``queued``, or ``pending`` under the two-person rule);
     raises PlanRefused / ParameterError (nothing claimed: also when the queue is unreachable), or
@@ -63,7 +63,7 @@ def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files
             job_id = task.defer(plan_id=plan.id)
     except (psycopg.Error, exceptions.ProcrastinateException, OSError) as e:
         reason = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
-        record_archive.plan_store(archive).release(plan.id, f"not queued: {reason}")
+        archive.plan_store().release(plan.id, f"not queued: {reason}")
         raise PlanRefused(f"plan {plan.id}: the queue at {queue_app.safe_dsn(dsn)} did not take it ({reason}); "
                           f"released, nothing done: approve again") from None
     log.info("plan %s approved by %s: queued as job %s (%s on %s)", plan.id, operator, job_id, plan.action,
@@ -71,10 +71,10 @@ def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Any, *, files
     return Outcome(plan, QUEUED, f"approved by {plan.decided_by}; a worker carries it out", job_id=job_id)
 
 
-def wait_for_outcome(archive: Any, plan_id: str, timeout: float, *,
+def wait_for_outcome(archive: Archive, plan_id: str, timeout: float, *,
                      tick: Callable[[Plan, float], None] | None = None, every: float = 1.0) -> Plan:
     """Poll the plan store until the plan's fate is known (or ``timeout`` s); the plan as it is then."""
-    store = record_archive.plan_store(archive)
+    store = archive.plan_store()
     t0 = time.monotonic()
     while True:
         plan = store.get(plan_id)

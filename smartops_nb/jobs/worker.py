@@ -21,7 +21,6 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from smartops_nb.alerts import routes as routes_mod
@@ -31,6 +30,7 @@ from smartops_nb.execution.flow import investigate_on_pool
 from smartops_nb.execution.kernels import KernelPool, RunHandle
 from smartops_nb.execution.prepare import prepare
 from smartops_nb.params import ParameterError
+from smartops_nb.records.archive import Archive
 from smartops_nb.records.plans import PlanRefused
 from smartops_nb.records.storage import name_in
 from smartops_nb.resources import process_stats
@@ -66,7 +66,7 @@ def _lost(record: logging.LogRecord) -> bool:
 class Runner:
     """The worker process's side of a job: its routes and ``-f`` files, archive, kernel pool, limits."""
 
-    def __init__(self, dsn: str, routes: Routes, archive: Path, *, warm: int = 1, cell_timeout: int = 600,
+    def __init__(self, dsn: str, routes: Routes, archive: Archive, *, warm: int = 1, cell_timeout: int = 600,
                  run_timeout: float = 1800, stalled_after: float = 30, lease_wait: float = 5.0):
         self.dsn, self.routes, self.archive = dsn, routes, archive
         self.cell_timeout, self.run_timeout, self.stalled_after = cell_timeout, run_timeout, stalled_after
@@ -201,21 +201,18 @@ class Runner:
     def _recorded_already(self, job_id: int, iid: str) -> str | None:
         """The record an earlier attempt of this job finished (not one handed back), if any: its worker
         lost the queue before it could mark the job done, so the stalled sweep handed it out again."""
-        from smartops_nb.records import archive
-
         try:
-            where = archive.location(self.archive)
-            rows = archive.list_records(self.archive, incident_id=iid, limit=50)
+            rows = self.archive.list(incident_id=iid, limit=50)
         except Exception:  # no index yet: no record either
             return None
         for row in rows:
             try:  # through the archive's storage: a folder here, or s3:// shared by every worker
-                meta = archive.read_summary(where, row["name"])
+                meta = self.archive.read_summary(row["name"])
             except Exception:
                 continue
             q = meta.get("queue") or {}
             if q.get("job") == job_id and HANDED_BACK not in str(meta.get("error") or ""):
-                return where.storage.where(row["name"])  # a path, or an s3:// URL
+                return self.archive.storage.where(row["name"])  # a path, or an s3:// URL
         return None
 
     def _bad(self, job, reason: str) -> str:

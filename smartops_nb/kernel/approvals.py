@@ -133,11 +133,12 @@ PLANS_PARAMETERS = (
     Param("operator", str, "", "who approves (asked in the control when empty)"),
 )
 
-def pending_plans(archive, record: str = "") -> list[dict[str, Any]]:
-    """The plans awaiting approval in an archive (of one record when ``record`` names it)."""
-    from smartops_nb.records.archive import plan_store
+def pending_plans(archive: str, record: str = "") -> list[dict[str, Any]]:
+    """The plans awaiting approval in an archive (a folder or s3://, the notebook's parameter; of one
+    record when ``record`` names it)."""
+    from smartops_nb.records.archive import open_archive
 
-    return [p.to_dict() for p in plan_store(archive).pending() if not record or p.record == record]
+    return [p.to_dict() for p in open_archive(archive).plan_store().pending() if not record or p.record == record]
 
 
 #: What approves a plan from the plans notebook: ``(plan_id, operator, archive) -> (exit code, what it

@@ -11,7 +11,7 @@ Two things make a hand-run runbook match a headless one:
 * **The record.** :func:`save_record` (and the "Save incident record" button that
   :meth:`Run.finish <smartops_nb.kernel.run.Run.finish>` shows in a live session) asks the page to save the
   notebook, reads the ``.ipynb`` from disk, and writes it with the run's summary through
-  :func:`smartops_nb.records.store.store`, the function headless runs use: same metadata, same scrubbing,
+  :meth:`smartops_nb.records.archive.Archive.store`, the method headless runs use: same metadata, same scrubbing,
   same archive. Actions approved with a button are in the run's action log like any other.
 
 The page is asked to save through a small script output that finds the notebook by its kernel id
@@ -86,7 +86,7 @@ def lessons(runbook_id: str) -> tuple[list[dict[str, Any]], Any]:
         if not live_session():
             return [], link
         from smartops_nb.records.checklist_store import Store
-        from smartops_nb.records.location import open_archive
+        from smartops_nb.records.archive import open_archive
 
         return Store(open_archive()).lessons(runbook=runbook_id, limit=10), link
     except Exception:
@@ -188,8 +188,7 @@ def _injected_cell(applied: dict[str, Any]) -> "nbformat.NotebookNode":
 # -- the record --------------------------------------------------------------------------------
 def save_record(run=None, archive: str | os.PathLike | None = None, *, timeout: float = 15) -> Path:
     """Save this notebook, as it is on the page, with the run's summary as an incident record; return its path."""
-    from smartops_nb.records.location import open_archive
-    from smartops_nb.records.store import store
+    from smartops_nb.records.archive import open_archive
     from smartops_nb.params import iso, utcnow
 
     import nbformat
@@ -213,7 +212,7 @@ def save_record(run=None, archive: str | os.PathLike | None = None, *, timeout: 
         summary["error"] = "saved from JupyterLab before run.finish()"
     secrets = redact.secrets_in(run.params.raw())
     # a folder, or s3://... with $SMARTOPS_INDEX (the lab hands both to its kernels)
-    out, _ = store(nb, summary, open_archive(archive).target, secrets=secrets, add_cell=not finished)
+    out, _ = open_archive(archive).store(nb, summary, secrets=secrets, add_cell=not finished)
     run.event(f"incident record saved: {Path(str(out)).name}")
     return out
 

@@ -11,14 +11,15 @@ import datetime as dt
 import hashlib
 import re
 import secrets
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from smartops_nb.contract import ParameterError
 from smartops_nb.params import iso, parse_time, utcnow
-from smartops_nb.records import archive as record_archive
 
 from .identity import ROLES, Identity, Unauthorized
+
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
 
 PREFIX = "smo_"
 ISSUER = "smartops-token"
@@ -44,29 +45,15 @@ def expires_in(text: str | None) -> dt.timedelta | None:
 class Tokens:
     """The token table of one archive's index."""
 
-    def __init__(self, archive: Any):
-        from smartops_nb.records.index_postgres import PostgresIndex
+    def __init__(self, archive: "Archive"):
+        self._archive = archive
+        self.where = str(archive)
 
-        loc = record_archive.location(archive)
-        self._pg = loc.index if isinstance(loc.index, PostgresIndex) else None
-        self._folder = loc.folder
-        self.where = str(loc)
-
-    @contextmanager
-    def _db(self, write: bool = False) -> Iterator[Any]:
-        if self._pg is not None:
-            from smartops_nb.records.index_postgres import people_db
-
-            with people_db(self._pg, write=write) as con:
-                yield con
-        else:
-            from smartops_nb.records.index_sqlite import people_db
-
-            with people_db(self._folder, write=write) as con:
-                yield con
+    def _db(self, write: bool = False):
+        return self._archive.tables("people", write=write)
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self._pg is not None else sql
+        return self._archive.sql(sql)
 
     def create(self, user: str, role: str, expires: str | None = "90d", *, by: str = "") -> tuple[str, dict[str, Any]]:
         """A new token for ``user`` with ``role``: (the token, shown once; its row without the hash)."""

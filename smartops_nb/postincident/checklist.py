@@ -22,6 +22,7 @@ from .config import ITEM_IDS, TITLES, load
 from .facts import RESOLVED, Incident
 from .http import CallFailed
 from .once import once
+from smartops_nb.records.archive import Archive
 from smartops_nb.support.reasons import one_line
 from smartops_nb.records.checklist_store import Claimed, Store
 
@@ -136,7 +137,7 @@ def _do(cfg, store: Store, inc: Incident, item: str, by: str, ctx: dict[str, Any
     return store.items(inc.incident_id)[item]
 
 
-def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], record: Path | str, archive: Any,
+def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], record: Path | str, archive: Archive,
               notifications: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Carry out what the incident's stage makes due; the items' states. Never raises."""
     try:
@@ -156,7 +157,7 @@ def after_run(config: Mapping[str, Any] | None, summary: Mapping[str, Any], reco
         return []
 
 
-def redo(config: Mapping[str, Any] | None, archive: Any, incident_id: str, item: str, by: str) -> dict[str, Any]:
+def redo(config: Mapping[str, Any] | None, archive: Archive, incident_id: str, item: str, by: str) -> dict[str, Any]:
     """Carry out one item again (a failed one, or one whose service was configured later)."""
     if item not in ITEM_IDS:
         raise ParameterError(f"unknown checklist item {item!r} (one of {', '.join(ITEM_IDS)})")
@@ -166,7 +167,7 @@ def redo(config: Mapping[str, Any] | None, archive: Any, incident_id: str, item:
         return _do(cfg, store, inc, item, by, {"redo": True})
 
 
-def state(archive: Any, incident_id: str) -> list[dict[str, Any]]:
+def state(archive: Archive, incident_id: str) -> list[dict[str, Any]]:
     """The six items in the seed's order: status, when, by whom, link, error, detail."""
     with Store(archive).held(write=False) as store:
         kept = store.items(incident_id)
@@ -182,7 +183,7 @@ def state(archive: Any, incident_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def learn(archive: Any, incident_id: str, text: str, by: str, runbook: str | None = None) -> dict[str, Any]:
+def learn(archive: Archive, incident_id: str, text: str, by: str, runbook: str | None = None) -> dict[str, Any]:
     """Keep a lesson of an incident for its runbook (or ``runbook``); ParameterError for bad input."""
     text = " ".join(str(text).split())
     if not text:
@@ -202,7 +203,7 @@ def learn(archive: Any, incident_id: str, text: str, by: str, runbook: str | Non
     return lesson
 
 
-def lessons_for(archive: Any, runbook: str, limit: int = 10) -> list[dict[str, Any]]:
+def lessons_for(archive: Archive, runbook: str, limit: int = 10) -> list[dict[str, Any]]:
     """The runbook's lessons, newest first (empty when the index cannot be read: a run never waits on it)."""
     try:
         return Store(archive).lessons(runbook=runbook, limit=limit)
@@ -225,7 +226,7 @@ def text(rows) -> str:
     return "\n".join(out)
 
 
-def proof(archive: Any, incident_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def proof(archive: Archive, incident_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What the post-mortem draft ticks with: the items' state and the incident's lessons (empty when
     the archive's index cannot say: the draft then ticks only what the records prove)."""
     try:

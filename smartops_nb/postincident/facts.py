@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from smartops_nb import catalog
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.archive import Archive
 
 from .timeline import resolved_at, timeline
 
@@ -54,15 +54,15 @@ def stage_of(summaries: list[dict[str, Any]], resolved: dt.datetime | None) -> s
     return None
 
 
-def read(archive: Any, incident_id: str, public_url: str = "") -> Incident:
+def read(archive: Archive, incident_id: str, public_url: str = "") -> Incident:
     """The incident from the archive's index and records (LookupError when it has no record)."""
-    rows = sorted(record_archive.list_records(archive, limit=0, incident_id=incident_id),
+    rows = sorted(archive.list(limit=0, incident_id=incident_id),
                   key=lambda r: (r["started_at"], r["name"]))
-    named = [(r["name"], record_archive.read_summary(archive, r["name"])) for r in rows]
+    named = [(r["name"], archive.read_summary(r["name"])) for r in rows]
     if not named:
         raise LookupError(f"no record of incident {incident_id!r}")
     summaries = [s for _, s in named]
-    plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
+    plans = [p.to_dict() for p in archive.plan_store().of_incident(incident_id)]
     evidence = [SimpleNamespace(summary=s) for s in summaries]
     end = resolved_at(evidence)
     first = summaries[0]

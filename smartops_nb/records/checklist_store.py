@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import secrets
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from smartops_nb.params import iso, parse_time, utcnow
-from . import archive as record_archive
+
+if TYPE_CHECKING:
+    from .archive import Archive
 
 #: A claim without a result older than this is taken to be a dead attempt (bounded calls end far sooner).
 CLAIM_STALE_S = 600.0
@@ -28,12 +30,8 @@ class Claimed(Exception):
 class Store:
     """The post-incident tables of one archive's index (SQLite beside a folder, else PostgreSQL)."""
 
-    def __init__(self, archive: Any):
-        from smartops_nb.records.index_postgres import PostgresIndex
-
-        loc = record_archive.location(archive)
-        self._pg = loc.index if isinstance(loc.index, PostgresIndex) else None
-        self._folder = loc.folder
+    def __init__(self, archive: "Archive"):
+        self._archive = archive
         self._held: Any = None
 
     @contextmanager
@@ -54,19 +52,12 @@ class Store:
     def _db(self, write: bool = False) -> Iterator[Any]:
         if self._held is not None:
             yield self._held
-        elif self._pg is not None:
-            from smartops_nb.records.index_postgres import postincident_db
-
-            with postincident_db(self._pg, write=write) as con:
-                yield con
         else:
-            from smartops_nb.records.index_sqlite import postincident_db
-
-            with postincident_db(self._folder, write=write) as con:
+            with self._archive.tables("postincident", write=write) as con:
                 yield con
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self._pg is not None else sql
+        return self._archive.sql(sql)
 
     def _rows(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
         with self._db() as con:

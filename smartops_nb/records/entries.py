@@ -232,6 +232,12 @@ class Appender:
         raise NotImplementedError
 
 
+#: Tables an index keeps beside the records' entries, by block (made on first use; copied by
+#: ``archive migrate``): the post-incident checklist's (:mod:`.checklist_store`) and the personal tokens
+#: (:mod:`smartops_nb.people.tokens`).
+TABLE_BLOCKS = {"postincident": ("postincident_items", "postincident_keys", "lessons"), "people": ("tokens",)}
+
+
 class Index:
     """Where the rows and the hash chain live: :class:`~.index_sqlite.SqliteIndex` beside a folder, or
     :class:`~.index_postgres.PostgresIndex` shared by a team. Reads raise :class:`IndexMissing` when
@@ -275,6 +281,18 @@ class Index:
     def release_episode(self, incident_id: str, kind: str) -> None:
         """Forget a :data:`NEW` claim whose run could not be queued, so that the retry runs it."""
         raise NotImplementedError
+
+    # the blocks of tables beside the records' (:data:`TABLE_BLOCKS`), queried with "?" placeholders
+    placeholder = "?"
+
+    def tables(self, block: str, *, write: bool = False):
+        """A context manager: an autocommit connection to one block of :data:`TABLE_BLOCKS`, its tables
+        made on the first write; None when reading an index that has none yet."""
+        raise NotImplementedError
+
+    def sql(self, text: str) -> str:
+        """A query written with ``?`` placeholders, in this index's driver's style."""
+        return text.replace("?", self.placeholder)
 
     def rebuild(self, describe_all, out) -> dict[str, str]:
         """Replace every entry by ``describe_all()``'s (row, words), in order, in one transaction that

@@ -77,7 +77,7 @@ EPISODE_LOCK = 0x657069736F646573
 
 # weights: the record's own words (name, runbook, incident) first, then diagnosis, findings, the rest
 _WEIGHTS = {"record": "A", "diagnosis": "A", "findings": "B", "parameters": "C", "outputs": "D"}
-_DOC = " || ".join(f"setweight(to_tsvector('simple', %({c})s), '{w}')" for c, w in _WEIGHTS.items())
+SEARCH_DOC = " || ".join(f"setweight(to_tsvector('simple', %({c})s), '{w}')" for c, w in _WEIGHTS.items())
 
 
 def redacted(dsn: str) -> str:
@@ -131,7 +131,7 @@ class _PgAppender(Appender):
         for cause in set(row["causes"].split()):
             self.con.execute("INSERT INTO record_causes (cause, seq) VALUES (%s, %s)", (cause, seq))
         body = "\n".join(words[c] for c in TEXT_COLUMNS if words.get(c))
-        self.con.execute(f"INSERT INTO records_fts (seq, body, doc) VALUES (%(seq)s, %(body)s, {_DOC})",
+        self.con.execute(f"INSERT INTO records_fts (seq, body, doc) VALUES (%(seq)s, %(body)s, {SEARCH_DOC})",
                          {"seq": seq, "body": body, **{c: words.get(c, "") for c in TEXT_COLUMNS}})
 
     def has(self, name):
@@ -158,7 +158,7 @@ class PostgresIndex(Index):
 
     # -- connections ------------------------------------------------------------------------------
     @contextmanager
-    def _connect(self, *, create: bool = False) -> Iterator[Any]:
+    def connection(self, *, create: bool = False) -> Iterator[Any]:
         import psycopg
         from psycopg.rows import dict_row
 
@@ -192,7 +192,7 @@ class PostgresIndex(Index):
 
     # -- reading ------------------------------------------------------------------------------------
     def rows(self):
-        with self._connect() as con:
+        with self.connection() as con:
             return [dict(r) for r in con.execute(f"SELECT seq, {', '.join(ROW_COLUMNS)} FROM records ORDER BY seq")]
 
     def list(self, limit, **filters):
@@ -201,7 +201,7 @@ class PostgresIndex(Index):
                f"ORDER BY r.started_at DESC, r.seq DESC")
         if limit:
             sql += f" LIMIT {int(limit)}"
-        with self._connect() as con:
+        with self.connection() as con:
             return [public_row(r) for r in con.execute(sql, args)]
 
     def search(self, text, limit, **filters):
@@ -212,12 +212,12 @@ class PostgresIndex(Index):
         sql = (f"SELECT {', '.join('m.' + c for c in LIST_COLUMNS)}, "
                f"ts_headline('simple', m.body, m.q, 'StartSel=[, StopSel=], MaxWords=12, MinWords=4') AS match "
                f"FROM ({inner}) m ORDER BY m.rank DESC, m.started_at DESC")
-        with self._connect() as con:
+        with self.connection() as con:
             return [public_row(r) for r in con.execute(sql, [text, *args])]
 
     def entry(self, name):
         try:
-            with self._connect() as con:
+            with self.connection() as con:
                 row = con.execute("SELECT sha256, entry_hash FROM records WHERE name = %s", (name,)).fetchone()
         except (IndexMissing, IndexUnavailable):
             return None
@@ -225,14 +225,14 @@ class PostgresIndex(Index):
 
     def tombstones(self):
         try:
-            with self._connect() as con:
+            with self.connection() as con:
                 return {r["name"]: dict(r) for r in con.execute("SELECT * FROM tombstones")}
         except IndexMissing:
             return {}
 
     def meta(self):
         try:
-            with self._connect() as con:
+            with self.connection() as con:
                 return {r["key"]: r["value"] for r in con.execute("SELECT key, value FROM meta")}
         except IndexMissing:
             return {}
@@ -248,7 +248,7 @@ class PostgresIndex(Index):
         """A transaction holding the advisory lock ``key`` (made if missing: the index's tables)."""
         import psycopg
 
-        with self._connect(create=True) as con:
+        with self.connection(create=True) as con:
             try:
                 with con.transaction():
                     con.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
@@ -272,6 +272,11 @@ class PostgresIndex(Index):
     def release_episode(self, incident_id, kind):
         with self._episodes() as con:
             con.execute("DELETE FROM alert_episodes WHERE incident_id = %s AND kind = %s", (incident_id, kind))
+
+    placeholder = "%s"
+
+    def tables(self, block, *, write=False):
+        return tables_db(self, *BLOCKS[block], write=write)
 
     def rebuild(self, describe_all, out):
         with self.appending() as tx:
@@ -302,11 +307,6 @@ CREATE INDEX IF NOT EXISTS lessons_runbook ON lessons (runbook, at);
 """
 
 
-@contextmanager
-def postincident_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
-    """The index's post-incident tables (autocommit); None when reading an index that has none yet."""
-    with tables_db(index, "lessons", POSTINCIDENT_DDL, write=write) as con:
-        yield con
 # ==== end of post-incident checklist ================================================================
 
 
@@ -319,11 +319,8 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.tokens (id text PRIMARY KEY, hash text NOT N
 """
 
 
-@contextmanager
-def people_db(index: PostgresIndex, *, write: bool = False) -> Iterator[Any]:
-    """The index's token table (autocommit); None when reading an index that has none yet."""
-    with tables_db(index, "tokens", PEOPLE_DDL, write=write) as con:
-        yield con
+#: The blocks of tables beside the records' (:meth:`PostgresIndex.tables`): name → (newest table, DDL).
+BLOCKS = {"postincident": ("lessons", POSTINCIDENT_DDL), "people": ("tokens", PEOPLE_DDL)}
 
 
 @contextmanager
@@ -331,7 +328,7 @@ def tables_db(index: PostgresIndex, newest: str, ddl: str, *, write: bool = Fals
     """The index with a block of tables beside the records' (made by ``ddl``, one maker at a time, when
     ``newest`` is missing and ``write``); None when reading an index without them."""
     try:
-        with index._connect(create=write) as con:
+        with index.connection(create=write) as con:
             made = con.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.{newest}",)).fetchone()["t"]
             if not made and not write:
                 yield None

@@ -93,7 +93,7 @@ def connect(folder: Path, *, create: bool = True, timeout: float | None = None) 
                 con.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
                 con.execute("PRAGMA synchronous = FULL")  # WAL's default (NORMAL) may lose a commit on power loss
                 if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'records_fts'").fetchone():
-                    with _immediate(con):
+                    with immediate(con):
                         for statement in _SCHEMA:
                             con.execute(statement)
                         con.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (now(),))
@@ -149,7 +149,7 @@ def _readable(con: sqlite3.Connection, path: Path, absent: list[Path] = ()) -> s
 
 
 @contextmanager
-def _immediate(con: sqlite3.Connection) -> Iterator[None]:
+def immediate(con: sqlite3.Connection) -> Iterator[None]:
     """A write transaction that takes the write lock at BEGIN, so the chain tip cannot move under us."""
     con.execute("BEGIN IMMEDIATE")
     try:
@@ -160,7 +160,7 @@ def _immediate(con: sqlite3.Connection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
-def _close(con: sqlite3.Connection | None, *, rollback: bool) -> None:
+def close_quietly(con: sqlite3.Connection | None, *, rollback: bool) -> None:
     if con is None:
         return
     try:
@@ -182,8 +182,8 @@ def _insert(con: sqlite3.Connection, row: dict[str, Any], words: dict[str, str])
                                               words["outputs"], words["parameters"]))
 
 
-def _append(con: sqlite3.Connection, row: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
-    """Add one row at the chain tip (call inside :func:`_immediate`)."""
+def append_entry(con: sqlite3.Connection, row: dict[str, Any], words: dict[str, str]) -> dict[str, Any]:
+    """Add one row at the chain tip (call inside :func:`immediate`)."""
     tip = con.execute("SELECT entry_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
     row = chained(tip[0] if tip else GENESIS, row)
     _insert(con, row, words)
@@ -224,7 +224,7 @@ class _SqliteAppender(Appender):
         self.con = con
 
     def append(self, row, words):
-        return _append(self.con, row, words)
+        return append_entry(self.con, row, words)
 
     def copy(self, row, words):
         _insert(self.con, {k: v for k, v in row.items() if k != "seq"}, words)
@@ -350,7 +350,7 @@ class SqliteIndex(Index):
         except sqlite3.Error as e:
             raise IndexUnavailable(f"cannot open {self.label}: {e}") from None
         try:
-            with _immediate(con):
+            with immediate(con):
                 yield con
         except sqlite3.Error as e:
             raise IndexUnavailable(f"cannot write {self.label}: {e}") from None
@@ -373,6 +373,9 @@ class SqliteIndex(Index):
         with self._episodes() as con:
             con.execute("DELETE FROM alert_episodes WHERE incident_id = ? AND kind = ?", (incident_id, kind))
 
+    def tables(self, block, *, write=False):
+        return tables_db(self.folder, *BLOCKS[block], write=write)
+
     def rebuild(self, describe_all, out):
         con, old = self._begin_rebuild(out)
         try:
@@ -381,16 +384,16 @@ class SqliteIndex(Index):
                 con.execute(f"DELETE FROM {table}")
             con.execute("DELETE FROM sqlite_sequence WHERE name = 'records'")
             for row, words in described:
-                _append(con, row, words)
+                append_entry(con, row, words)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('reindexed_at', ?)", (now(),))
             con.execute("COMMIT")
         except sqlite3.Error as e:
-            _close(con, rollback=True)
+            close_quietly(con, rollback=True)
             raise IndexUnavailable(f"cannot rebuild the index {self.label}: {e}") from None
         except BaseException:
-            _close(con, rollback=True)
+            close_quietly(con, rollback=True)
             raise
-        _close(con, rollback=False)
+        close_quietly(con, rollback=False)
         return old
 
     def _begin_rebuild(self, out) -> tuple[sqlite3.Connection, dict[str, str]]:
@@ -405,7 +408,7 @@ class SqliteIndex(Index):
                 out.previous = len(old) if existed else None
                 return con, old
             except sqlite3.Error as e:
-                _close(con, rollback=True)
+                close_quietly(con, rollback=True)
                 if attempt == 2 or not _corrupt(e):
                     why = " (another smartops command is writing it; try again)" if "locked" in str(e) else ""
                     raise IndexUnavailable(f"cannot rebuild the index {self.label}: {e}{why}") from None
@@ -432,11 +435,6 @@ POSTINCIDENT_DDL = (
 )
 
 
-@contextmanager
-def postincident_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
-    """The index's post-incident tables (autocommit); None when reading an archive that has no index yet."""
-    with tables_db(folder, "lessons", POSTINCIDENT_DDL, write=write) as con:
-        yield con
 # ==== end of post-incident checklist ================================================================
 
 
@@ -449,11 +447,8 @@ PEOPLE_DDL = (
 )
 
 
-@contextmanager
-def people_db(folder: Path, *, write: bool = False) -> Iterator[sqlite3.Connection | None]:
-    """The index's token table (autocommit); None when reading an archive that has none yet."""
-    with tables_db(folder, "tokens", PEOPLE_DDL, write=write) as con:
-        yield con
+#: The blocks of tables beside the records' (:meth:`SqliteIndex.tables`): name → (newest table, DDL).
+BLOCKS = {"postincident": ("lessons", POSTINCIDENT_DDL), "people": ("tokens", PEOPLE_DDL)}
 
 
 @contextmanager

@@ -89,6 +89,7 @@ DDL = f"CREATE TABLE IF NOT EXISTS plans ({_COLUMNS});\nCREATE INDEX IF NOT EXIS
     "CREATE TABLE IF NOT EXISTS plan_decisions (plan_id TEXT NOT NULL, verb TEXT NOT NULL, issuer TEXT NOT NULL, "
     "subject TEXT NOT NULL, name TEXT NOT NULL, how TEXT NOT NULL, at TEXT NOT NULL, "
     "PRIMARY KEY (plan_id, verb, issuer, subject));\n")
+_DECISION_NAMES = ("plan_id", "verb", "issuer", "subject", "name", "how", "at")
 #: How long an approval waits for another plan on the same target to finish (then it is refused).
 LOCK_WAIT_S = 1800.0
 
@@ -140,7 +141,7 @@ class Plan:
 class PlanStore:
     """What happened to the plans of one archive. Every change is one conditional ``UPDATE``, so of
     two machines approving one plan exactly one wins. An archive's own is
-    :meth:`smartops_nb.records.location.Archive.plan_store`."""
+    :meth:`smartops_nb.records.archive.Archive.plan_store`."""
 
     where = ""
     _ph = "?"  # the driver's placeholder; queries below are written with "?"
@@ -180,17 +181,24 @@ class PlanStore:
                       "plan": json.dumps(p, default=str)} for p in plans], tx=tx)
         return len(plans)
 
-    def insert(self, rows: list[Mapping[str, Any]], *, tx: Any = None) -> None:
-        """Store rows as they are (:meth:`rows` of another store: ``archive migrate``); known ids are kept."""
+    def insert(self, rows: list[Mapping[str, Any]], *, decisions: list[Mapping[str, Any]] = (),
+               tx: Any = None) -> None:
+        """Store rows as they are (:meth:`rows` and :meth:`decision_rows` of another store: ``archive
+        migrate``); known ids and decisions are kept."""
         con = self._con_of(tx)
-        for r in rows:
-            cols = [c for c in _NAMES if c in r]
-            self._run(f"INSERT INTO plans ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                      "ON CONFLICT (id) DO NOTHING", tuple(r[c] for c in cols), write=True, con=con)
+        for table, names, found in (("plans", _NAMES, rows), ("plan_decisions", _DECISION_NAMES, decisions)):
+            for r in found:
+                cols = [c for c in names if c in r]
+                self._run(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                          "ON CONFLICT DO NOTHING", tuple(r[c] for c in cols), write=True, con=con)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every plan as stored (the ``plan`` column as its JSON text)."""
         return self._run("SELECT * FROM plans ORDER BY created_at, id", fetch="all") if self._exists() else []
+
+    def decision_rows(self) -> list[dict[str, Any]]:
+        """Every decision as stored: who approved or denied which plan, as authenticated."""
+        return self._run("SELECT * FROM plan_decisions ORDER BY at, plan_id", fetch="all") if self._exists() else []
 
     def get(self, plan_id: str) -> Plan:
         row = self._run("SELECT * FROM plans WHERE id = ?", (plan_id,), fetch="one") if self._exists() else None
@@ -355,7 +363,7 @@ class PostgresPlanStore(PlanStore):
         from .entries import IndexMissing
 
         try:
-            with self.index._connect(create=write) as con:
+            with self.index.connection(create=write) as con:
                 yield con
         except IndexMissing:
             raise UnknownPlan(f"no plans in {self.where} (nothing was archived there yet)") from None
@@ -363,7 +371,7 @@ class PostgresPlanStore(PlanStore):
     @contextlib.contextmanager
     def target_lock(self, plan: Plan, wait: float = LOCK_WAIT_S) -> Iterator[None]:
         key = int.from_bytes(hashlib.sha256(plan.lock_key.encode()).digest()[:8], "big", signed=True)
-        with self.index._connect(create=True) as con:
+        with self.index.connection(create=True) as con:
             _wait_for(lambda: con.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()["ok"],
                       wait, plan)
             try:

@@ -4,7 +4,7 @@ Who names a record, scrubs it of secrets and writes it into the archive folder. 
 atomic (fsynced temporary file, then a hard link to the record name) and never overwrite: two runs
 in the same second get distinct names. A record the archive refuses (ENOSPC, read-only) is kept in
 a fallback folder that :class:`RecordWriteError` names. The one writer is
-:func:`smartops_nb.records.archive.write_record`: it calls :func:`stage` and :func:`publish` here and adds
+:meth:`smartops_nb.records.archive.Archive.write`: it calls :func:`stage` and :func:`publish` here and adds
 the record's entry to the index beside the records.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import: only the writers need it
 
 
 from smartops_nb import redact
-from smartops_nb.contract import ARCHIVE_ENV, DEFAULT_ARCHIVE, FALLBACK_ENV
+from smartops_nb.contract import FALLBACK_ENV
 from smartops_nb.params import parse_time
 
 from . import render
@@ -36,16 +36,12 @@ class RecordWriteError(OSError):
         self.fallback = fallback
 
 
-def archive_dir(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get(ARCHIVE_ENV) or DEFAULT_ARCHIVE)
-
-
 #: The longest part of a record's name made from a value (runbook, environment): file names stop at 255
 #: bytes, and a label value can be far longer (a 300-character ``env`` gave "File name too long", no record).
 MAX_SLUG = 64
 
 
-def _slug(text: str, limit: int = MAX_SLUG) -> str:
+def slug(text: str, limit: int = MAX_SLUG) -> str:
     """``prod/eu 1`` → ``prod-eu-1``; past ``limit`` characters, cut and ended by a hash of the whole value
     (two long values that share a beginning still name different records)."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "unknown"
@@ -58,7 +54,7 @@ def _slug(text: str, limit: int = MAX_SLUG) -> str:
 def record_name(summary: dict[str, Any], n: int = 0) -> str:
     """``2026-11-26T14-03-12Z_db-pool-exhausted_demo.ipynb`` (``_2``, ``_3``... on collision)."""
     started = parse_time(summary["started_at"], name="started_at")
-    stem = f"{started.strftime('%Y-%m-%dT%H-%M-%SZ')}_{_slug(summary['runbook'])}_{_slug(summary['environment'])}"
+    stem = f"{started.strftime('%Y-%m-%dT%H-%M-%SZ')}_{slug(summary['runbook'])}_{slug(summary['environment'])}"
     return f"{stem}{'' if n == 0 else f'_{n + 1}'}.ipynb"
 
 
@@ -129,7 +125,7 @@ def stage(data: bytes, archive: Path, summary: dict[str, Any]) -> Path:
         return tmp
     except OSError as e:
         _discard(tmp)
-        raise _unsaved(data, summary, archive, e) from e
+        raise unsaved(data, summary, archive, e) from e
 
 
 def publish(tmp: Path, archive: Path, summary: dict[str, Any]) -> Path:
@@ -160,7 +156,7 @@ def publish(tmp: Path, archive: Path, summary: dict[str, Any]) -> Path:
     except OSError as e:
         data = tmp.read_bytes() if tmp.exists() else b""
         _discard(tmp)
-        raise _unsaved(data, summary, archive, e) from e
+        raise unsaved(data, summary, archive, e) from e
     _discard(tmp)
     raise RecordWriteError(f"no free record name in {archive}", None)
 
@@ -191,7 +187,7 @@ def keep_unsaved(data: bytes, summary: dict[str, Any]) -> Path | None:
     return None
 
 
-def _unsaved(data: bytes, summary: dict[str, Any], archive: Path, error: OSError) -> RecordWriteError:
+def unsaved(data: bytes, summary: dict[str, Any], archive: Path, error: OSError) -> RecordWriteError:
     fallback = keep_unsaved(data, summary) if data else None
     reason = error.strerror or str(error)
     kept = f"notebook kept at {fallback}" if fallback else "the notebook could not be kept anywhere"

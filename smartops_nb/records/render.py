@@ -45,6 +45,18 @@ _COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "critical": "#cf222e", "error": 
 _ICONS = {"ok": "✔", "warn": "⚠", "critical": "✖", "error": "⁉"}
 
 
+def export_html(path: Path, out: Path) -> Path:
+    """A standalone HTML page of the record (:func:`record_html`), written atomically."""
+    import os
+
+    body = record_html(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
 def badge(status: str) -> str:
     colour = _COLOURS.get(status, "#57606a")
     return f'<span style="color:{colour};font-weight:bold">{_ICONS.get(status, "")} {html.escape(status)}</span>'

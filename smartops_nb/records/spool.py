@@ -1,7 +1,7 @@
 """The local spool of a shared archive: records finished but not yet uploaded and indexed.
 
 A record for a shared archive (``s3://``, or a PostgreSQL index) is written here first, fsynced, then
-uploaded and indexed by :func:`smartops_nb.records.archive.sync`, which empties the spool in order
+uploaded and indexed by :meth:`smartops_nb.records.archive.Archive.sync`, which empties the spool in order
 (oldest first). If the store or the index is down, the record stays here and the next successful
 write, or ``smartops archive sync``, sends it: no record is ever only in memory.
 """

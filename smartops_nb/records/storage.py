@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import record
 
@@ -277,6 +277,25 @@ class S3Storage(Storage):
         self._call(f"delete {name}", self.fs.rm_file, self._key(name))
 
 
+#: The storages by URL scheme ("": a plain path, a folder); :func:`register_storage` adds one, the way
+#: papermill registers its I/O handlers. A factory takes the URL and raises ValueError for a bad one.
+STORAGES: dict[str, Callable[[str], Storage]] = {}
+
+
+def register_storage(scheme: str, factory: Callable[[str], Storage]) -> None:
+    STORAGES[scheme] = factory
+
+
+register_storage("", lambda url: FolderStorage(Path(url)))
+register_storage("s3", S3Storage)
+
+
 def open_storage(url: str | os.PathLike) -> Storage:
+    """The storage of ``url`` by its scheme; ValueError when no storage is registered for it."""
     text = str(url)
-    return S3Storage(text) if text.startswith("s3://") else FolderStorage(Path(text))
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    factory = STORAGES.get(scheme)
+    if factory is None:
+        known = " or ".join(f"{s}://..." for s in STORAGES if s)
+        raise ValueError(f"{text!r}: a folder or {known}")
+    return factory(text)

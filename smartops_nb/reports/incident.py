@@ -10,7 +10,6 @@ postmortem --incident ID`` drafts the post-mortem from the same records and plan
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from smartops_nb.people.identity import describe
@@ -18,7 +17,7 @@ from smartops_nb import response
 from smartops_nb.alerts.routes import alert_key_of
 from smartops_nb.postincident import checklist
 from smartops_nb.params import iso, utcnow
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.archive import Archive
 from smartops_nb.records.plans import PENDING
 
 OPEN, MITIGATED, RESOLVED = "open", "mitigated", "resolved"
@@ -28,13 +27,13 @@ class IncidentNotFound(LookupError):
     pass
 
 
-def summaries(archive: Path, incident_id: str) -> list[tuple[str, dict[str, Any]]]:
+def summaries(archive: Archive, incident_id: str) -> list[tuple[str, dict[str, Any]]]:
     """(record name, summary) of every record of the incident, oldest first."""
-    rows = record_archive.list_records(archive, limit=0, incident_id=incident_id)
+    rows = archive.list(limit=0, incident_id=incident_id)
     out = []
     for row in sorted(rows, key=lambda r: (r["started_at"], r["name"])):
         try:
-            out.append((row["name"], record_archive.read_summary(archive, row["name"])))
+            out.append((row["name"], archive.read_summary(row["name"])))
         except (OSError, ValueError):
             continue  # `archive verify` names a record that went missing or unreadable
     if not out:
@@ -70,14 +69,14 @@ def status_of(entries: list[dict[str, Any]]) -> str:
     return state if confirmed else (RESOLVED if entries and entries[-1]["status"] == "completed" else OPEN)
 
 
-def recurrence(archive: Path, incident_id: str) -> dict[str, str | None]:
+def recurrence(archive: Archive, incident_id: str) -> dict[str, str | None]:
     """The episodes of the same alert just before and after this one: ``recurrence_of`` (the incident
     this one repeats) and ``recurred_as`` (the next); None when there is none, or the id is no episode's."""
     key = alert_key_of(incident_id)
     out: dict[str, str | None] = {"recurrence_of": None, "recurred_as": None}
     if key is None:
         return out
-    episodes = sorted({r["incident_id"] for r in record_archive.list_records(archive, limit=0)
+    episodes = sorted({r["incident_id"] for r in archive.list(limit=0)
                        if r["incident_id"] != incident_id and alert_key_of(r["incident_id"]) == key})
     # the ids end in the episode's startsAt (YYYYMMDDTHHMMSSZ): text order is time order
     out["recurrence_of"] = next((i for i in reversed(episodes) if i < incident_id), None)
@@ -85,7 +84,7 @@ def recurrence(archive: Path, incident_id: str) -> dict[str, str | None]:
     return out
 
 
-def show(archive: Path, incident_id: str, *, detail: bool = True) -> dict[str, Any]:
+def show(archive: Archive, incident_id: str, *, detail: bool = True) -> dict[str, Any]:
     """The incident: records in order with their role, plans and their fate, status, response, and
     (``detail``: one incident's page, not a list of many) the post-incident checklist and the
     recurrences it is linked to."""
@@ -103,7 +102,7 @@ def show(archive: Path, incident_id: str, *, detail: bool = True) -> dict[str, A
         })
         confirmed = confirmed or bool(diag.get("confirmed"))
     first = records[0][1]
-    plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
+    plans = [p.to_dict() for p in archive.plan_store().of_incident(incident_id)]
     state = status_of(entries)
     executed = [a["at"] for e in entries for a in e["actions"] if a["mode"] == "executed"]
     end = next((e["finished_at"] for e in entries if e["role"] == "confirming run"), None) if state == RESOLVED else None
@@ -117,9 +116,9 @@ def show(archive: Path, incident_id: str, *, detail: bool = True) -> dict[str, A
             **(recurrence(archive, incident_id) if detail else {})}
 
 
-def open_incidents(archive: Path, limit: int = 0) -> list[dict[str, Any]]:
+def open_incidents(archive: Archive, limit: int = 0) -> list[dict[str, Any]]:
     """Incidents with a pending plan, or whose confirmed diagnosis no later run has cleared."""
-    rows = record_archive.list_records(archive, limit=0)
+    rows = archive.list(limit=0)
     ids = list(dict.fromkeys(r["incident_id"] for r in rows if r["incident_id"]))  # newest first
     out = []
     for incident_id in ids:

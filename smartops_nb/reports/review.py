@@ -17,7 +17,7 @@ Definitions (the review notebook states them too):
   ``smartops postmortem`` gives) in the archive folder or its ``postmortems/`` folder.
 
 Everything but :func:`load_rows`, :func:`postmortems_in` and the ``plot_*`` functions is a pure
-function of a DataFrame of index rows (the columns of :func:`smartops_nb.records.archive.list_records`).
+function of a DataFrame of index rows (the columns of :meth:`smartops_nb.records.archive.Archive.list`).
 """
 from __future__ import annotations
 
@@ -45,24 +45,25 @@ PARAMETERS = (
 # -- reading the archive ----------------------------------------------------------------------------
 def load_rows(archive: str | Path, index_dsn: str = "") -> pd.DataFrame:
     """The archive's index rows; a folder's records' own metadata when there is no index."""
-    from smartops_nb.records import archive as index
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
+    from smartops_nb.records.entries import IndexMissing, describe, public_row
+    from smartops_nb.records.storage import record_files
 
     loc = open_archive(archive, index_dsn or None)
     folder = loc.folder if loc.folder is not None else Path(loc.local_dir)
     try:
-        rows = index.list_records(loc.target, limit=0)
-    except index.IndexMissing:
+        rows = loc.list(limit=0)
+    except IndexMissing:
         import nbformat
 
         rows = []
-        for path in index.record_files(folder):
+        for path in record_files(folder):
             try:
                 data = path.read_bytes()
-                row, _ = index.describe(nbformat.reads(data.decode(), as_version=4), data, path.name)
+                row, _ = describe(nbformat.reads(data.decode(), as_version=4), data, path.name)
             except Exception:  # not a SmartOps record
                 continue
-            rows.append(index._row(row))
+            rows.append(public_row(row))
     return frame(rows)
 
 
@@ -111,7 +112,7 @@ def postmortems_in(archive: str | Path) -> set[str]:
 
 # -- incidents --------------------------------------------------------------------------------------
 def _slug(text: str) -> str:
-    from smartops_nb.records.record import _slug as slug
+    from smartops_nb.records.record import slug
 
     return slug(text)
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Route, Routes
 from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
+
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
 
 log = logging.getLogger("smartops.serve")
 
@@ -113,13 +116,9 @@ def repeated(p: Planned) -> bool:
     return p.claimed == REPEAT
 
 
-def episode_index(archive):
+def episode_index(archive: "Archive | None"):
     """The archive's index for claims (None without an archive)."""
-    if archive is None:
-        return None
-    from smartops_nb.records.archive import location
-
-    return location(archive).index
+    return None if archive is None else archive.index
 
 
 def answer(out: dict[str, list], planned: Planned, outcome: str) -> None:

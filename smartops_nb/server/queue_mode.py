@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Routes
 from smartops_nb.jobs import app as queue_app, queue_sql
 
 from .intake import Planned, answer, claim, episode_index, plan, repeated, settle, status_of
+
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
 
 log = logging.getLogger("smartops.serve")
 
@@ -38,7 +41,7 @@ UNREACHABLE = _unreachable_errors()
 
 
 class QueueIntake:
-    def __init__(self, routes: Routes, dsn: str, archive=None):
+    def __init__(self, routes: Routes, dsn: str, archive: Archive | None = None):
         self.routes, self.dsn = routes, dsn
         self.index = episode_index(archive)  # episode claims (None: the queue's dedup only)
         queue_app.ensure_schema(dsn)  # ParameterError (exit 2) if unreachable at start

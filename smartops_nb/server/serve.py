@@ -47,7 +47,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
@@ -61,6 +61,9 @@ from smartops_nb.resources import process_stats
 from . import security
 from .intake import answer, claim, episode_index, plan, repeated, settle, status_of
 from .security import bearer
+
+if TYPE_CHECKING:
+    from smartops_nb.records.archive import Archive
 
 log = logging.getLogger("smartops.serve")
 
@@ -93,7 +96,7 @@ class Job:
 class Service:
     """In-process mode: bounded queue, worker threads, dedup and kernel pool behind the HTTP layer."""
 
-    def __init__(self, routes: Routes, archive: Path, *, workers: int = 2, queue_size: int = 10,
+    def __init__(self, routes: Routes, archive: Archive, *, workers: int = 2, queue_size: int = 10,
                  warm: int | None = None, cell_timeout: int = 600, lease_wait: float = 5.0):
         from smartops_nb.execution.kernels import KernelPool
 
@@ -388,7 +391,7 @@ def check_listen_address(host: str, token: str | None) -> None:
                              "without one only loopback is allowed")
 
 
-def serve(routes: Routes, archive: Path, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
+def serve(routes: Routes, archive: Archive, *, host: str = "127.0.0.1", port: int = 9095, token: str | None = None,
           workers: int = 2, queue_size: int = 10, warm: int | None = None, drain_timeout: float = 60,
           cell_timeout: int = 600, queue_dsn: str | None = None, trusted_proxies: list[str] = (),
           policy: Any = None, oidc: Any = None) -> int:

@@ -32,7 +32,7 @@ MAX_SESSIONS = 10_000         # at most this many at once: the oldest give way
 def install_secret(folder: str | os.PathLike | None = None) -> bytes:
     """This install's secret: read from ``folder/serve.secret``, made there (0600) on first use."""
     if folder is None:
-        from smartops_nb.records.location import state_dir
+        from smartops_nb.records.archive import state_dir
 
         folder = state_dir()
     folder = Path(folder)

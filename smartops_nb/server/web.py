@@ -40,10 +40,10 @@ from smartops_nb.people import policy as people_policy
 from smartops_nb.people.identity import Forbidden, Identity, Unauthorized, alertmanager
 from smartops_nb.people.tokens import PREFIX as TOKEN_PREFIX, Tokens
 from smartops_nb.jobs.approvals import queue_approval
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.entries import IndexMissing, parse_since
 from smartops_nb.records.plans import PlanRefused, UnknownPlan
 from smartops_nb.records.render import record_html
-from smartops_nb.records.storage import is_record_name
+from smartops_nb.records.storage import file_sha256, is_record_name
 from smartops_nb.postincident import checklist
 from smartops_nb.reports import incident as incidents
 
@@ -198,7 +198,7 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
             except Forbidden as e:
                 log.warning("%s %s refused: %s", request.method, request.url.path, e)
                 return html(request, "error.html", 403, title="Refused", message=f"{e}: nothing was done.")
-            except (record_archive.IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
+            except (IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
                 return html(request, "error.html", 404, title="Not found", message=str(e))
         return endpoint
 
@@ -239,7 +239,7 @@ def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public
             log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
             return html(request, "error.html", 403, title="Refused",
                         message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
-        plan = await run_in_threadpool(lambda: record_archive.plan_store(archive).get(plan_id))
+        plan = await run_in_threadpool(lambda: archive.plan_store().get(plan_id))
         operator = request.state.who or str(form.get("operator", "")).strip()  # the typed name: no identity
         if verb == "approve":
             if str(form.get("confirm", "")).strip() not in (plan.target, plan.id):
@@ -364,9 +364,9 @@ def _incident_rows(archive: Any, filters: dict[str, str], limit: int = 50) -> li
     """Incidents newest first (of the records matching the filters), each with its status."""
     wanted = {k: v for k, v in filters.items() if v and k != "q"}
     if filters.get("since"):
-        wanted["since"] = record_archive.parse_since(filters["since"])
-    rows = (record_archive.search(archive, filters["q"], limit=500, **wanted) if filters.get("q")
-            else record_archive.list_records(archive, limit=500, **wanted))
+        wanted["since"] = parse_since(filters["since"])
+    rows = (archive.search(filters["q"], limit=500, **wanted) if filters.get("q")
+            else archive.list(limit=500, **wanted))
     out, seen = [], set()
     for row in sorted(rows, key=lambda r: r["started_at"], reverse=True):
         incident_id = row["incident_id"]
@@ -400,7 +400,7 @@ def _record_file(archive: Any, name: str) -> Path:
     if not is_record_name(name) or "/" in name or "\\" in name:
         raise FileNotFoundError(f"no record {name!r}")
     try:
-        path = record_archive.fetch(archive, name, fresh=True)
+        path = archive.fetch(name, fresh=True)
     except (OSError, LookupError):
         raise FileNotFoundError(f"no record {name!r} in {archive}") from None
     if not path.is_file():
@@ -411,8 +411,8 @@ def _record_file(archive: Any, name: str) -> Path:
 def _record_info(archive: Any, name: str) -> dict[str, Any]:
     path = _record_file(archive, name)
     summary = json.loads(path.read_text()).get("metadata", {}).get("smartops", {})
-    sha = record_archive.file_sha256(path)
-    entry = record_archive.indexed_entry(archive, path.name)
+    sha = file_sha256(path)
+    entry = archive.entry(path.name)
     verified = entry is not None and entry.get("sha256") == sha
     return {"name": path.name, "summary": summary, "sha256": sha, "entry": entry, "verified": verified}
 
@@ -421,8 +421,8 @@ def _postmortem(archive: Any, incident_id: str) -> str:
     from smartops_nb.reports import postmortem
 
     names = [n for n, _ in incidents.summaries(archive, incident_id)]
-    records = postmortem.one_incident([postmortem.load(record_archive.fetch(archive, n)) for n in names])
-    plans = [p.to_dict() for p in record_archive.plan_store(archive).of_incident(incident_id)]
+    records = postmortem.one_incident([postmortem.load(archive.fetch(n)) for n in names])
+    plans = [p.to_dict() for p in archive.plan_store().of_incident(incident_id)]
     done, lessons = checklist.proof(archive, incident_id)
     return postmortem.render(records, [], None, plans, done, lessons)
 

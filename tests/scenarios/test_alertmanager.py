@@ -16,9 +16,10 @@ import urllib.request
 import pytest
 import yaml
 
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.entries import IndexMissing
 from smartops_nb.reports import incident
 from smartops_nb.waiting import until
+from smartops_nb.records.archive import open_archive
 from tests.conftest import REPO, free_port, require
 from tests.fixtures.monitoring import (
     ALERTMANAGER,
@@ -75,8 +76,8 @@ class Stack:
 
     def rows(self) -> list[dict]:
         try:
-            return record_archive.list_records(self.archive, limit=0)
-        except record_archive.IndexMissing:
+            return open_archive(self.archive).list(limit=0)
+        except IndexMissing:
             return []
 
     def received(self, incident_id: str) -> int:
@@ -136,7 +137,7 @@ def test_an_ha_pair_and_a_regrouped_alert_give_one_run_per_alert_with_the_labels
 
     # severity from the label: P3 (4-hour target), and `critical` mapped to P1 by the shipped routes
     second = next(i for i in by_incident if i != first)
-    p3, p1 = incident.show(stack.archive, first), incident.show(stack.archive, second)
+    p3, p1 = incident.show(open_archive(stack.archive), first), incident.show(open_archive(stack.archive), second)
     assert (p3["severity"], p3["response"]["target_minutes"]) == ("P3", 240)
     assert (p1["severity"], p1["response"]["target_minutes"]) == ("P1", 15)
 
@@ -165,7 +166,7 @@ def test_a_recurrence_after_resolve_is_a_new_incident_linked_to_the_first(stack)
     later = until(lambda: new() - {first}, WAIT_S)
     assert len(later) == 1, f"the recurrence made no new incident\n{stack.why()}"
     [second] = later
-    one, two = incident.show(stack.archive, first), incident.show(stack.archive, second)
+    one, two = incident.show(open_archive(stack.archive), first), incident.show(open_archive(stack.archive), second)
     assert (one["recurrence_of"], one["recurred_as"]) == (None, second)
     assert two["recurrence_of"] == first and f"recurrence of {first}" in incident.text(two)
     # escalations count from the recurrence's own start, not the first occurrence

@@ -17,7 +17,7 @@ import yaml
 
 from smartops_nb.execution import approve
 from smartops_nb.params import parse_time
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from smartops_nb.records.plans import PlanRefused
 from tests.conftest import REPO, run_runbook
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, app_backends
@@ -48,13 +48,13 @@ def test_a_headless_run_records_a_pending_plan_bound_to_its_target_and_evidence(
     assert "mode" not in plan["parameters"] and plan["parameters"]["idle_minutes"] == LEAK_IDLE_MINUTES
     # the record says how to approve it; the store knows it as pending
     assert f"smartops approve {plan['id']}" in json.dumps(rec.nb.cells[-1].outputs)
-    assert plan_store(archive).get(plan["id"]).state == "pending"
+    assert open_archive(archive).plan_store().get(plan["id"]).state == "pending"
 
 
 def test_approve_terminates_the_leak_once_and_writes_a_linked_record(leak, healthy_sandbox, sandbox_params,
                                                                       archive, tmp_path):
     plan = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-approve"))
-    out = approve.carry_out(plan["id"], "alice", archive)
+    out = approve.carry_out(plan["id"], "alice", open_archive(archive))
     assert out.status == "executed" and out.exit_code == 0, out.reason
     s = out.result.summary
     assert s["incident_id"] == "INC-approve" and s["parameters"]["plan_id"] == plan["id"]
@@ -63,7 +63,7 @@ def test_approve_terminates_the_leak_once_and_writes_a_linked_record(leak, healt
     terminated = set(done["result"]["terminated_pids"])
     assert terminated == leak and not (app_backends(healthy_sandbox) & leak)  # the leaked ones are gone
     assert done["result"]["client_connections_after"] < done["result"]["client_connections_before"]
-    stored = plan_store(archive).get(plan["id"])
+    stored = open_archive(archive).plan_store().get(plan["id"])
     assert (stored.state, stored.decided_by, stored.outcome_record) == ("executed", "alice", out.result.record.name)
 
     # approving again does nothing more: exit 1 and one line, through the command itself
@@ -94,11 +94,11 @@ def test_an_expired_or_denied_plan_is_refused_and_nothing_is_done(leak, healthy_
     expired = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-exp", approval_expires_minutes=0.002))
     time.sleep(0.3)  # 0.002 min = 0.12 s: the plan's own expiry, not a synchronisation
     with pytest.raises(PlanRefused, match="expired"):
-        approve.carry_out(expired["id"], "alice", archive)
+        approve.carry_out(expired["id"], "alice", open_archive(archive))
     denied = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-deny"))
-    approve.deny(denied["id"], "carol", "we restart the API instead", archive)
+    approve.deny(denied["id"], "carol", "we restart the API instead", open_archive(archive))
     with pytest.raises(PlanRefused, match="denied by carol"):
-        approve.carry_out(denied["id"], "alice", archive)
+        approve.carry_out(denied["id"], "alice", open_archive(archive))
     assert app_backends(healthy_sandbox) >= leak  # nothing terminated
     assert len(list(archive.glob("*.ipynb"))) == 2  # no mitigating run
 
@@ -107,12 +107,12 @@ def test_evidence_changed_before_approval_is_refused_with_the_reason(leak, healt
                                                                      archive):
     plan = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-gone"))
     healthy_sandbox.heal()  # the leak is gone before anyone approves
-    out = approve.carry_out(plan["id"], "alice", archive)
+    out = approve.carry_out(plan["id"], "alice", open_archive(archive))
     assert out.status == "refused" and out.exit_code == 1
     assert "no longer holds" in out.reason
     (entry,) = [a for a in out.result.summary["actions"] if a.get("plan_id") == plan["id"]]
     assert entry["mode"] == "refused" and entry["result"] == {}  # nothing terminated
-    assert plan_store(archive).get(plan["id"]).state == "refused"
+    assert open_archive(archive).plan_store().get(plan["id"]).state == "refused"
 
 
 def test_two_plans_on_one_target_run_one_after_the_other(leak, healthy_sandbox, sandbox_params, archive):
@@ -122,7 +122,7 @@ def test_two_plans_on_one_target_run_one_after_the_other(leak, healthy_sandbox, 
     outcomes = {}
 
     def go(plan):
-        outcomes[plan["id"]] = approve.carry_out(plan["id"], "alice", archive)
+        outcomes[plan["id"]] = approve.carry_out(plan["id"], "alice", open_archive(archive))
 
     threads = [threading.Thread(target=go, args=(p,)) for p in (first, second)]
     for t in threads:
@@ -143,11 +143,11 @@ def test_a_plan_whose_parameters_held_a_secret_needs_the_parameters_file(leak, h
     plan = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-secret", postgres_dsn=dsn))
     assert "Secret-Pw-42" not in json.dumps(plan) and "******" in plan["parameters"]["postgres_dsn"]
     with pytest.raises(Exception, match="postgres_dsn.*held a secret"):
-        approve.carry_out(plan["id"], "alice", archive)
-    assert plan_store(archive).get(plan["id"]).state == "pending"  # bad input claimed nothing
+        approve.carry_out(plan["id"], "alice", open_archive(archive))
+    assert open_archive(archive).plan_store().get(plan["id"]).state == "pending"  # bad input claimed nothing
     files = tmp_path / "secrets.yaml"
     files.write_text(yaml.safe_dump({"postgres_dsn": dsn}))
-    out = approve.carry_out(plan["id"], "alice", archive, files=[str(files)])
+    out = approve.carry_out(plan["id"], "alice", open_archive(archive), files=[str(files)])
     assert out.status == "executed", out.reason
     assert "Secret-Pw-42" not in out.result.record.read_text()
 

@@ -18,7 +18,7 @@ import pytest
 
 from smartops_nb.execution.flow import investigate
 from smartops_nb.execution.prepare import prepare
-from smartops_nb.records.location import open_archive
+from smartops_nb.records.archive import open_archive
 from smartops_nb.waiting import until
 from tests.conftest import REPO, WarmKernels
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, app_backends
@@ -110,14 +110,14 @@ def test_queued_approvals_of_two_plans_on_one_target_run_one_after_the_other(lea
     team = Team(tmp_path, queue_dsn, {**sandbox_params, "mode": "investigate"})
     try:
         # two headless runs, two incidents, two pending plans on the same target
-        (_, one), (_, two) = (_headless(team.archive, sandbox_params, f"INC-lock-{i}") for i in (1, 2))
+        (_, one), (_, two) = (_headless(open_archive(team.archive), sandbox_params, f"INC-lock-{i}") for i in (1, 2))
         assert one["target"] == two["target"]
         workers = [team.worker(), team.worker()]
         # approved together: one through the command (no wait), one through serve's approval endpoint
         cli = subprocess.Popen([sys.executable, "-m", "smartops_nb.cli", "approve", one["id"], "--operator", "alice",
                                 "--archive", str(team.archive), "--queue", queue_dsn, "--no-wait"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with serve_web(team.archive, TOKEN, queue=queue_dsn) as base:
+        with serve_web(open_archive(team.archive), TOKEN, queue=queue_dsn) as base:
             req = urllib.request.Request(f"{base}/approvals/{two['id']}", method="POST", data=b'{"operator": "bob"}',
                                          headers={"Authorization": f"Bearer {TOKEN}"})
             with urllib.request.urlopen(req, timeout=60) as r:
@@ -144,7 +144,7 @@ def test_queued_approvals_of_two_plans_on_one_target_run_one_after_the_other(lea
 
 
 def test_an_unreachable_queue_approves_nothing_and_does_nothing(leak, sandbox_params, archive, tmp_path):
-    _, plan = _headless(archive, sandbox_params, "INC-noqueue")
+    _, plan = _headless(open_archive(archive), sandbox_params, "INC-noqueue")
     dead = "postgresql://nobody@127.0.0.1:1/none"
     out = _smartops("approve", plan["id"], "--operator", "alice", "--archive", str(archive), "--queue", dead,
                     state=tmp_path / "state")
@@ -157,7 +157,7 @@ def test_an_unreachable_queue_approves_nothing_and_does_nothing(leak, sandbox_pa
 
 def test_a_queue_that_refuses_the_job_gets_the_plan_released(leak, sandbox_params, archive, queue_dsn, tmp_path):
     # a reachable database without the queue's schema (no worker or serve ever started on it)
-    _, plan = _headless(archive, sandbox_params, "INC-noschema")
+    _, plan = _headless(open_archive(archive), sandbox_params, "INC-noschema")
     out = _smartops("approve", plan["id"], "--operator", "alice", "--archive", str(archive), "--queue", queue_dsn,
                     state=tmp_path / "state")
     assert out.returncode == 1 and "did not take it" in out.stderr and "released" in out.stderr, out.stderr

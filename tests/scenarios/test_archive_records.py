@@ -12,10 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from smartops_nb.records import (
-    archive as archive_mod,  # `archive` is the conftest fixture (a folder)
-)
 from smartops_nb.records import record
+from smartops_nb.records.archive import open_archive
+from smartops_nb.records.storage import file_sha256, record_files
 from tests.conftest import REPO, require, run_runbook
 from tests.fixtures.archives import archive_list, names, smartops, synthetic, write
 
@@ -60,18 +59,18 @@ def _fill(folder: Path) -> None:
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: archive_mod.file_sha256(p) for p in folder.iterdir() if p.is_file()}
+    return {p.name: file_sha256(p) for p in folder.iterdir() if p.is_file()}
 
 
 def test_real_runs_are_indexed_and_verify(real_archive):
     rows = archive_list(real_archive)
     assert len(rows) == 2 and {r["runbook"] for r in rows} == {"db-pool-exhausted"}
     assert rows[0]["started_at"] >= rows[1]["started_at"] and rows[0]["incident_id"] == "INC-REAL"
-    assert archive_mod.verify(real_archive).ok
+    assert open_archive(real_archive).verify().ok
 
 
 def test_search_finds_a_real_record_by_a_word_in_a_finding(real_archive, cli):
-    nb = nbformat.read(next(iter(archive_mod.record_files(real_archive))), as_version=4)
+    nb = nbformat.read(next(iter(record_files(real_archive))), as_version=4)
     word = next(w for f in nb.metadata["smartops"]["findings"] for w in f["summary"].split()
                 if w.isalpha() and len(w) > 5)
     out = cli("archive", "search", word, "--archive", str(real_archive), "--json")
@@ -79,7 +78,7 @@ def test_search_finds_a_real_record_by_a_word_in_a_finding(real_archive, cli):
 
 
 def test_show_prints_diagnosis_findings_actions_timeline(real_archive, cli):
-    path = archive_mod.record_files(real_archive)[0]
+    path = record_files(real_archive)[0]
     out = cli("archive", "show", path.name, "--archive", str(real_archive))
     assert out.returncode == 0, out.stderr
     for heading in ("Diagnosis:", "Findings:", "Actions:", "Timeline:", "matches the index", "run started"):
@@ -88,7 +87,7 @@ def test_show_prints_diagnosis_findings_actions_timeline(real_archive, cli):
 
 
 def test_export_html_embeds_the_plots_and_no_secret(real_archive, tmp_path, cli):
-    path = archive_mod.record_files(real_archive)[0]
+    path = record_files(real_archive)[0]
     assert PLANTED not in path.read_text()
     # a secret that slipped into an output (a URL with credentials in a log line) is scrubbed on export
     leaky = tmp_path / path.name
@@ -133,7 +132,7 @@ def test_a_read_only_archive_fails_loudly_and_keeps_the_notebook(tiny_tmpfs, tmp
     monkeypatch.setenv(record.FALLBACK_ENV, str(tmp_path / "unsaved"))
     nb, summary = synthetic(started="2026-12-01T00:00:00Z")
     with pytest.raises(record.RecordWriteError) as e:
-        archive_mod.write_record(nb, summary, incidents)
+        open_archive(incidents).write(nb, summary)
     assert "Read-only file system" in str(e.value) and str(e.value.fallback) in str(e.value)
     assert e.value.fallback.exists() and len(archive_list(incidents)) == 1
 
@@ -152,5 +151,5 @@ def test_concurrent_processes_never_share_a_name_and_keep_a_valid_chain(archive)
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
     written = [n for o, _ in outs for n in o.split()]
     assert len(written) == len(set(written)) == 20
-    report = archive_mod.verify(archive)
+    report = open_archive(archive).verify()
     assert report.ok and report.entries == 20, report.problems

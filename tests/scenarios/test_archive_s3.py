@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from smartops_nb.records import archive as archive_mod
-from smartops_nb.records.location import open_archive
+from smartops_nb.records.entries import GENESIS
+from smartops_nb.records.record import RecordWriteError
+from smartops_nb.records.archive import open_archive
 from tests.conftest import REPO
-from tests.fixtures.archives import smartops, synthetic
+from tests.fixtures.archives import people_of, seed_people, smartops, synthetic
 
 
 def _team(archive_dsn, tmp_path, monkeypatch):
@@ -40,7 +41,7 @@ def lone_team(own_seaweedfs, archive_dsn, tmp_path, monkeypatch):
 
 def put(loc, **kw):
     nb, summary = synthetic(**kw)
-    return archive_mod.write_record(nb, summary, loc)
+    return loc.write(nb, summary)
 
 
 def test_records_index_and_verify_on_s3_and_postgresql(team):
@@ -49,14 +50,14 @@ def test_records_index_and_verify_on_s3_and_postgresql(team):
             severity="P2")
     c = put(team, started="2026-11-26T11:00:00Z", runbook="disk-full", severity="P2")  # same second: _2
     assert str(a).startswith(team.url + "/") and str(c).endswith("_2.ipynb")
-    rows = archive_mod.list_records(team, limit=0)
+    rows = team.list(limit=0)
     assert [r["name"] for r in rows] == [Path(c).name, Path(b).name, Path(a).name]
-    assert [r["name"] for r in archive_mod.list_records(team, limit=0, runbook="disk-full", severity="P2")] \
+    assert [r["name"] for r in team.list(limit=0, runbook="disk-full", severity="P2")] \
         == [Path(c).name, Path(b).name]
-    assert [r["name"] for r in archive_mod.list_records(team, limit=0, cause="idle-connection-leak")] == [Path(a).name]
-    assert [r["name"] for r in archive_mod.search(team, "idle-connection-leak")] == [Path(a).name]
-    assert [r["name"] for r in archive_mod.search(team, "GiB")] == [Path(b).name]
-    report = archive_mod.verify(team)
+    assert [r["name"] for r in team.list(limit=0, cause="idle-connection-leak")] == [Path(a).name]
+    assert [r["name"] for r in team.search("idle-connection-leak")] == [Path(a).name]
+    assert [r["name"] for r in team.search("GiB")] == [Path(b).name]
+    report = team.verify()
     assert report.ok and report.entries == 3 and report.files == 3, report.problems
 
 
@@ -68,7 +69,7 @@ def cli_env(loc, **extra) -> dict[str, str]:
 # -- many writers -------------------------------------------------------------------------------------
 WRITER = textwrap.dedent("""
     import sys
-    from smartops_nb.records import archive
+    from smartops_nb.records.archive import open_archive
     from tests.fixtures.archives import synthetic
 
     url, dsn, machine, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -76,7 +77,8 @@ WRITER = textwrap.dedent("""
         # both machines use the same start times: same-second names must still be unique
         nb, summary = synthetic(started=f"2026-11-{10 + i // 40:02d}T10:{i % 40:02d}:00Z", incident_id=f"INC-{i}",
                                 output=f"written by {machine}")
-        archive.write_record(nb, summary, archive.location(url, dsn))
+        archive = archive or open_archive(url, dsn)
+        archive.write(nb, summary)
     print("done", n)
 """)
 
@@ -112,13 +114,13 @@ def test_two_machines_write_200_records_into_one_chain(team, seaweedfs, sandbox,
     real = [out.strip().splitlines()[-1] for p, (out, _) in zip(procs, outs) if "smartops_nb.cli" in p.args]
     assert all(r.startswith(team.url + "/") for r in real), real
 
-    report = archive_mod.verify(team)
+    report = team.verify()
     assert report.ok, report.problems[:5]
     assert report.entries == 200 and report.files == 200
     rows = team.index.rows()
     assert len({r["name"] for r in rows}) == 200
     # one chain: each entry follows the one before it, none is followed twice (no fork)
-    assert rows[0]["prev_hash"] == archive_mod.GENESIS
+    assert rows[0]["prev_hash"] == GENESIS
     assert all(b["prev_hash"] == a["entry_hash"] for a, b in zip(rows, rows[1:]))
     assert len({r["prev_hash"] for r in rows}) == 200
     assert {r["incident_id"] for r in rows} >= {"INC-REAL-alpha", "INC-REAL-beta"}
@@ -149,16 +151,16 @@ def test_an_object_without_its_index_row_is_named_then_adopted(team):
     """A writer that died between the object and its row: verify names it, `reindex --adopt` indexes it
     at the chain tip (entries published before stay valid)."""
     first = put(team, started="2026-11-26T10:00:00Z")
-    tip = archive_mod.verify(team).tip
+    tip = team.verify().tip
     nb, summary = synthetic(started="2026-11-26T11:00:00Z", runbook="disk-full")
     import nbformat
 
     orphan = team.storage.put_new(nbformat.writes(nb).encode(), summary)
-    problems = [(p.kind, p.name) for p in archive_mod.verify(team).problems]
+    problems = [(p.kind, p.name) for p in team.verify().problems]
     assert problems == [("added", orphan)]
     out = smartops("archive", "reindex", "--adopt", env=cli_env(team))
     assert out.returncode == 0 and orphan in out.stdout, out.stdout + out.stderr
-    report = archive_mod.verify(team, anchors=[tip])
+    report = team.verify(anchors=[tip])
     assert report.ok and report.entries == 2, report.problems
     assert team.index.rows()[0]["name"] == Path(str(first)).name
 
@@ -169,8 +171,8 @@ def test_a_record_is_spooled_while_s3_is_down_and_sync_sends_it(lone_team, own_s
     put(team, started="2026-11-26T09:00:00Z")
     seaweedfs.stop()
     nb, summary = synthetic(started="2026-11-26T10:00:00Z", incident_id="INC-DOWN")
-    with pytest.raises(archive_mod.record.RecordWriteError) as e:
-        archive_mod.write_record(nb, summary, team)
+    with pytest.raises(RecordWriteError) as e:
+        team.write(nb, summary)
     message = str(e.value)
     assert "\n" not in message and seaweedfs.endpoint in message and "spool" in message
     assert Path(e.value.fallback).is_file()
@@ -178,8 +180,8 @@ def test_a_record_is_spooled_while_s3_is_down_and_sync_sends_it(lone_team, own_s
     out = smartops("archive", "sync", env=cli_env(team))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "sent 1 of 1" in out.stderr and not Path(e.value.fallback).exists()
-    assert archive_mod.verify(team).ok
-    rows = archive_mod.list_records(team, incident_id="INC-DOWN")
+    assert team.verify().ok
+    rows = team.list(incident_id="INC-DOWN")
     assert [r["started_at"] for r in rows] == ["2026-11-26T10:00:00Z"]  # its own time, not the sync's
 
 
@@ -201,7 +203,7 @@ def test_a_run_finishing_while_s3_is_down_exits_1_and_the_next_write_sends_it_fi
     later = put(team, started="2030-01-01T00:00:00Z")
     rows = team.index.rows()
     assert [r["incident_id"] for r in rows] == ["INC-SPOOL", "INC-1"] and rows[1]["name"] == Path(str(later)).name
-    assert archive_mod.verify(team).ok
+    assert team.verify().ok
 
 
 # -- every archive command on the shared backend -----------------------------------------------------
@@ -223,32 +225,31 @@ def test_list_search_show_export_on_s3(team, tmp_path):
     assert out.returncode == 0 and "step ran" in html.read_text() and "<img" in html.read_text()
     out = smartops("archive", "reindex", env=env)
     assert out.returncode == 0 and "reindexed 2 records" in out.stdout, out.stdout + out.stderr
-    assert archive_mod.verify(team).ok
+    assert team.verify().ok
 
 
 # -- migrate -------------------------------------------------------------------------------------------
 def test_migrate_a_folder_archive_same_bytes_same_hashes(team, tmp_path):
     folder = tmp_path / "incidents"
+    local = open_archive(folder)
     for i in range(5):
         nb, summary = synthetic(started=f"2026-11-2{i}T10:00:00Z", incident_id=f"INC-{i}")
-        archive_mod.write_record(nb, summary, folder)
-    plan = {"id": "pl-migrated", "incident_id": "INC-1", "runbook": "db-pool-exhausted", "severity": "P1",
-            "action": "terminate-idle-connections", "target": "database smartamazon", "created_at": "2026-11-21T10:00:00Z",
-            "expires_at": "2099-01-01T00:00:00Z", "status": "pending"}
-    archive_mod.plan_store(folder).register({"plans": [plan]}, "r.ipynb")
-    old = {r["name"]: (r["sha256"], r["entry_hash"]) for r in archive_mod.location(folder).index.rows()}
-    old_tip = archive_mod.verify(folder).tip
+        local.write(nb, summary)
+    people = seed_people(local)  # a plan one person approved, a token, the checklist and its lessons
+    old = {r["name"]: (r["sha256"], r["entry_hash"]) for r in local.index.rows()}
+    old_tip = local.verify().tip
     out = smartops("archive", "migrate", "--archive", str(folder), "--to", team.url, "--to-index", team.index.dsn)
     assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
     new = {r["name"]: (r["sha256"], r["entry_hash"]) for r in team.index.rows()}
     assert new == old
     assert team.index.meta()["migrated_tip"] == old_tip and team.index.meta()["migrated_from"] == str(folder)
     assert team.plan_store().get("pl-migrated").state == "pending"  # still approvable, now from any machine
+    assert people_of(team) == people  # and it still shows who approved, who holds a token, what was done
     for name in old:
         assert team.storage.read(name) == (folder / name).read_bytes()
     after = put(team, started="2026-12-01T10:00:00Z")  # the chain goes on from the old tip
     assert team.index.entry(Path(str(after)).name) and team.index.rows()[-1]["prev_hash"] == old_tip
-    assert archive_mod.verify(team).ok
+    assert team.verify().ok
     again = smartops("archive", "migrate", "--archive", str(folder), "--to", team.url, "--to-index", team.index.dsn)
     assert again.returncode == 2 and "not empty" in again.stderr
 
@@ -268,7 +269,7 @@ def test_prune_keeps_tombstones_and_open_incidents(team):
     assert out.returncode == 0, out.stderr
     assert set(team.storage.names()) == names([old_open, recent])
     assert f"kept (incident still open): {Path(str(old_open)).name}" in out.stdout
-    report = archive_mod.verify(team)
+    report = team.verify()
     assert report.ok and set(report.pruned) == names(old_resolved) and report.entries == 4
     out = smartops("archive", "verify", env=env)
     assert out.returncode == 0 and out.stdout.count("PRUNED") == 2 and "2 pruned" in out.stdout

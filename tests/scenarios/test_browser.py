@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from smartops_nb.execution.lab import Lab
-from smartops_nb.records import archive as index
+from smartops_nb.records.storage import file_sha256
+from smartops_nb.records.archive import open_archive
 from tests.conftest import REPO, require, run_runbook
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, idle_app_sessions, inject_leak
 from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS
@@ -143,7 +144,7 @@ def test_mitigation_button_runs_it_and_the_saved_record_logs_it(leak_investigate
     assert "idle-connection-leak" in s["diagnosis"]["causes"]
     # the page's outputs (charts) were saved with it, and the record is in the archive's index
     assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert index.indexed_hash(lab.archive, record.name) == index.file_sha256(record)
+    assert open_archive(lab.archive).indexed_hash(record.name) == file_sha256(record)
 
 
 def test_archived_record_shows_its_charts_without_running(lab, browser, sandbox):

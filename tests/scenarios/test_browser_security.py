@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 import yaml
 
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, require, stop_process
 from tests.fixtures.leak import LEAK_IDLE_MINUTES
@@ -163,7 +163,7 @@ def test_a_form_auto_submitted_from_another_local_port_does_not_approve(serve, i
     page.wait_for_load_state()
     _shot(page, "xsite-approve-refused")
     page.close()
-    assert plan_store(incident["archive"]).get(plan["id"]).state == "pending"
+    assert open_archive(incident["archive"]).plan_store().get(plan["id"]).state == "pending"
 
 
 def test_a_no_cors_text_plain_post_to_alerts_queues_nothing(serve, incident, attacker, browser):
@@ -203,7 +203,7 @@ def test_the_approve_button_on_serves_own_page_still_works(serve, incident, brow
         card.locator("form[action$='/approve'] button").click()
     assert answer.value.status == 303, (answer.value.status, answer.value.request.all_headers(), serve.log.read_text())
     page.wait_for_selector("#message", timeout=60_000)
-    stored = plan_store(incident["archive"]).get(plan["id"])
+    stored = open_archive(incident["archive"]).plan_store().get(plan["id"])
     assert "executed" in page.inner_text("#message"), (page.inner_text("#message"), stored)
     assert stored.state == "executed" and stored.decided_by == "alice", stored
     _shot(page, "same-origin-approved")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smartops_nb.records.checklist_store import Store
-from smartops_nb.records.location import open_archive
+from smartops_nb.records.archive import open_archive
 # the same tests, collected here with this module's `store` fixture
 from tests.unit.records.test_checklist_store import (  # noqa: F401
     test_a_failed_creation_releases_its_claim_and_a_stale_claim_is_taken_over,

@@ -7,6 +7,7 @@ import pytest
 from smartops_nb.execution import kernels
 from smartops_nb.execution.flow import investigate
 from smartops_nb.execution.prepare import prepare
+from smartops_nb.records.archive import open_archive
 from tests.conftest import Record
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
@@ -23,8 +24,8 @@ def test_warm_and_cold_runs_give_records_of_the_same_form(healthy_sandbox, sandb
     prep = prepare("db-pool-exhausted", (), {**sandbox_params, "idle_minutes": LEAK_IDLE_MINUTES})
     with kernels.KernelPool(1) as pool, pool.lease(timeout=60) as kernel:
         assert kernel is not None
-        warm = Record(investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel))
-    cold = Record(investigate(prep, archive, progress=False, cell_timeout=120))
+        warm = Record(investigate(prep, open_archive(archive), progress=False, cell_timeout=120, kernel=kernel))
+    cold = Record(investigate(prep, open_archive(archive), progress=False, cell_timeout=120))
     assert warm.summary["status"] == cold.summary["status"] == "completed"
     assert warm.summary["diagnosis"]["causes"] == cold.summary["diagnosis"]["causes"] == [
         "connections-near-limit", "idle-connection-leak"]
@@ -48,7 +49,7 @@ def test_a_leased_kernel_that_died_in_the_pool_is_restarted_and_the_run_complete
         with pytest.raises(RuntimeError, match="died"):   # noticed by its process, not after set_env's 30 s
             kernel.set_env({"SMARTOPS_TEST_ENV": "again"}, timeout=30)
         prep = prepare("db-pool-exhausted", (), sandbox_params)
-        rec = Record(investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel))
+        rec = Record(investigate(prep, open_archive(archive), progress=False, cell_timeout=120, kernel=kernel))
     finally:
         kernel.close()
     assert rec.summary["status"] == "completed", rec.summary.get("error")
@@ -78,7 +79,7 @@ def test_runs_ended_every_way_release_all_they_opened(tmp_path, healthy_sandbox,
     def ended_from_outside():
         handle = kernels.RunHandle()
         threading.Timer(3, handle.end, ("test: ended from outside",)).start()
-        return investigate_on_pool(slow, archive, pool, incident="outside", handle=handle)
+        return investigate_on_pool(slow, open_archive(archive), pool, incident="outside", handle=handle)
 
     def killed_under_the_run():
         handle = kernels.RunHandle()
@@ -88,11 +89,11 @@ def test_runs_ended_every_way_release_all_they_opened(tmp_path, healthy_sandbox,
                 time.sleep(2)
                 os.kill(handle.kernel.km.provisioner.pid, signal.SIGKILL)
         threading.Thread(target=kill).start()
-        return investigate_on_pool(slow, archive, pool, incident="killed", handle=handle)
+        return investigate_on_pool(slow, open_archive(archive), pool, incident="killed", handle=handle)
 
-    ways = {"completed": lambda: investigate_on_pool(quick, archive, pool, incident="ok"),
+    ways = {"completed": lambda: investigate_on_pool(quick, open_archive(archive), pool, incident="ok"),
             "ended": ended_from_outside,
-            "deadline": lambda: investigate_on_pool(slow, archive, pool, incident="late", deadline=3),
+            "deadline": lambda: investigate_on_pool(slow, open_archive(archive), pool, incident="late", deadline=3),
             "killed": killed_under_the_run}
     with kernels.KernelPool(0) as pool:
         for run in ways.values():  # once each: imports, caches and loops of this thread settle

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from smartops_nb.alerts import notify
-from smartops_nb.records import archive as record_archive
+from smartops_nb.records.archive import open_archive
 from tests.conftest import run_runbook
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 from tests.fixtures.receivers import receivers  # noqa: F401 - a fixture
@@ -48,10 +48,10 @@ def test_slack_and_pagerduty_trigger_then_resolve(tmp_path, receivers, healthy_s
     assert t["payload"]["severity"] == "critical" and t["payload"]["source"] == "smartops/sandbox"
     assert t["payload"]["summary"] and t["payload"]["custom_details"]["record"] == str(rec.path)
     # the record's hash and its chain entry leave the archive with the message: an outside anchor
-    entry = record_archive.indexed_entry(archive, rec.path.name)
+    entry = open_archive(archive).entry(rec.path.name)
     assert t["payload"]["custom_details"]["chain_entry"] == entry["entry_hash"]
     assert t["payload"]["custom_details"]["record_sha256"] == entry["sha256"] and entry["entry_hash"] in text
-    assert record_archive.verify(archive, [entry["entry_hash"]]).ok
+    assert open_archive(archive).verify([entry["entry_hash"]]).ok
 
     healthy_sandbox.heal()
     later = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)
@@ -59,13 +59,13 @@ def test_slack_and_pagerduty_trigger_then_resolve(tmp_path, receivers, healthy_s
     assert "RESOLVED" in slack.received[1]["body"]["text"]
     resolve = pd.received[1]["body"]
     assert resolve["event_action"] == "resolve" and resolve["dedup_key"] == t["dedup_key"]
-    logged = notify.outcomes_for(archive, later.path.name)
+    logged = notify.outcomes_for(open_archive(archive), later.path.name)
     assert {(o["target"], o["event"], o["ok"]) for o in logged} == {("slack", "resolve", True),
                                                                     ("pagerduty", "resolve", True)}
 
     # a third quiet run: nothing was confirmed last time, so nobody is told anything
     third = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)
-    assert len(slack.received) == 2 and len(pd.received) == 2 and notify.outcomes_for(archive, third.path.name) == []
+    assert len(slack.received) == 2 and len(pd.received) == 2 and notify.outcomes_for(open_archive(archive), third.path.name) == []
 
 
 @pytest.mark.timeout(240)
@@ -79,7 +79,7 @@ def test_failing_and_hanging_targets_are_logged_recorded_and_not_fatal(tmp_path,
     t0 = time.monotonic()
     rec = run_runbook("db-pool-exhausted", archive, _params(sandbox_params), files)
     assert rec.exit_code == 0 and rec.summary["status"] == "completed" and rec.summary["diagnosis"]["confirmed"]
-    outcomes = notify.outcomes_for(archive, rec.path.name)
+    outcomes = notify.outcomes_for(open_archive(archive), rec.path.name)
     by_where = {o.get("where", o["target"]): o for o in outcomes}
     assert len(outcomes) == 3 and not any(o["ok"] for o in outcomes)
     assert by_where[broken.url]["status"] == 500 and "HTTP 500" in by_where[broken.url]["error"]

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from tests.fixtures.web import chromium, investigated_leak
 from tests.scenarios.test_browser_security import Serve
 
@@ -80,11 +80,11 @@ def test_bob_is_refused_alice_approves_and_the_plan_and_record_name_her(serve, i
     plan = incident["plan"]
     bob = sign_in(browser, serve, idp, "bob")
     assert approve(bob, plan).status == 403 and "lacks the permission 'approve'" in bob.inner_text("body")
-    assert plan_store(incident["archive"]).get(plan["id"]).state == "pending"
+    assert open_archive(incident["archive"]).plan_store().get(plan["id"]).state == "pending"
 
     alice = sign_in(browser, serve, idp, "alice")
     assert approve(alice, plan).status == 303
-    stored = plan_store(incident["archive"]).get(plan["id"])
+    stored = open_archive(incident["archive"]).plan_store().get(plan["id"])
     assert stored.state == "executed", stored.reason
     assert [(d["name"], d["subject"], d["issuer"], d["how"]) for d in stored.decisions] == [
         ("alice", "alice", idp, "oidc")]

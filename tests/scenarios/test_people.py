@@ -11,7 +11,7 @@ import sys
 from smartops_nb.execution import approve
 from smartops_nb.people import policy
 from smartops_nb.people.identity import Identity
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from smartops_nb.records.plans import PlanRefused
 from tests.conftest import REPO
 from tests.scenarios.test_approve import _investigate, _the_plan
@@ -36,7 +36,7 @@ def test_token_create_approve_from_the_cli_revoke_then_401(leak, healthy_sandbox
 
     done = smartops("approve", plan["id"], "--operator", "mallory", "--archive", str(archive), token=token)
     assert done.returncode == 0, done.stderr
-    stored = plan_store(archive).get(plan["id"])
+    stored = open_archive(archive).plan_store().get(plan["id"])
     assert stored.state == "executed" and stored.decided_by == "alice"
     assert [(d["verb"], d["name"], d["subject"], d["issuer"], d["how"]) for d in stored.decisions] == [
         ("approve", "alice", "alice", "smartops-token", "token")]
@@ -53,7 +53,7 @@ def test_token_create_approve_from_the_cli_revoke_then_401(leak, healthy_sandbox
     # (the leak is gone, so no second plan: a revoked token is refused before any plan is looked at)
     refused = smartops("deny", plan["id"], "--reason", "x", "--archive", str(archive), token=token)
     assert refused.returncode == 2 and "unauthorized: token" in refused.stderr and "revoked" in refused.stderr
-    assert plan_store(archive).get(plan["id"]).decisions == stored.decisions
+    assert open_archive(archive).plan_store().get(plan["id"]).decisions == stored.decisions
 
     # no token, and no hash of it, in any record or output
     seen = "".join(p.read_text() for p in archive.glob("*.ipynb")) + done.stdout + done.stderr + refused.stderr
@@ -67,24 +67,24 @@ def test_two_person_rule_first_pending_same_refused_second_executes_once(leak, h
     alice, bob = (Identity(subject=f"sub-{n}", issuer="https://idp.example", name=n, how="oidc", groups=("sre",))
                   for n in ("alice", "bob"))
     plan = _the_plan(_investigate(archive, sandbox_params, incident_id="INC-two"))
-    first = approve.carry_out(plan["id"], alice, archive, policy=rules)
+    first = approve.carry_out(plan["id"], alice, open_archive(archive), policy=rules)
     assert first.status == "pending" and "1 of 2" in first.reason and first.exit_code == 3
     with pytest.raises(PlanRefused, match="alice already approved it"):
-        approve.carry_out(plan["id"], alice, archive, policy=rules)
-    second = approve.carry_out(plan["id"], bob, archive, policy=rules)
+        approve.carry_out(plan["id"], alice, open_archive(archive), policy=rules)
+    second = approve.carry_out(plan["id"], bob, open_archive(archive), policy=rules)
     assert second.status == "executed", second.reason
     with pytest.raises(PlanRefused, match="already carried out"):
         approve.carry_out(plan["id"], Identity("sub-c", "https://idp.example", "carol", "oidc", groups=("sre",)),
-                          archive, policy=rules)
+                          open_archive(archive), policy=rules)
     runs = [p for p in archive.glob("*.ipynb") if "INC-two" in p.read_text()]
     assert len(runs) == 2  # the investigation and one mitigation
-    assert [d["name"] for d in plan_store(archive).get(plan["id"]).approvals] == ["alice", "bob"]
+    assert [d["name"] for d in open_archive(archive).plan_store().get(plan["id"]).approvals] == ["alice", "bob"]
 
 
 def test_tokens_in_the_postgresql_index_work_from_another_machine_s_process(archive_dsn, tmp_path):
     from smartops_nb.people.identity import Unauthorized
     from smartops_nb.people.tokens import Tokens
-    from smartops_nb.records.location import open_archive
+    from smartops_nb.records.archive import open_archive
 
     here = Tokens(open_archive(tmp_path / "here", archive_dsn))
     token, row = here.create("alice", "approver", "1d")

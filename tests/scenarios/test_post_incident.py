@@ -20,6 +20,7 @@ from smartops_nb.execution import approve
 from smartops_nb.params import iso, parse_time, utcnow
 from smartops_nb.postincident import checklist, http
 from smartops_nb.records.checklist_store import Store
+from smartops_nb.records.archive import open_archive
 from tests.conftest import run_runbook
 from tests.fixtures.archives import cli, write  # noqa: F401  (cli: a fixture)
 from tests.fixtures.leak import LEAK_IDLE_MINUTES
@@ -58,7 +59,7 @@ def resolved(archive, incident="INC-9", severity="P1"):
 
 def run(archive, cfg, incident="INC-9", notifications=None):
     return checklist.after_run({"post_incident": cfg, "notify": {"public_url": "https://smartops.example"}},
-                               {"incident_id": incident}, "r.ipynb", archive, notifications)
+                               {"incident_id": incident}, "r.ipynb", open_archive(archive), notifications)
 
 
 def full(saas, mailbox):
@@ -166,7 +167,7 @@ def test_a_refused_credential_fails_its_item_with_the_reason_and_everything_else
     assert all(items[i]["status"] == "done" for i in ("status-page", "stakeholders", "meeting"))
     # fixed credential: --redo carries out only that item, and the tracker gets one issue
     monkeypatch.setenv("TEST_JIRA_TOKEN", saas.jira_token)
-    row = checklist.redo({"post_incident": cfg}, archive, "INC-9", "timeline", "carol")
+    row = checklist.redo({"post_incident": cfg}, open_archive(archive), "INC-9", "timeline", "carol")
     assert row["status"] == "done" and row["by_whom"] == "carol"
     assert len(saas.jira) == 1 and len(mailbox.messages) == 2
 
@@ -211,7 +212,7 @@ def test_a_sandbox_incident_carries_out_the_whole_checklist_once(leak, healthy_s
     assert sp["history"] == ["investigating"] and sp["components"] == {"cmp-api": "major_outage"}
     # alice approves the plan: the mitigation runs, the status page says identified
     (plan,) = first.summary["plans"]
-    out = approve.carry_out(plan["id"], "alice", archive, files=[str(params)])
+    out = approve.carry_out(plan["id"], "alice", open_archive(archive), files=[str(params)])
     assert out.status == "executed", out.reason
     assert sp["history"] == ["investigating", "identified"]
     # a later run finds nothing: resolved, and everything else goes out
@@ -267,7 +268,7 @@ def test_the_incident_page_shows_the_checklist_and_keeps_a_lesson(archive, saas)
     resolved(archive)
     run(archive, saas.config("statuspage"))
     hostile = "<script>alert('lesson')</script> check the pool's idle timeout"
-    with serve_web(archive, "pi-token-123456") as url, httpx.Client(base_url=url, timeout=30,
+    with serve_web(open_archive(archive), "pi-token-123456") as url, httpx.Client(base_url=url, timeout=30,
                                                                    follow_redirects=True) as web:
         page = web.get("/incidents/INC-9", params={"token": "pi-token-123456"}).text
         table = page[page.index('id="checklist"'):page.index("</table>")]
@@ -278,7 +279,7 @@ def test_the_incident_page_shows_the_checklist_and_keeps_a_lesson(archive, saas)
         assert "kept for runbook db-pool-exhausted" in after and "<script>alert" not in after
         learned = after[after.index('id="checklist"'):after.index("</table>")]
         assert learned.count(">done<") == 2 and "dana" in learned  # the status page, and now the lesson
-    assert [x["by_whom"] for x in Store(archive).lessons(incident_id="INC-9")] == ["dana"]
+    assert [x["by_whom"] for x in Store(open_archive(archive)).lessons(incident_id="INC-9")] == ["dana"]
 
 
 def test_two_replicas_finishing_at_once_file_one_issue(archive, saas):

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from smartops_nb.params import iso, utcnow
-from smartops_nb.records import archive as index
 from smartops_nb.reports import postmortem, review
+from smartops_nb.records.archive import open_archive
 from tests.conftest import REPO, run_runbook
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, inject_leak
 
@@ -59,7 +59,7 @@ def scenario_archive(sandbox, tmp_path_factory):
 def test_review_notebook_figures_match_the_index(scenario_archive, tmp_path):
     import papermill
 
-    rows = index.list_records(scenario_archive, limit=0)
+    rows = open_archive(scenario_archive).list(limit=0)
     assert len(rows) == 5
     out = tmp_path / "review.ipynb"
     papermill.execute_notebook(str(REPO / "notebooks" / "incident_review.ipynb"), str(out),

@@ -22,6 +22,7 @@ import yaml
 from smartops_nb.waiting import until
 from tests.conftest import REPO, free_port, post_alerts, stop_process
 from tests.fixtures.leak import LEAK_IDLE_MINUTES, app_backends, inject_leak
+from smartops_nb.records.archive import open_archive
 
 TOKEN = "s3cret-token"
 ROUTES = {
@@ -271,7 +272,7 @@ def test_a_run_getting_its_kernel_during_the_drain_is_interrupted_and_recorded(t
             gate.wait(60)
             super().attach(kernel)
 
-    svc = serve.Service(Routes([], [], base_params), tmp_path / "incidents", workers=1, warm=0)
+    svc = serve.Service(Routes([], [], base_params), open_archive(tmp_path / "incidents"), workers=1, warm=0)
     svc.start()
     prep = prepare("high-latency", cli={"incident_id": "SlowProbe-race"}, base=base_params)
     assert svc._submit(serve.Job(("SlowProbe-race", "firing"), prep, handle=Gated())) == "accepted"

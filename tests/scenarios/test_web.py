@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from tests.fixtures.web import CHROMIUM, FLAGS, SHOTS, investigated_leak, serve_web
 
 TOKEN = "web-test-token-5f1c2e"
@@ -35,7 +35,7 @@ def incident(sandbox, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(incident):
-    with serve_web(incident["archive"], TOKEN) as url:
+    with serve_web(open_archive(incident["archive"]), TOKEN) as url:
         yield url
 
 
@@ -140,7 +140,7 @@ def test_a_forged_post_is_refused_and_nothing_is_done(server, incident):
     with pytest.raises(urllib.error.HTTPError) as refused:
         signed_in.open(req, timeout=20)
     assert refused.value.code == 401
-    assert plan_store(incident["archive"]).get(plan["id"]).state == "pending"
+    assert open_archive(incident["archive"]).plan_store().get(plan["id"]).state == "pending"
 
 
 def test_approving_from_the_page_carries_the_plan_out_once(server, incident, browser):
@@ -152,7 +152,7 @@ def test_approving_from_the_page_carries_the_plan_out_once(server, incident, bro
     card.locator("form[action$='/approve'] input[name=confirm]").fill(plan["target"])
     card.locator("form[action$='/approve'] button").click()
     page.wait_for_selector("#message", timeout=240_000)
-    stored = plan_store(incident["archive"]).get(plan["id"])
+    stored = open_archive(incident["archive"]).plan_store().get(plan["id"])
     assert "executed" in page.inner_text("#message"), (page.inner_text("#message"), stored)
     assert stored.state == "executed" and stored.decided_by == "alice", stored
     _shot(page, "web-approved")

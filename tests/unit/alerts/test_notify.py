@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from smartops_nb.alerts import notify
+from smartops_nb.records.archive import open_archive
 
 
 def _summary(incident: str, started: str, confirmed: bool) -> dict:
@@ -46,7 +47,7 @@ def test_a_webhook_url_without_scheme_stays_out_of_logs_and_outcomes(tmp_path, m
     archive.mkdir()
     caplog.set_level("INFO")
     outcomes = notify.after_run(config, _summary("INC-nos", "2026-11-26T14:00:00Z", True), archive / "r.ipynb",
-                                archive)
+                                open_archive(archive))
     assert len(outcomes) == 3 and not any(o["ok"] for o in outcomes)
     assert all("unknown url type" in o["error"] for o in outcomes), outcomes
     logged = (archive / notify.LOG_NAME).read_text()
@@ -57,7 +58,7 @@ def test_a_webhook_url_without_scheme_stays_out_of_logs_and_outcomes(tmp_path, m
 def test_previous_record_comes_from_the_index(tmp_path, monkeypatch):
     import nbformat
 
-    from smartops_nb.records import archive as record_archive
+    from smartops_nb.records.index_sqlite import index_path
 
     folder = tmp_path / "incidents"
     paths = {}
@@ -66,21 +67,21 @@ def test_previous_record_comes_from_the_index(tmp_path, monkeypatch):
                                          ("INC-B", "2026-11-26T16:00:00Z", True)):
         summary = _summary(incident, started, confirmed)
         nb = nbformat.v4.new_notebook(metadata={"smartops": summary})
-        paths[started] = record_archive.write_record(nb, summary, folder)
+        paths[started] = open_archive(folder).write(nb, summary)
 
     def no_scan(*a):
         raise AssertionError("the records were read although there is an index")
 
     with monkeypatch.context() as m:
         m.setattr(notify, "_scan_previous", no_scan)
-        latest = notify.previous_record(folder, "INC-A")
+        latest = notify.previous_record(open_archive(folder), "INC-A")
         assert latest["started_at"] == "2026-11-26T15:00:00Z" and latest["diagnosis"]["confirmed"] is False
-        earlier = notify.previous_record(folder, "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
+        earlier = notify.previous_record(open_archive(folder), "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
         assert earlier["started_at"] == "2026-11-26T14:00:00Z" and earlier["diagnosis"]["confirmed"] is True
         assert notify.event_for(_summary("INC-A", "2026-11-26T17:00:00Z", False), earlier) == "resolve"
-        assert notify.previous_record(folder, "INC-C") is None
-    record_archive.index_path(folder).unlink()  # no index: the records are read
-    earlier = notify.previous_record(folder, "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
+        assert notify.previous_record(open_archive(folder), "INC-C") is None
+    index_path(folder).unlink()  # no index: the records are read
+    earlier = notify.previous_record(open_archive(folder), "INC-A", exclude=paths["2026-11-26T15:00:00Z"])
     assert earlier["started_at"] == "2026-11-26T14:00:00Z" and earlier["diagnosis"]["confirmed"] is True
 
 

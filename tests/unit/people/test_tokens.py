@@ -6,11 +6,12 @@ import pytest
 from smartops_nb.contract import ParameterError
 from smartops_nb.people.identity import Unauthorized
 from smartops_nb.people.tokens import Tokens, digest
+from smartops_nb.records.archive import open_archive
 
 
 @pytest.fixture
 def tokens(tmp_path):
-    return Tokens(tmp_path / "incidents")
+    return Tokens(open_archive(tmp_path / "incidents"))
 
 
 def test_a_token_names_its_user_and_role_and_only_its_hash_is_kept(tokens, tmp_path):
@@ -22,7 +23,7 @@ def test_a_token_names_its_user_and_role_and_only_its_hash_is_kept(tokens, tmp_p
     assert "hash" not in tokens.list()[0] and tokens.list()[0]["state"] == "active"
 
 
-def test_a_revoked_or_expired_or_unknown_token_is_unauthorized(tokens):
+def test_a_revoked_or_expired_or_unknown_token_is_unauthorized(tokens, tmp_path):
     token, row = tokens.create("bob", "responder", "1m")
     tokens.revoke(row["id"])
     with pytest.raises(Unauthorized, match="revoked"):
@@ -32,9 +33,7 @@ def test_a_revoked_or_expired_or_unknown_token_is_unauthorized(tokens):
     with pytest.raises(Unauthorized, match="unknown"):
         tokens.identity(token[:-2] + "xx")
     old, row = tokens.create("carl", "viewer", "1m")
-    from smartops_nb.records.index_sqlite import people_db
-
-    with people_db(tokens._folder, write=True) as con:
+    with open_archive(tmp_path / "incidents").tables("people", write=True) as con:
         con.execute("UPDATE tokens SET expires_at = '2020-01-01T00:00:00Z' WHERE id = ?", (row["id"],))
     with pytest.raises(Unauthorized, match="expired"):
         tokens.identity(old)

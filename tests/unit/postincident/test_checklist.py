@@ -12,6 +12,7 @@ import pytest
 from smartops_nb.params import ParameterError
 from smartops_nb.postincident import config, http, mail
 from smartops_nb.records.checklist_store import Store
+from smartops_nb.records.archive import open_archive
 from tests.fixtures.archives import cli, write  # noqa: F401  (cli: a fixture)
 
 
@@ -55,7 +56,7 @@ def test_learn_refuses_bad_input_and_keeps_nothing(archive, cli):
                        (["INC-9", "x" * 2001], "at most 2000")]:
         out = cli("learn", *args, "--archive", str(archive))
         assert out.returncode == 2 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert Store(archive).lessons(runbook="db-pool-exhausted") == []
+    assert Store(open_archive(archive)).lessons(runbook="db-pool-exhausted") == []
 
 
 def test_the_readme_example_is_a_valid_section():

@@ -11,12 +11,13 @@ from smartops_nb.params import utcnow
 from smartops_nb.postincident.once import once
 from smartops_nb.records import checklist_store
 from smartops_nb.records.checklist_store import Claimed, Store
+from smartops_nb.records.archive import open_archive
 from tests.conftest import at_once
 
 
 @pytest.fixture
 def store(archive):
-    return Store(archive)
+    return Store(open_archive(archive))
 
 
 def test_an_archive_without_an_index_reads_as_empty(store):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import nbformat
 
-from smartops_nb.records import archive, record
+from smartops_nb.records import record
+from smartops_nb.records.index_sqlite import INDEX_NAME
+from smartops_nb.records.archive import open_archive
 from tests.conftest import at_once
 
 SUMMARY = {"runbook": "db-pool-exhausted", "environment": "demo", "started_at": "2026-11-26T14:03:12Z"}
@@ -23,7 +25,7 @@ def test_a_long_label_value_gives_a_short_name_with_a_hash(tmp_path):
     nb = nbformat.v4.new_notebook()
     summary = {**SUMMARY, "environment": "x/" * 400}
     nb.metadata["smartops"] = summary
-    assert archive.write_record(nb, summary, tmp_path).exists()
+    assert open_archive(tmp_path).write(nb, summary).exists()
 
 
 def test_a_name_too_long_for_any_file_system_is_no_record_name():
@@ -37,9 +39,9 @@ def test_concurrent_writes_in_the_same_second_never_share_a_name(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["smartops"] = SUMMARY
     paths = []
-    errors = at_once(lambda: paths.append(archive.write_record(nb, SUMMARY, tmp_path)), 12)
+    errors = at_once(lambda: paths.append(open_archive(tmp_path).write(nb, SUMMARY)), 12)
     assert not errors and len(set(paths)) == 12
-    files = [p.name for p in tmp_path.iterdir() if not p.name.startswith(archive.INDEX_NAME)]
+    files = [p.name for p in tmp_path.iterdir() if not p.name.startswith(INDEX_NAME)]
     assert sorted(files) == sorted(p.name for p in paths)  # no temp files left
-    report = archive.verify(tmp_path)
+    report = open_archive(tmp_path).verify()
     assert report.ok and report.entries == 12, report.problems  # each with its index entry

@@ -12,7 +12,7 @@ import stat
 import pytest
 from starlette.testclient import TestClient
 
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from smartops_nb.records import plans
 from smartops_nb.server import security, serve, web
 from smartops_nb.server.sessions import SECRET_FILE, Sessions, install_secret
@@ -59,8 +59,6 @@ class Clock:
 
 @pytest.fixture
 def archive(tmp_path):
-    from smartops_nb.records import archive as archive_mod
-
     folder = tmp_path / "incidents"
     nb, summary = synthetic(causes=["idle-connection-leak"], incident_id="INC-sec")
     summary["plans"] = nb.metadata["smartops"]["plans"] = [plans.make(runbook="db-pool-exhausted",
@@ -68,14 +66,14 @@ def archive(tmp_path):
                                    action="terminate-idle-connections", target="database smartamazon",
                                    causes=["idle-connection-leak"], parameters={"idle_minutes": 5.0},
                                    evidence={"pids": [1]})]
-    path = archive_mod.write_record(nb, summary, folder)
+    path = open_archive(folder).write(nb, summary)
     return {"folder": folder, "record": path.name, "plan": summary["plans"][0]["id"]}
 
 
 def app(archive, token=None, tmp_path=None, *, host="127.0.0.1", public_url="", clock=None):
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT, **({"clock": clock} if clock else {}))
     intake = Intake()
-    pages = web.routes(archive["folder"], token, sessions=sessions)
+    pages = web.routes(open_archive(archive["folder"]), token, sessions=sessions)
     client = TestClient(serve.make_app(intake, token, pages, host=host, public_url=public_url), base_url=BASE,
                         follow_redirects=False)
     return client, intake, sessions
@@ -88,7 +86,7 @@ def csrf_of(client, path="/incidents/INC-sec") -> str:
 
 
 def state(archive) -> str:
-    return plan_store(archive["folder"]).get(archive["plan"]).state
+    return open_archive(archive["folder"]).plan_store().get(archive["plan"]).state
 
 
 # -- the install's secret ------------------------------------------------------------------------
@@ -345,7 +343,7 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(archive, tmp_path, cap
 
     from smartops_nb.waiting import until
 
-    pages = web.routes(archive["folder"], TOKEN, sessions=Sessions(install_secret(tmp_path / "state")))
+    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=Sessions(install_secret(tmp_path / "state")))
     server = uvicorn.Server(serve.http_config(serve.make_app(Intake(), TOKEN, pages), proxies))
     sock = serve.listen("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from smartops_nb.server.serve import Service, load_routes
+from smartops_nb.records.archive import open_archive
 
 ALERT = {"status": "firing", "labels": {"alertname": "HighAPILatency", "severity": "P3"}, "annotations": {},
          "startsAt": "2026-12-04T16:09:52Z", "fingerprint": "f00d"}
@@ -13,7 +14,7 @@ ALERT = {"status": "firing", "labels": {"alertname": "HighAPILatency", "severity
 def _service(tmp_path, queue_size=10, **route) -> Service:
     path = tmp_path / "routes.yaml"
     path.write_text(yaml.safe_dump({"routes": [{"alertname": "HighAPILatency", "runbook": "high-latency", **route}]}))
-    return Service(load_routes(path), tmp_path / "archive", workers=0, warm=0, queue_size=queue_size)
+    return Service(load_routes(path), open_archive(tmp_path / "archive"), workers=0, warm=0, queue_size=queue_size)
 
 
 def _finish_all(svc: Service) -> list:

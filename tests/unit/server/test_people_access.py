@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from smartops_nb.people import policy
 from smartops_nb.people.tokens import Tokens
 from smartops_nb.records import plans
-from smartops_nb.records.archive import plan_store
+from smartops_nb.records.archive import open_archive
 from smartops_nb.server import serve, web
 from smartops_nb.server.sessions import Sessions, install_secret
 from tests.unit.server.test_browser_security import ALERT, BASE, PORT, TOKEN, Intake, archive  # noqa: F401
@@ -28,7 +28,7 @@ def app(archive, tmp_path, *, with_policy=True):
     rules = policy.parse(POLICY, "policy.yaml") if with_policy else policy.NONE
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
     intake = Intake()
-    pages = web.routes(archive["folder"], TOKEN, sessions=sessions, policy=rules)
+    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=rules)
     return TestClient(serve.make_app(intake, TOKEN, pages), base_url=BASE, follow_redirects=False), intake
 
 
@@ -42,7 +42,7 @@ def test_the_alertmanager_credential_posts_alerts_but_cannot_approve_or_read(arc
     r = client.post(f"/approvals/{archive['plan']}", json={"operator": "mallory"}, headers=bearer(TOKEN))
     assert r.status_code == 403 and "permission 'approve'" in r.json()["error"]
     assert client.get("/incidents", headers=bearer(TOKEN)).status_code == 403
-    assert plan_store(archive["folder"]).get(archive["plan"]).state == "pending"
+    assert open_archive(archive["folder"]).plan_store().get(archive["plan"]).state == "pending"
 
 
 def test_without_a_policy_the_serve_token_stays_the_shared_admin(archive, tmp_path):
@@ -51,15 +51,15 @@ def test_without_a_policy_the_serve_token_stays_the_shared_admin(archive, tmp_pa
 
 
 def test_a_role_that_may_not_is_403_naming_the_permission_and_nothing_is_done(archive, tmp_path):
-    token, _ = Tokens(archive["folder"]).create("bob", "viewer")
+    token, _ = Tokens(open_archive(archive["folder"])).create("bob", "viewer")
     client, _ = app(archive, tmp_path)
     r = client.post(f"/approvals/{archive['plan']}", json={}, headers=bearer(token))
     assert r.status_code == 403 and "bob (responder) lacks the permission 'approve'" in r.json()["error"]
-    assert plan_store(archive["folder"]).get(archive["plan"]).state == "pending"
+    assert open_archive(archive["folder"]).plan_store().get(archive["plan"]).state == "pending"
 
 
 def test_revoked_expired_or_unknown_tokens_are_401_and_never_echoed(archive, tmp_path):
-    tokens = Tokens(archive["folder"])
+    tokens = Tokens(open_archive(archive["folder"]))
     token, row = tokens.create("alice", "approver")
     tokens.revoke(row["id"])
     client, _ = app(archive, tmp_path)
@@ -72,19 +72,19 @@ def test_revoked_expired_or_unknown_tokens_are_401_and_never_echoed(archive, tmp
 
 
 def test_two_person_rule_over_http_first_is_1_of_2_same_person_refused(archive, tmp_path):
-    alice, _ = Tokens(archive["folder"]).create("alice", "viewer")  # the policy makes her an approver
+    alice, _ = Tokens(open_archive(archive["folder"])).create("alice", "viewer")  # the policy makes her an approver
     client, _ = app(archive, tmp_path)
     r = client.post(f"/approvals/{archive['plan']}", json={"operator": "someone-else"}, headers=bearer(alice))
     assert r.status_code == 202 and r.json()["status"] == "pending" and "1 of 2" in r.json()["reason"]
     r = client.post(f"/approvals/{archive['plan']}", json={}, headers=bearer(alice))
     assert r.status_code == 409 and "already approved it" in r.json()["reason"]
-    plan = plan_store(archive["folder"]).get(archive["plan"])
+    plan = open_archive(archive["folder"]).plan_store().get(archive["plan"])
     assert plan.status == plans.PENDING
     assert [(d["name"], d["how"], d["issuer"]) for d in plan.decisions] == [("alice", "token", "smartops-token")]
 
 
 def test_a_personal_token_signs_in_the_page_names_the_person_and_hides_the_name_field(archive, tmp_path):
-    alice, _ = Tokens(archive["folder"]).create("alice", "approver")
+    alice, _ = Tokens(open_archive(archive["folder"])).create("alice", "approver")
     client, _ = app(archive, tmp_path)
     r = client.get(f"/incidents/INC-sec?token={alice}")
     assert r.status_code == 303 and alice not in r.headers["location"]
@@ -103,7 +103,7 @@ def test_an_unreachable_provider_at_sign_in_is_a_page_saying_so_while_alerts_and
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
     intake = Intake()
-    pages = web.routes(archive["folder"], TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
+    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
                        oidc=Provider(dead, "smartops", timeout=1.0))
     client = TestClient(serve.make_app(intake, TOKEN, pages), base_url=BASE, follow_redirects=False)
     r = client.get("/incidents/INC-sec")
@@ -119,13 +119,13 @@ def test_an_unreachable_provider_at_sign_in_is_a_page_saying_so_while_alerts_and
 def test_proxy_headers_name_the_person_only_from_a_trusted_proxy(archive, tmp_path, peer, trusted):
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
     proxies = ["10.0.0.0/8"]
-    pages = web.routes(archive["folder"], TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
+    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
                        trusted_proxies=proxies)
     app = serve.proxied(serve.make_app(Intake(), TOKEN, pages), proxies)
     client = TestClient(app, base_url=BASE, follow_redirects=False, client=(peer, 40000))
     headers = {"X-Forwarded-User": "alice", "X-Forwarded-Email": "alice@example.com", "X-Forwarded-Groups": "sre"}
     r = client.post(f"/approvals/{archive['plan']}", json={}, headers=headers)
-    plan = plan_store(archive["folder"]).get(archive["plan"])
+    plan = open_archive(archive["folder"]).plan_store().get(archive["plan"])
     if trusted:
         assert r.status_code == 202 and "1 of 2" in r.json()["reason"]
         assert [(d["subject"], d["issuer"], d["how"]) for d in plan.decisions] == [("alice", "proxy", "proxy")]

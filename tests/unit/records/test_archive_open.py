@@ -1,13 +1,14 @@
-"""Which archive `--archive` / `--index` name, and the bad pairs refused before anything runs."""
+"""Which archive `--archive` / `--index` name (its storage chosen by the URL's scheme), and the bad pairs
+refused before anything runs."""
 from __future__ import annotations
 
 import pytest
 
 from smartops_nb.contract import ParameterError
-from smartops_nb.records import location
 from smartops_nb.records.index_postgres import PostgresIndex, redacted
 from smartops_nb.records.index_sqlite import SqliteIndex
 from smartops_nb.records.storage import FolderStorage, S3Storage
+from smartops_nb.records.archive import open_archive
 
 
 @pytest.fixture(autouse=True)
@@ -18,18 +19,18 @@ def _clean_env(monkeypatch, tmp_path):
 
 
 def test_a_folder_is_local_with_its_sqlite_index(tmp_path):
-    loc = location.open_archive(tmp_path / "incidents")
+    loc = open_archive(tmp_path / "incidents")
     assert isinstance(loc.storage, FolderStorage) and isinstance(loc.index, SqliteIndex)
-    assert not loc.shared and loc.target == tmp_path / "incidents"
+    assert not loc.shared and loc.folder == loc.log_dir == tmp_path / "incidents"
 
 
 def test_s3_with_a_dsn_is_shared_and_its_spool_is_per_archive(monkeypatch):
     dsn = "postgresql://ops:s3cret@db.example:5432/archive"
-    loc = location.open_archive("s3://incidents/team/", dsn)
+    loc = open_archive("s3://incidents/team/", dsn)
     assert isinstance(loc.storage, S3Storage) and isinstance(loc.index, PostgresIndex)
-    assert loc.shared and loc.target is loc and loc.url == "s3://incidents/team"
+    assert loc.shared and loc.folder is None and loc.log_dir == loc.local_dir and loc.url == "s3://incidents/team"
     assert (loc.storage.bucket, loc.storage.prefix) == ("incidents", "team")
-    other = location.open_archive("s3://incidents/other", dsn)
+    other = open_archive("s3://incidents/other", dsn)
     assert loc.local_dir != other.local_dir
     assert "s3cret" not in loc.index.label and "db.example" in loc.index.label
 
@@ -37,7 +38,7 @@ def test_s3_with_a_dsn_is_shared_and_its_spool_is_per_archive(monkeypatch):
 def test_the_environment_names_the_archive_and_index(monkeypatch):
     monkeypatch.setenv("SMARTOPS_ARCHIVE", "s3://b/p")
     monkeypatch.setenv("SMARTOPS_INDEX", "host=127.0.0.1 dbname=a")
-    loc = location.open_archive()
+    loc = open_archive()
     assert loc.url == "s3://b/p" and isinstance(loc.index, PostgresIndex)
 
 
@@ -52,7 +53,7 @@ def test_the_environment_names_the_archive_and_index(monkeypatch):
 ])
 def test_a_pair_that_cannot_work_is_bad_input(archive, index, says):
     with pytest.raises(ParameterError) as e:
-        location.open_archive(archive, index)
+        open_archive(archive, index)
     assert says in str(e.value) and "\n" not in str(e.value)
 
 
@@ -81,6 +82,17 @@ def test_a_folder_named_without_an_index_is_the_folder_with_sqlite(monkeypatch, 
     """$SMARTOPS_INDEX goes with the environment's archive: `--archive incidents` alone means the folder."""
     monkeypatch.setenv("SMARTOPS_ARCHIVE", "s3://team/records")
     monkeypatch.setenv("SMARTOPS_INDEX", "postgresql://ops@db/archive")
-    assert isinstance(location.open_archive(tmp_path / "incidents").index, SqliteIndex)
-    assert isinstance(location.open_archive("s3://other/x").index, PostgresIndex)
-    assert isinstance(location.open_archive(tmp_path, "postgresql://ops@db/a").index, PostgresIndex)
+    assert isinstance(open_archive(tmp_path / "incidents").index, SqliteIndex)
+    assert isinstance(open_archive("s3://other/x").index, PostgresIndex)
+    assert isinstance(open_archive(tmp_path, "postgresql://ops@db/a").index, PostgresIndex)
+
+
+def test_a_storage_registered_for_a_scheme_opens_its_urls(monkeypatch, tmp_path):
+    """The registry papermill-style: a scheme names its storage; an unknown one is bad input."""
+    from smartops_nb.records import storage
+
+    monkeypatch.setitem(storage.STORAGES, "mem", lambda url: storage.FolderStorage(tmp_path / url[len("mem://"):]))
+    loc = open_archive("mem://team", "postgresql://ops@db/archive")
+    assert loc.storage.folder == tmp_path / "team" and loc.shared
+    with pytest.raises(ParameterError, match="a folder or s3://"):
+        open_archive("ftp://host/x")
