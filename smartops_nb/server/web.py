@@ -341,9 +341,10 @@ async def approval_api(request: Request):
 
 
 def callback_url(request: Request) -> str:
-    """Where the identity provider sends the browser back: under ``--public-url`` when serve has one."""
-    public_url = _pages(request).public_url
-    return f"{public_url.rstrip('/')}/signin/callback" if public_url else "/signin/callback"
+    """Where the identity provider sends the browser back: under ``--public-url`` when serve has one,
+    else under the address this request came to."""
+    base = _pages(request).public_url or str(request.base_url)
+    return f"{base.rstrip('/')}/signin/callback"
 
 
 def no_provider(request: Request) -> HTMLResponse:

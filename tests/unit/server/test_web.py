@@ -242,6 +242,17 @@ def test_an_unreachable_provider_is_a_503_page_and_a_stale_callback_401(with_pro
     assert r.status_code == 401 and "Sign-in refused" in r.text and not c.cookies
 
 
+def test_the_providers_callback_is_under_the_public_url_else_the_address_asked(site, with_provider):
+    from starlette.requests import Request
+
+    def asked(app):
+        return Request({"type": "http", "app": app, "scheme": "http", "server": ("127.0.0.1", PORT),
+                        "path": "/signin", "root_path": "", "headers": [(b"host", f"127.0.0.1:{PORT}".encode())]})
+
+    assert web.callback_url(asked(with_provider)) == "https://ops.example.com/signin/callback"
+    assert web.callback_url(asked(site.app)) == f"http://127.0.0.1:{PORT}/signin/callback"
+
+
 # -- the table itself --------------------------------------------------------------------------------
 def test_a_wrong_method_is_405_or_the_webhooks_404(site):
     c = client(site, headers=AUTH)
