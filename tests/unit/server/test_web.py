@@ -57,16 +57,18 @@ def said(r) -> str:
     return unquote_plus(r.headers["location"].partition("?m=")[2])
 
 
+PAGES = ["/", "/incidents", "/incidents/INC-sec", "/incidents/INC-sec/postmortem", "/records/{rec}",
+         "/records/{rec}/view", "/records/{rec}/download"]
+
+
 def pages(site) -> list[str]:
-    rec = site.record
-    return ["/", "/incidents", "/incidents/INC-sec", "/incidents/INC-sec/postmortem", f"/records/{rec}",
-            f"/records/{rec}/view", f"/records/{rec}/download"]
+    return [p.format(rec=site.record) for p in PAGES]
 
 
 # -- GET pages: credentials ------------------------------------------------------------------------
-@pytest.mark.parametrize("index", range(7))
-def test_every_page_needs_a_credential(site, index):
-    path, c = pages(site)[index], client(site)
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_needs_a_credential(site, page):
+    path, c = page.format(rec=site.record), client(site)
     for headers in ({}, {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Basic x"}):
         r = c.get(path, headers=headers)
         assert r.status_code == 401 and r.headers["content-type"].startswith("text/html"), (path, headers)
