@@ -1,6 +1,6 @@
 """``smartops serve``: Alertmanager's webhook in, incident records out.
 
-``POST /alerts`` (any path but ``/healthz``) takes Alertmanager's webhook payload (version "4").
+``POST /alerts`` (any path: ``/healthz`` answers GET only) takes Alertmanager's webhook payload (version "4").
 Each alert is matched against the routes file (``parameters/routes.yaml``); a firing alert gets a
 runbook run, a resolved one a confirming run when its route asks for it. The answer comes at once
 (202, the accepted runs). Two modes share the routing, dedup keys and run code:
