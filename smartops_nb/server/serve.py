@@ -1,6 +1,6 @@
 """``smartops serve``: Alertmanager's webhook in, incident records out.
 
-``POST /alerts`` (any path but ``/healthz``) takes Alertmanager's webhook payload (version "4").
+``POST /alerts`` (any path: ``/healthz`` answers GET only) takes Alertmanager's webhook payload (version "4").
 Each alert is matched against the routes file (``parameters/routes.yaml``); a firing alert gets a
 runbook run, a resolved one a confirming run when its route asks for it. The answer comes at once
 (202, the accepted runs). Two modes share the routing, dedup keys and run code:
@@ -45,9 +45,15 @@ import signal
 import socket
 import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import BadPayload, Routes, parse_payload
@@ -58,7 +64,7 @@ from smartops_nb.execution.prepare import Prepared, prepare
 from smartops_nb.params import ParameterError
 from smartops_nb.resources import process_stats
 
-from . import security
+from . import security, web
 from .intake import answer, claim, episode_index, plan, repeated, settle, status_of
 from .security import bearer
 
@@ -133,8 +139,6 @@ class Service:
                     "finished": self.finished, "kernel_pool": self.pool.stats()}
 
     async def handle_async(self, doc: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        from starlette.concurrency import run_in_threadpool
-
         # the episode claims (the archive index) and routing 1,000 alerts must not hold the event loop (/healthz)
         return await run_in_threadpool(self.handle, doc)
 
@@ -237,81 +241,97 @@ class Service:
 LISTEN_BACKLOG = 2048   # an alert storm arrives at once: queue the connections, answer every one
 
 
-def make_app(mode, token: str | None, pages: list | None = None, *, host: str = "127.0.0.1", public_url: str = ""):
-    """The ASGI app: ``GET /healthz`` (no token), ``POST`` anything else = Alertmanager's webhook
-    (``Content-Type: application/json`` only: a browser's ``no-cors`` text/plain post is a 415).
+def send(status: int, body: Mapping[str, Any]) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="smartops"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def read_body(request: Request) -> bytes | None:
+    """The body, or None once it passes MAX_BODY (a lying or absent Content-Length included)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    status, body = await request.app.state.mode.health_async()
+    return send(status, {**body, "process": process_stats()})  # descriptors, RSS: flat over months
+
+
+async def not_found(request: Request) -> JSONResponse:
+    return send(404, {"error": "not found; POST alerts to /alerts, GET /healthz"})
+
+
+async def alerts(request: Request) -> JSONResponse:
+    """Alertmanager's webhook: token, Content-Type, size and payload checked before anything is queued."""
+    mode, token = request.app.state.mode, request.app.state.token
+    client = request.client.host if request.client else "?"
+    if token is not None:
+        given = bearer(request.headers) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            log.warning("unauthorized POST from %s (%s token)", client, "wrong" if given else "no")
+            return send(401, {"error": "missing or wrong bearer token"})
+    ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if ctype != "application/json":
+        return send(415, {"error": "Content-Type must be application/json (Alertmanager's webhook)"})
+    try:
+        length = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        length = -1
+    if length < 0 or length > MAX_BODY:
+        return send(413 if length > MAX_BODY else 400, {"error": "bad or too large Content-Length"})
+    raw = await read_body(request)
+    if raw is None:
+        return send(413, {"error": "body too large"})
+    try:  # parsing and checking a megabyte is CPU: off the event loop, so /healthz still answers
+        doc = await run_in_threadpool(parse_payload, raw)
+    except BadPayload as e:
+        log.warning("refused payload from %s: %s (nothing run)", client, e)
+        return send(e.status, {"error": f"{REFUSED[e.status]} Alertmanager payload: {e}"})
+    if not mode.accepting:
+        return send(503, {"error": "shutting down"})
+    status, body = await mode.handle_async(doc)
+    return send(status, body)
+
+
+#: The webhook's routes: ``GET /healthz`` (no token), ``POST`` anything else = Alertmanager's webhook.
+WEBHOOK = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/{path:path}", alerts, methods=["POST"]),
+    Route("/{path:path}", not_found, methods=["GET"]),
+]
+#: ``smartops serve``'s table: the pages of :mod:`.web` first, then the webhook's catch-all.
+ROUTES = [*web.ROUTES, *WEBHOOK]
+
+
+@asynccontextmanager
+async def lifespan(app):
+    await app.state.mode.open_async()
+    try:
+        yield
+    finally:
+        await app.state.mode.close_async_http()
+
+
+def make_app(mode, token: str | None, pages: web.Pages | None = None, *, host: str = "127.0.0.1",
+             public_url: str = "") -> Starlette:
+    """The ASGI app: :data:`ROUTES` (:data:`WEBHOOK` alone without ``pages``); ``POST`` to the webhook
+    takes ``Content-Type: application/json`` only (a browser's ``no-cors`` text/plain post is a 415).
 
     ``mode``: :class:`Service` (in-process) or :class:`~smartops_nb.server.queue_mode.QueueIntake`;
     both have ``accepting``, ``handle_async(doc)``, ``health_async()``, ``open_async()``/``close_async()``.
-    ``pages``: Starlette routes served before the webhook's (the archive's web view, :mod:`.web`).
-    ``host``, ``public_url``: whom the Host and Origin checks of :mod:`.security` let through.
+    ``pages``: the archive's web view (:class:`.web.Pages`). The handlers find ``mode``, ``token`` and
+    ``pages`` on ``app.state``. ``host``, ``public_url``: whom the Host and Origin checks of
+    :mod:`.security` let through.
     """
-    from contextlib import asynccontextmanager
-
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route as HttpRoute
-
-    def send(status: int, body: Mapping[str, Any]) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="smartops"'} if status == 401 else None
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    async def read_body(request: Request) -> bytes | None:
-        """The body, or None once it passes MAX_BODY (a lying or absent Content-Length included)."""
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def endpoint(request: Request):
-        client = request.client.host if request.client else "?"
-        if request.method == "GET":
-            if request.url.path == "/healthz":
-                status, body = await mode.health_async()
-                return send(status, {**body, "process": process_stats()})  # descriptors, RSS: flat over months
-            return send(404, {"error": "not found; POST alerts to /alerts, GET /healthz"})
-        if token is not None:
-            given = bearer(request.headers) or ""
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                log.warning("unauthorized POST from %s (%s token)", client, "wrong" if given else "no")
-                return send(401, {"error": "missing or wrong bearer token"})
-        ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if ctype != "application/json":
-            return send(415, {"error": "Content-Type must be application/json (Alertmanager's webhook)"})
-        try:
-            length = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            return send(413 if length > MAX_BODY else 400, {"error": "bad or too large Content-Length"})
-        raw = await read_body(request)
-        if raw is None:
-            return send(413, {"error": "body too large"})
-        try:  # parsing and checking a megabyte is CPU: off the event loop, so /healthz still answers
-            doc = await run_in_threadpool(parse_payload, raw)
-        except BadPayload as e:
-            log.warning("refused payload from %s: %s (nothing run)", client, e)
-            return send(e.status, {"error": f"{REFUSED[e.status]} Alertmanager payload: {e}"})
-        if not mode.accepting:
-            return send(503, {"error": "shutting down"})
-        status, body = await mode.handle_async(doc)
-        return send(status, body)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        await mode.open_async()
-        try:
-            yield
-        finally:
-            await mode.close_async_http()
-
-    return Starlette(routes=[*(pages or []), HttpRoute("/{path:path}", endpoint, methods=["GET", "POST"])],
-                     lifespan=lifespan, middleware=security.middleware(host, public_url))
+    app = Starlette(routes=ROUTES if pages is not None else WEBHOOK, lifespan=lifespan,
+                    middleware=security.middleware(host, public_url))
+    app.state.mode, app.state.token, app.state.pages = mode, token, pages
+    return app
 
 
 def is_loopback(host: str) -> bool:
@@ -338,7 +358,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float, pages: list | None = None, *,
+def run_http(mode, sock: socket.socket, token: str | None, drain_timeout: float, pages: web.Pages | None = None, *,
              host: str = "127.0.0.1", public_url: str = "", trusted_proxies: list[str] = ()) -> None:
     """Serve ``mode`` on ``sock`` with uvicorn until SIGTERM/SIGINT (then: stop accepting, close).
 
@@ -401,7 +421,6 @@ def serve(routes: Routes, archive: Archive, *, host: str = "127.0.0.1", port: in
     ``trusted_proxies``: the only peers whose ``X-Forwarded-*`` headers are used.
     ``policy``: the team's :class:`~smartops_nb.people.policy.Policy` (None: no policy file)."""
     check_listen_address(host, token)
-    from smartops_nb.server import web
     from smartops_nb.server.sessions import Sessions, install_secret
 
     public_url, secret = os.environ.get(PUBLIC_URL_ENV, ""), install_secret()  # a bad secret file: exit 2 now
@@ -416,10 +435,10 @@ def serve(routes: Routes, archive: Archive, *, host: str = "127.0.0.1", port: in
         mode.start()
     log.info("listening on http://%s:%d (routes: %d, %s, %s)", host, sock.getsockname()[1], len(routes.routes),
              mode.describe(), "bearer token required" if token else "no token: loopback only")
-    pages = web.routes(archive, token, files=routes.files, public_url=public_url, queue=queue_dsn,
-                       sessions=Sessions(secret, port=sock.getsockname()[1]),
-                       **({"policy": policy} if policy is not None else {}), oidc=oidc,
-                       trusted_proxies=trusted_proxies)
+    pages = web.Pages(archive, token, files=routes.files, public_url=public_url, queue=queue_dsn,
+                      sessions=Sessions(secret, port=sock.getsockname()[1]),
+                      **({"policy": policy} if policy is not None else {}), oidc=oidc,
+                      trusted_proxies=trusted_proxies)
     try:
         run_http(mode, sock, token, drain_timeout, pages, host=host, public_url=public_url,
                  trusted_proxies=trusted_proxies)

@@ -24,6 +24,9 @@ naming the missing permission. The archive is a folder or ``s3://`` + PostgreSQL
 read through its storage (S3 objects fetched once to a read-only local copy), plans from its plan
 store. Without a token, ``serve`` listens on
 loopback only and the pages are open to that machine's users — not to its other origins' pages.
+
+Every URL is in :data:`ROUTES`; its handlers are module functions that find the archive, the access
+rules and the sessions in the app's :class:`Pages` (``app.state.pages``).
 """
 from __future__ import annotations
 
@@ -34,12 +37,17 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
 from smartops_nb.contract import ParameterError
 from smartops_nb.execution import approve as approvals
 from smartops_nb.people import policy as people_policy
 from smartops_nb.people.identity import Forbidden, Identity, Unauthorized, alertmanager
 from smartops_nb.people.tokens import PREFIX as TOKEN_PREFIX, Tokens
-from smartops_nb.jobs.approvals import queue_approval
+from smartops_nb.jobs.approvals import decide as decide_approval
 from smartops_nb.records.entries import IndexMissing, parse_since
 from smartops_nb.records.plans import PlanRefused, UnknownPlan
 from smartops_nb.records.render import record_html
@@ -135,11 +143,6 @@ def _templates():
     return env
 
 
-def page_url(public_url: str, path: str) -> str:
-    """An absolute link to a page when serve has a public URL (notifications), else the path."""
-    return f"{public_url.rstrip('/')}{path}" if public_url else path
-
-
 def incident_path(incident_id: str) -> str:
     return f"/incidents/{quote(incident_id, safe='')}"
 
@@ -148,215 +151,267 @@ def record_path(name: str) -> str:
     return f"/records/{quote(name, safe='')}"
 
 
-def routes(archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
-           queue: str | None = None, sessions: Sessions | None = None,
-           policy: people_policy.Policy = people_policy.NONE, oidc: Any = None,
-           trusted_proxies: Iterable[str] = ()) -> list:
-    """The pages and the approval endpoints, as Starlette routes to put before the webhook's.
+class Pages:
+    """What the pages serve and who may see them: one per app, kept on ``app.state.pages`` where every
+    handler of :data:`ROUTES` finds it.
 
     ``archive``: a folder or a shared archive (``s3://`` + PostgreSQL), read through its storage;
-    ``queue``: approvals are handed to its workers (``smartops approve --queue``) instead of run here."""
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-    from starlette.routing import Route
+    ``queue``: approvals are handed to its workers (``smartops approve --queue``) instead of run here;
+    ``public_url``: the address the identity provider sends a browser back to (else the request's own)."""
 
-    sessions = Sessions.for_install() if sessions is None else sessions
-    access, env, files = Access(token, sessions, archive, policy, trusted_proxies), _templates(), list(files)
+    def __init__(self, archive: Any, token: str | None, *, files: Iterable[str] = (), public_url: str = "",
+                 queue: str | None = None, sessions: Sessions | None = None,
+                 policy: people_policy.Policy = people_policy.NONE, oidc: Any = None,
+                 trusted_proxies: Iterable[str] = ()):
+        self.archive, self.files, self.public_url, self.queue = archive, list(files), public_url, queue
+        self.policy, self.oidc = policy, oidc
+        self.sessions = Sessions.for_install() if sessions is None else sessions
+        self.access = Access(token, self.sessions, archive, policy, trusted_proxies)
+        self.env = _templates()
 
-    def html(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
-        """A page (security headers: :class:`.security.Guard`)."""
-        who = getattr(request.state, "who", None)
-        body = env.get_template(template).render(csrf=access.csrf(request), who=who,
-                                                 signed_in=access.session(request) is not None, **ctx)
-        return HTMLResponse(body, status_code=status)
 
-    def guarded(handler):
-        async def endpoint(request: Request):
-            try:
-                who = await run_in_threadpool(access.identify, request)
-                if who is not None:
-                    who.require("view")
-            except Unauthorized as e:
-                if oidc is not None and request.method == "GET":  # the team's identity provider signs people in
-                    return RedirectResponse(f"/signin?{urlencode({'next': request.url.path})}", status_code=303)
-                return html(request, "error.html", 401, title="Sign in", message=f"{e}. Open the link from the "
-                            "alert, or add ?token=… once (the serve token, or your personal token).")
-            except Forbidden as e:
-                return html(request, "error.html", 403, title="Refused", message=str(e))
-            request.state.who = who
-            if request.method == "GET" and request.query_params.get("token") and access.session(request) is None:
-                # signed in with ?token=: a session in a cookie (never the token), the token off the address bar
-                rest = {k: v for k, v in request.query_params.items() if k != "token"}
-                to = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-                out = RedirectResponse(to, status_code=303)
-                out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
-                               samesite="strict", secure=request.url.scheme == "https", path="/")
-                return out
-            try:
-                return await handler(request)
-            except Forbidden as e:
-                log.warning("%s %s refused: %s", request.method, request.url.path, e)
-                return html(request, "error.html", 403, title="Refused", message=f"{e}: nothing was done.")
-            except (IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
-                return html(request, "error.html", 404, title="Not found", message=str(e))
-        return endpoint
+def _pages(request: Request) -> Pages:
+    return request.app.state.pages
 
-    async def incidents_page(request: Request):
-        filters = {k: request.query_params.get(k, "").strip() for k in FILTERS}
-        rows = await run_in_threadpool(_incident_rows, archive, filters)
-        return html(request, "incidents.html", incidents=rows, filters=filters, title="Incidents")
 
-    async def incident_page(request: Request):
-        incident_id = request.path_params["incident_id"]
-        inc = await run_in_threadpool(incidents.show, archive, incident_id)
-        return html(request, "incident.html", inc=inc, title=f"Incident {incident_id}",
-                    message=request.query_params.get("m"), events=_events(inc), record_path=record_path)
+def html(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
+    """A page (security headers: :class:`.security.Guard`)."""
+    pages = _pages(request)
+    who = getattr(request.state, "who", None)
+    body = pages.env.get_template(template).render(csrf=pages.access.csrf(request), who=who,
+                                                   signed_in=pages.access.session(request) is not None, **ctx)
+    return HTMLResponse(body, status_code=status)
 
-    async def record_page(request: Request):
-        name = request.path_params["name"]
-        info = await run_in_threadpool(_record_info, archive, name)
-        return html(request, "record.html", title=name, **info, incident_path=incident_path)
 
-    async def record_view(request: Request):
-        path = await run_in_threadpool(_record_file, archive, request.path_params["name"])
-        body = await run_in_threadpool(record_html, path)
-        return HTMLResponse(body, headers={"Content-Security-Policy": RECORD_CSP})
+def refused_form(request: Request) -> HTMLResponse:
+    """The answer to a form whose CSRF token is wrong: 403, nothing done."""
+    return html(request, "error.html", 403, title="Refused",
+                message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
 
-    async def record_download(request: Request):
-        path = await run_in_threadpool(_record_file, archive, request.path_params["name"])
-        return Response(path.read_bytes(), media_type="application/x-ipynb+json",
-                        headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
 
-    async def postmortem_draft(request: Request):
-        text = await run_in_threadpool(_postmortem, archive, request.path_params["incident_id"])
-        return Response(text, media_type="text/markdown; charset=utf-8")
-
-    async def decide(request: Request):
-        form = await request.form()
-        plan_id, verb = request.path_params["plan_id"], request.path_params["verb"]
-        if not access.csrf_ok(request, str(form.get("csrf", ""))):
-            log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
-            return html(request, "error.html", 403, title="Refused",
-                        message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
-        plan = await run_in_threadpool(lambda: archive.plan_store().get(plan_id))
-        operator = request.state.who or str(form.get("operator", "")).strip()  # the typed name: no identity
-        if verb == "approve":
-            if str(form.get("confirm", "")).strip() not in (plan.target, plan.id):
-                said = f"not approved: type the target ({plan.target}) or the plan id to confirm"
-            else:
-                said = await run_in_threadpool(_approve, plan_id, operator, archive, files, queue, policy)
-        else:
-            said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files,
-                                           policy)
-        return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
-
-    async def learn(request: Request):
-        form = await request.form()
-        incident_id = request.path_params["incident_id"]
-        if not access.csrf_ok(request, str(form.get("csrf", ""))):
-            return html(request, "error.html", 403, title="Refused",
-                        message="This form is stale or was not sent by this page (CSRF check): nothing was done.")
+def guarded(handler):
+    """``handler`` behind the pages' access: signed in (or signing in with ``?token=``), allowed to view;
+    what it raises for a refusal or a missing thing becomes a 403 or 404 page."""
+    async def endpoint(request: Request):
+        pages = _pages(request)
+        access, sessions = pages.access, pages.sessions
         try:
-            lesson = await run_in_threadpool(checklist.learn, archive, incident_id, str(form.get("text", "")),
-                                             str(form.get("operator", "")).strip())
-            said = f"lesson {lesson['id']} kept for runbook {lesson['runbook']}"
-        except ParameterError as e:
-            said = f"not kept: {e}"
-        return RedirectResponse(f"{incident_path(incident_id)}?{urlencode({'m': said})}", status_code=303)
-
-    async def approval_api(request: Request):
-        try:
-            # automation presents a bearer token; a browser's cookie alone does not approve (CSRF)
-            who = await run_in_threadpool(lambda: access.identify(request, cookie=False, query=False))
+            who = await run_in_threadpool(access.identify, request)
+            if who is not None:
+                who.require("view")
         except Unauthorized as e:
-            return JSONResponse({"error": str(e)}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="smartops"'})
-        try:
-            body = json.loads(await request.body() or b"{}")
-            operator = who or (str(body.get("operator", "")) if isinstance(body, dict) else "")
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON: {\"operator\": NAME}"}, status_code=400)
-        plan_id = request.path_params["plan_id"]
-        from smartops_nb.jobs.approvals import decide
-
-        try:
-            out = await run_in_threadpool(lambda: decide(plan_id, operator, archive, queue=queue, files=files,
-                                                         policy=policy))
+            if pages.oidc is not None and request.method == "GET":  # the team's identity provider signs people in
+                return RedirectResponse(f"/signin?{urlencode({'next': request.url.path})}", status_code=303)
+            return html(request, "error.html", 401, title="Sign in", message=f"{e}. Open the link from the "
+                        "alert, or add ?token=… once (the serve token, or your personal token).")
         except Forbidden as e:
-            return JSONResponse({"plan": plan_id, "status": "forbidden", "error": str(e)}, status_code=403)
-        except ParameterError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
-        except PlanRefused as e:
-            return JSONResponse({"plan": plan_id, "status": "refused", "reason": str(e)},
-                                status_code=404 if isinstance(e, UnknownPlan) else 409)
-        said = {"job": out.job_id} if out.job_id is not None else {"record": out.result.name if out.result else None}
-        return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason, **said},
-                            status_code={"executed": 200, "pending": 202, "queued": 202}.get(out.status, 409))
-
-    def callback_url(request: Request) -> str:
-        return page_url(public_url or str(request.base_url), "/signin/callback")
-
-    async def sign_in(request: Request):
-        from .oidc import ProviderUnavailable
-
-        if oidc is None:
-            return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
-        nxt = request.query_params.get("next", "/incidents")
-        nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/incidents"
+            return html(request, "error.html", 403, title="Refused", message=str(e))
+        request.state.who = who
+        if request.method == "GET" and request.query_params.get("token") and access.session(request) is None:
+            # signed in with ?token=: a session in a cookie (never the token), the token off the address bar
+            rest = {k: v for k, v in request.query_params.items() if k != "token"}
+            to = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            out = RedirectResponse(to, status_code=303)
+            out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
+                           samesite="strict", secure=request.url.scheme == "https", path="/")
+            return out
         try:
-            return RedirectResponse(await run_in_threadpool(oidc.begin, callback_url(request), nxt), status_code=303)
-        except ProviderUnavailable as e:
-            return html(request, "error.html", 503, title="Sign-in unavailable",
-                        message=f"{e}. Alerts are still received; try again later.")
+            return await handler(request)
+        except Forbidden as e:
+            log.warning("%s %s refused: %s", request.method, request.url.path, e)
+            return html(request, "error.html", 403, title="Refused", message=f"{e}: nothing was done.")
+        except (IndexMissing, incidents.IncidentNotFound, FileNotFoundError, PlanRefused) as e:
+            return html(request, "error.html", 404, title="Not found", message=str(e))
+    return endpoint
 
-    async def sign_in_done(request: Request):
-        from .oidc import ProviderUnavailable
 
-        if oidc is None:
-            return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
-        q = request.query_params
-        try:
-            who, nxt = await run_in_threadpool(oidc.finish, q.get("state", ""), q.get("code", ""), callback_url(request))
-        except ProviderUnavailable as e:
-            return html(request, "error.html", 503, title="Sign-in unavailable",
-                        message=f"{e}. Alerts are still received; try again later.")
-        except Unauthorized as e:
-            log.warning("sign-in refused: %s", e)
-            return html(request, "error.html", 401, title="Sign-in refused", message=str(e))
-        log.info("signed in: %s", who.label)
-        out = RedirectResponse(nxt, status_code=303)
-        out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
-                       samesite="lax", secure=request.url.scheme == "https", path="/")
-        return out
+# -- the handlers (each finds the archive and the access rules in _pages(request)) ---------------
+async def home(request: Request):
+    return RedirectResponse("/incidents", status_code=303)
 
-    async def home(request: Request):
-        return RedirectResponse("/incidents", status_code=303)
 
-    async def sign_out(request: Request):
-        form = await request.form()
-        if not access.csrf_ok(request, str(form.get("csrf", ""))):
-            return html(request, "error.html", 403, title="Refused", message="This form is stale or was not sent "
-                                                                              "by this page (CSRF check).")
-        sessions.end(request.cookies.get(sessions.cookie))
-        out = RedirectResponse("/incidents", status_code=303)
-        out.delete_cookie(sessions.cookie, path="/", httponly=True, samesite="strict")
-        return out
+async def incidents_page(request: Request):
+    filters = {k: request.query_params.get(k, "").strip() for k in FILTERS}
+    rows = await run_in_threadpool(_incident_rows, _pages(request).archive, filters)
+    return html(request, "incidents.html", incidents=rows, filters=filters, title="Incidents")
 
-    return [
-        Route("/", guarded(home), methods=["GET"]),
-        Route("/incidents", guarded(incidents_page), methods=["GET"]),
-        Route("/incidents/{incident_id}", guarded(incident_page), methods=["GET"]),
-        Route("/incidents/{incident_id}/postmortem", guarded(postmortem_draft), methods=["GET"]),
-        Route("/records/{name}", guarded(record_page), methods=["GET"]),
-        Route("/records/{name}/view", guarded(record_view), methods=["GET"]),
-        Route("/records/{name}/download", guarded(record_download), methods=["GET"]),
-        Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
-        Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
-        Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
-        Route("/signout", sign_out, methods=["POST"]),
-        Route("/signin", sign_in, methods=["GET"]),
-        Route("/signin/callback", sign_in_done, methods=["GET"]),
-    ]
+
+async def incident_page(request: Request):
+    incident_id = request.path_params["incident_id"]
+    inc = await run_in_threadpool(incidents.show, _pages(request).archive, incident_id)
+    return html(request, "incident.html", inc=inc, title=f"Incident {incident_id}",
+                message=request.query_params.get("m"), events=_events(inc), record_path=record_path)
+
+
+async def record_page(request: Request):
+    name = request.path_params["name"]
+    info = await run_in_threadpool(_record_info, _pages(request).archive, name)
+    return html(request, "record.html", title=name, **info, incident_path=incident_path)
+
+
+async def record_view(request: Request):
+    path = await run_in_threadpool(_record_file, _pages(request).archive, request.path_params["name"])
+    body = await run_in_threadpool(record_html, path)
+    return HTMLResponse(body, headers={"Content-Security-Policy": RECORD_CSP})
+
+
+async def record_download(request: Request):
+    path = await run_in_threadpool(_record_file, _pages(request).archive, request.path_params["name"])
+    return Response(path.read_bytes(), media_type="application/x-ipynb+json",
+                    headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+
+async def postmortem_draft(request: Request):
+    text = await run_in_threadpool(_postmortem, _pages(request).archive, request.path_params["incident_id"])
+    return Response(text, media_type="text/markdown; charset=utf-8")
+
+
+async def decide(request: Request):
+    pages = _pages(request)
+    archive, files, queue, policy = pages.archive, pages.files, pages.queue, pages.policy
+    form = await request.form()
+    plan_id, verb = request.path_params["plan_id"], request.path_params["verb"]
+    if not pages.access.csrf_ok(request, str(form.get("csrf", ""))):
+        log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
+        return refused_form(request)
+    plan = await run_in_threadpool(lambda: archive.plan_store().get(plan_id))
+    operator = request.state.who or str(form.get("operator", "")).strip()  # the typed name: no identity
+    if verb == "approve":
+        if str(form.get("confirm", "")).strip() not in (plan.target, plan.id):
+            said = f"not approved: type the target ({plan.target}) or the plan id to confirm"
+        else:
+            said = await run_in_threadpool(_approve, plan_id, operator, archive, files, queue, policy)
+    else:
+        said = await run_in_threadpool(_deny, plan_id, operator, str(form.get("reason", "")), archive, files,
+                                       policy)
+    return RedirectResponse(f"{incident_path(plan.incident_id)}?{urlencode({'m': said})}", status_code=303)
+
+
+async def learn(request: Request):
+    pages = _pages(request)
+    form = await request.form()
+    incident_id = request.path_params["incident_id"]
+    if not pages.access.csrf_ok(request, str(form.get("csrf", ""))):
+        return refused_form(request)
+    try:
+        lesson = await run_in_threadpool(checklist.learn, pages.archive, incident_id, str(form.get("text", "")),
+                                         str(form.get("operator", "")).strip())
+        said = f"lesson {lesson['id']} kept for runbook {lesson['runbook']}"
+    except ParameterError as e:
+        said = f"not kept: {e}"
+    return RedirectResponse(f"{incident_path(incident_id)}?{urlencode({'m': said})}", status_code=303)
+
+
+async def approval_api(request: Request):
+    pages = _pages(request)
+    access, archive, files, queue, policy = pages.access, pages.archive, pages.files, pages.queue, pages.policy
+    try:
+        # automation presents a bearer token; a browser's cookie alone does not approve (CSRF)
+        who = await run_in_threadpool(lambda: access.identify(request, cookie=False, query=False))
+    except Unauthorized as e:
+        return JSONResponse({"error": str(e)}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="smartops"'})
+    try:
+        body = json.loads(await request.body() or b"{}")
+        operator = who or (str(body.get("operator", "")) if isinstance(body, dict) else "")
+    except ValueError:
+        return JSONResponse({"error": "body must be JSON: {\"operator\": NAME}"}, status_code=400)
+    plan_id = request.path_params["plan_id"]
+    try:
+        out = await run_in_threadpool(lambda: decide_approval(plan_id, operator, archive, queue=queue, files=files,
+                                                              policy=policy))
+    except Forbidden as e:
+        return JSONResponse({"plan": plan_id, "status": "forbidden", "error": str(e)}, status_code=403)
+    except ParameterError as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+    except PlanRefused as e:
+        return JSONResponse({"plan": plan_id, "status": "refused", "reason": str(e)},
+                            status_code=404 if isinstance(e, UnknownPlan) else 409)
+    said = {"job": out.job_id} if out.job_id is not None else {"record": out.result.name if out.result else None}
+    return JSONResponse({"plan": plan_id, "status": out.status, "reason": out.reason, **said},
+                        status_code={"executed": 200, "pending": 202, "queued": 202}.get(out.status, 409))
+
+
+def callback_url(request: Request) -> str:
+    """Where the identity provider sends the browser back: under ``--public-url`` when serve has one,
+    else under the address this request came to."""
+    base = _pages(request).public_url or str(request.base_url)
+    return f"{base.rstrip('/')}/signin/callback"
+
+
+def no_provider(request: Request) -> HTMLResponse:
+    return html(request, "error.html", 404, title="Not found", message="no identity provider configured")
+
+
+def provider_down(request: Request, e: Exception) -> HTMLResponse:
+    return html(request, "error.html", 503, title="Sign-in unavailable",
+                message=f"{e}. Alerts are still received; try again later.")
+
+
+async def sign_in(request: Request):
+    from .oidc import ProviderUnavailable
+
+    oidc = _pages(request).oidc
+    if oidc is None:
+        return no_provider(request)
+    nxt = request.query_params.get("next", "/incidents")
+    nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/incidents"
+    try:
+        return RedirectResponse(await run_in_threadpool(oidc.begin, callback_url(request), nxt), status_code=303)
+    except ProviderUnavailable as e:
+        return provider_down(request, e)
+
+
+async def sign_in_done(request: Request):
+    from .oidc import ProviderUnavailable
+
+    pages = _pages(request)
+    oidc, sessions = pages.oidc, pages.sessions
+    if oidc is None:
+        return no_provider(request)
+    q = request.query_params
+    try:
+        who, nxt = await run_in_threadpool(oidc.finish, q.get("state", ""), q.get("code", ""), callback_url(request))
+    except ProviderUnavailable as e:
+        return provider_down(request, e)
+    except Unauthorized as e:
+        log.warning("sign-in refused: %s", e)
+        return html(request, "error.html", 401, title="Sign-in refused", message=str(e))
+    log.info("signed in: %s", who.label)
+    out = RedirectResponse(nxt, status_code=303)
+    out.set_cookie(sessions.cookie, sessions.start(who), max_age=int(sessions.ttl), httponly=True,
+                   samesite="lax", secure=request.url.scheme == "https", path="/")
+    return out
+
+
+async def sign_out(request: Request):
+    pages = _pages(request)
+    sessions = pages.sessions
+    form = await request.form()
+    if not pages.access.csrf_ok(request, str(form.get("csrf", ""))):
+        return html(request, "error.html", 403, title="Refused", message="This form is stale or was not sent "
+                                                                          "by this page (CSRF check).")
+    sessions.end(request.cookies.get(sessions.cookie))
+    out = RedirectResponse("/incidents", status_code=303)
+    out.delete_cookie(sessions.cookie, path="/", httponly=True, samesite="strict")
+    return out
+
+
+#: The pages and the approval endpoint. An app serving them keeps its :class:`Pages` on ``app.state.pages``.
+ROUTES = [
+    Route("/", guarded(home), methods=["GET"]),
+    Route("/incidents", guarded(incidents_page), methods=["GET"]),
+    Route("/incidents/{incident_id}", guarded(incident_page), methods=["GET"]),
+    Route("/incidents/{incident_id}/postmortem", guarded(postmortem_draft), methods=["GET"]),
+    Route("/records/{name}", guarded(record_page), methods=["GET"]),
+    Route("/records/{name}/view", guarded(record_view), methods=["GET"]),
+    Route("/records/{name}/download", guarded(record_download), methods=["GET"]),
+    Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
+    Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
+    Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
+    Route("/signout", sign_out, methods=["POST"]),
+    Route("/signin", sign_in, methods=["GET"]),
+    Route("/signin/callback", sign_in_done, methods=["GET"]),
+]
 
 
 # -- what the pages show ------------------------------------------------------------------------
@@ -429,10 +484,8 @@ def _postmortem(archive: Any, incident_id: str) -> str:
 
 def _approve(plan_id: str, operator: "str | Identity", archive: Any, files: list[str], queue: str | None,
              policy: people_policy.Policy = people_policy.NONE) -> str:
-    from smartops_nb.jobs.approvals import decide
-
     try:
-        out = decide(plan_id, operator, archive, queue=queue, files=files, policy=policy)
+        out = decide_approval(plan_id, operator, archive, queue=queue, files=files, policy=policy)
     except (PlanRefused, ParameterError) as e:
         return f"refused: {e}"
     if out.job_id is not None:

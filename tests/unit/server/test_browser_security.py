@@ -57,23 +57,28 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def archive(tmp_path):
-    folder = tmp_path / "incidents"
+def seeded(folder, plan_count: int = 1) -> dict:
+    """A folder archive holding one record of incident INC-sec with ``plan_count`` pending plans."""
     nb, summary = synthetic(causes=["idle-connection-leak"], incident_id="INC-sec")
     summary["plans"] = nb.metadata["smartops"]["plans"] = [plans.make(runbook="db-pool-exhausted",
                                    incident_id="INC-sec", severity="P1",
                                    action="terminate-idle-connections", target="database smartamazon",
-                                   causes=["idle-connection-leak"], parameters={"idle_minutes": 5.0},
-                                   evidence={"pids": [1]})]
+                                   causes=["idle-connection-leak"], parameters={"idle_minutes": 5.0 + i},
+                                   evidence={"pids": [1 + i]}) for i in range(plan_count)]
     path = open_archive(folder).write(nb, summary)
-    return {"folder": folder, "record": path.name, "plan": summary["plans"][0]["id"]}
+    ids = [p["id"] for p in summary["plans"]]
+    return {"folder": folder, "record": path.name, "plan": ids[0], "plans": ids}
+
+
+@pytest.fixture
+def archive(tmp_path):
+    return seeded(tmp_path / "incidents")
 
 
 def app(archive, token=None, tmp_path=None, *, host="127.0.0.1", public_url="", clock=None):
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT, **({"clock": clock} if clock else {}))
     intake = Intake()
-    pages = web.routes(open_archive(archive["folder"]), token, sessions=sessions)
+    pages = web.Pages(open_archive(archive["folder"]), token, sessions=sessions)
     client = TestClient(serve.make_app(intake, token, pages, host=host, public_url=public_url), base_url=BASE,
                         follow_redirects=False)
     return client, intake, sessions
@@ -343,7 +348,7 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(archive, tmp_path, cap
 
     from smartops_nb.waiting import until
 
-    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=Sessions(install_secret(tmp_path / "state")))
+    pages = web.Pages(open_archive(archive["folder"]), TOKEN, sessions=Sessions(install_secret(tmp_path / "state")))
     server = uvicorn.Server(serve.http_config(serve.make_app(Intake(), TOKEN, pages), proxies))
     sock = serve.listen("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

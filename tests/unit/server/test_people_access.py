@@ -28,7 +28,7 @@ def app(archive, tmp_path, *, with_policy=True):
     rules = policy.parse(POLICY, "policy.yaml") if with_policy else policy.NONE
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
     intake = Intake()
-    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=rules)
+    pages = web.Pages(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=rules)
     return TestClient(serve.make_app(intake, TOKEN, pages), base_url=BASE, follow_redirects=False), intake
 
 
@@ -103,7 +103,7 @@ def test_an_unreachable_provider_at_sign_in_is_a_page_saying_so_while_alerts_and
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
     intake = Intake()
-    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
+    pages = web.Pages(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
                        oidc=Provider(dead, "smartops", timeout=1.0))
     client = TestClient(serve.make_app(intake, TOKEN, pages), base_url=BASE, follow_redirects=False)
     r = client.get("/incidents/INC-sec")
@@ -119,7 +119,7 @@ def test_an_unreachable_provider_at_sign_in_is_a_page_saying_so_while_alerts_and
 def test_proxy_headers_name_the_person_only_from_a_trusted_proxy(archive, tmp_path, peer, trusted):
     sessions = Sessions(install_secret(tmp_path / "state"), port=PORT)
     proxies = ["10.0.0.0/8"]
-    pages = web.routes(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
+    pages = web.Pages(open_archive(archive["folder"]), TOKEN, sessions=sessions, policy=policy.parse(POLICY, "policy.yaml"),
                        trusted_proxies=proxies)
     app = serve.proxied(serve.make_app(Intake(), TOKEN, pages), proxies)
     client = TestClient(app, base_url=BASE, follow_redirects=False, client=(peer, 40000))
