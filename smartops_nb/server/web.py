@@ -98,7 +98,7 @@ class Access:
 
     def identify(self, request, *, cookie: bool = True, query: bool = True) -> Identity | None:
         """Who makes this request, with the policy's role. None: nobody in particular (loopback without
-        a token, or the shared serve token without a policy): the typed name decides, as before.
+        a token, or the shared serve token without a policy): the typed name decides.
         :class:`Unauthorized` when nothing valid is presented and something is needed."""
         if cookie and self.session(request) is not None:
             return self._resolved(self.sessions.who(request.cookies.get(self.sessions.cookie)))
@@ -293,9 +293,12 @@ async def learn(request: Request):
     incident_id = request.path_params["incident_id"]
     if not pages.access.csrf_ok(request, str(form.get("csrf", ""))):
         return refused_form(request)
+    who = request.state.who
+    if who is not None:  # a lesson is a comment: a responder's (Forbidden: 403, nothing kept)
+        who = pages.policy.require(who, "comment")
+    by = who.decider if who is not None else str(form.get("operator", "")).strip()  # the typed name: no identity
     try:
-        lesson = await run_in_threadpool(checklist.learn, pages.archive, incident_id, str(form.get("text", "")),
-                                         str(form.get("operator", "")).strip())
+        lesson = await run_in_threadpool(checklist.learn, pages.archive, incident_id, str(form.get("text", "")), by)
         said = f"lesson {lesson['id']} kept for runbook {lesson['runbook']}"
     except ParameterError as e:
         said = f"not kept: {e}"

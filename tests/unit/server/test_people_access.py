@@ -131,3 +131,27 @@ def test_proxy_headers_name_the_person_only_from_a_trusted_proxy(archive, tmp_pa
         assert [(d["subject"], d["issuer"], d["how"]) for d in plan.decisions] == [("alice", "proxy", "proxy")]
     else:
         assert r.status_code == 401 and plan.decisions == []
+
+
+def _lesson(client, token, text):
+    import re
+
+    page = client.get(f"/incidents/INC-sec?token={token}")
+    assert page.status_code == 303  # signed in: a session cookie
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/incidents/INC-sec").text).group(1)
+    return client.post("/incidents/INC-sec/lessons", data={"csrf": csrf, "text": text, "operator": "mallory"})
+
+
+def test_a_lesson_is_a_responders_comment_and_names_the_person_not_the_typed_name(archive, tmp_path):
+    from smartops_nb.records.checklist_store import Store
+
+    tokens = Tokens(open_archive(archive["folder"]))
+    viewer, _ = tokens.create("carol", "viewer")
+    responder, _ = tokens.create("bob", "viewer")  # the policy makes bob a responder
+    refused = _lesson(app(archive, tmp_path)[0], viewer, "carol's lesson")
+    assert refused.status_code == 403 and "lacks the permission &#39;comment&#39;" in refused.text
+    kept = _lesson(app(archive, tmp_path)[0], responder, "watch the pool's idle sessions")
+    assert kept.status_code == 303 and "kept+for+runbook" in kept.headers["location"]
+    (lesson,) = Store(open_archive(archive["folder"])).lessons(incident_id="INC-sec")
+    assert lesson["text"] == "watch the pool's idle sessions" and "bob" in lesson["by_whom"]
+    assert "mallory" not in lesson["by_whom"]
