@@ -197,6 +197,6 @@ def test_the_plans_notebook_s_button_approves_through_the_command_s_code_in_its_
     said = "".join(o.get("text", "") for o in nbformat.read(out, 4).cells[0].outputs)
     assert "EXIT None 0" in said and "CLI []" in said, said
     assert f"plan {plan['id']}: executed" in said
-    stored = plan_store(archive).get(plan["id"])
+    stored = open_archive(archive).plan_store().get(plan["id"])
     assert (stored.state, stored.decided_by) == ("executed", "alice")
     assert stored.outcome_record and stored.outcome_record in said  # the record the command printed

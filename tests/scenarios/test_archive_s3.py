@@ -73,11 +73,11 @@ WRITER = textwrap.dedent("""
     from tests.fixtures.archives import synthetic
 
     url, dsn, machine, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    archive = open_archive(url, dsn)
     for i in range(n):
         # both machines use the same start times: same-second names must still be unique
         nb, summary = synthetic(started=f"2026-11-{10 + i // 40:02d}T10:{i % 40:02d}:00Z", incident_id=f"INC-{i}",
                                 output=f"written by {machine}")
-        archive = archive or open_archive(url, dsn)
         archive.write(nb, summary)
     print("done", n)
 """)

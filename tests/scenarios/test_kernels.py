@@ -124,10 +124,13 @@ def test_runs_in_a_fresh_context_each_leave_no_event_loop_behind(tmp_path):
     from smartops_nb.resources import open_descriptors
     from tests.fixtures.soak import BASE
 
+    from smartops_nb.records.archive import open_archive
+
     prep = prepare("db-pool-exhausted", cli=BASE)
+    archive = open_archive(tmp_path)
     with ThreadPoolExecutor(2) as ex, kernels.KernelPool(0) as pool:
         def job(i):
-            return ex.submit(contextvars.copy_context().run, investigate_on_pool, prep, tmp_path, pool,
+            return ex.submit(contextvars.copy_context().run, investigate_on_pool, prep, archive, pool,
                              incident=f"ctx-{i}").result()
         for i in range(3):
             job(i)

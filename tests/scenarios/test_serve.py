@@ -317,7 +317,9 @@ def test_a_run_queued_but_never_started_at_shutdown_is_released_for_alertmanager
     (tmp_path / "routes.yaml").write_text(yaml.safe_dump(ROUTES))
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_params))
     routes = load_routes(tmp_path / "routes.yaml", [str(tmp_path / "base.yaml")])
-    svc = serve.Service(routes, tmp_path / "incidents", workers=1, warm=0)
+    from smartops_nb.records.archive import open_archive
+
+    svc = serve.Service(routes, open_archive(tmp_path / "incidents"), workers=1, warm=0)
     svc.start()
     busy = prepare("high-latency", cli={"incident_id": "SlowProbe-busy"}, base=base_params)
     assert svc._submit(serve.Job(("SlowProbe-busy", "firing"), busy, handle=Gated())) == "accepted"
