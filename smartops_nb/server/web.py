@@ -232,7 +232,10 @@ async def home(request: Request):
 
 async def incidents_page(request: Request):
     filters = {k: request.query_params.get(k, "").strip() for k in FILTERS}
-    rows = await run_in_threadpool(_incident_rows, _pages(request).archive, filters)
+    try:
+        rows = await run_in_threadpool(_incident_rows, _pages(request).archive, filters)
+    except ValueError as e:  # a bad `since` or search text: say so, as the CLI does
+        return html(request, "error.html", 400, title="Bad filter", message=str(e))
     return html(request, "incidents.html", incidents=rows, filters=filters, title="Incidents")
 
 
