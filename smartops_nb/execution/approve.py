@@ -39,6 +39,7 @@ from smartops_nb.records.plans import Plan, PlanRefused
 
 from .flow import Result, investigate
 from .prepare import Prepared, prepare
+from smartops_nb.support.reasons import one_line
 
 log = logging.getLogger("smartops.approve")
 
@@ -169,7 +170,7 @@ def run_claimed(plan: Plan, prep: Prepared, archive: Archive, run: Callable[[Pre
         try:
             result = run(prep)
         except Exception as e:  # the record could not be written: the plan must not stay "approved"
-            reason = redact.scrub(f"the mitigating run failed: {type(e).__name__}: {e}".splitlines()[0])
+            reason = redact.scrub(f"the mitigating run failed: {one_line(e)}")
             store.finish(plan.id, plans.FAILED, reason, None)
             raise
     if result is None:  # a worker's run that wrote no record (its log says why)

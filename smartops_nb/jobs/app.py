@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from smartops_nb.params import ParameterError
+from smartops_nb.support.reasons import one_line
 
 from . import queue_sql
 
@@ -47,7 +48,7 @@ def safe_dsn(dsn: str) -> str:
 
 def unreachable(dsn: str, e: BaseException) -> ParameterError:
     """One line naming the queue (no password) and the reason: exit 2 at start-up."""
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    reason = one_line(e, typed=False)
     return ParameterError(f"queue unreachable at {safe_dsn(dsn)}: {reason}")
 
 

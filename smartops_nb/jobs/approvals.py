@@ -22,6 +22,7 @@ from smartops_nb.execution.approve import QUEUED, Outcome
 from smartops_nb.people import policy as people_policy
 from smartops_nb.records.archive import Archive
 from smartops_nb.records.plans import APPROVED, PENDING, Plan, PlanRefused
+from smartops_nb.support.reasons import flat
 
 from . import app as queue_app
 
@@ -48,11 +49,11 @@ def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Archive, *, f
     from procrastinate import exceptions
 
     try:
-        with queue_app.connect(dsn):  # unreachable: one line now, not a pool's retries, and nothing claimed
+        with queue_app.connect(dsn):  # unreachable: one line, not a pool's retries, and nothing claimed
             pass
     except psycopg.Error as e:
         raise PlanRefused(f"plan {plan_id}: the queue at {queue_app.safe_dsn(dsn)} is unreachable "
-                          f"({' '.join(str(e).split())}); nothing approved, nothing done") from None
+                          f"({flat(e)}); nothing approved, nothing done") from None
     plan, _ = approve.claim(plan_id, operator, archive, files=files, policy=policy)
     if plan.status != APPROVED:  # the two-person rule: one of two approvals, nothing to queue yet
         return Outcome(plan, PENDING, approve.awaiting(plan))
@@ -62,7 +63,7 @@ def queue_approval(dsn: str, plan_id: str, operator: Any, archive: Archive, *, f
             task = app.tasks[queue_app.APPROVE_TASK].configure(lock=plan.lock_key, queueing_lock=f"plan:{plan.id}")
             job_id = task.defer(plan_id=plan.id)
     except (psycopg.Error, exceptions.ProcrastinateException, OSError) as e:
-        reason = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
+        reason = flat(e.__cause__ or e) or type(e).__name__
         archive.plan_store().release(plan.id, f"not queued: {reason}")
         raise PlanRefused(f"plan {plan.id}: the queue at {queue_app.safe_dsn(dsn)} did not take it ({reason}); "
                           f"released, nothing done: approve again") from None

@@ -34,6 +34,7 @@ from smartops_nb.records.archive import Archive
 from smartops_nb.records.plans import PlanRefused
 from smartops_nb.records.storage import name_in
 from smartops_nb.resources import process_stats
+from smartops_nb.support.reasons import one_line
 
 from . import app as queue_app, queue_sql
 from .tasks import BadJob, HandedBack
@@ -321,7 +322,7 @@ async def _work(dsn: str, runner: Runner, *, name: str, concurrency: int, drain_
         except Exception as e:
             if stop.is_set():
                 break
-            reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
+            reason = one_line(e.__cause__ or e, typed=False)
             if lost_at is None:  # one line when it goes away; the attempts until it is back are quiet
                 lost_at = time.monotonic()
                 log.error("queue connection lost (%s: %s); reconnecting every %.1f s", type(e).__name__, reason,

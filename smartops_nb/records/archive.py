@@ -46,6 +46,8 @@ from .entries import (DEFAULT_LIMIT, GENESIS, TABLE_BLOCKS, TEXT_COLUMNS, Index,
                       describe, entry_hash, now, parse_since)
 from .plans import PlanStore, PostgresPlanStore, SqlitePlanStore
 from .storage import FolderStorage, Storage, StorageUnavailable, open_storage, record_files
+from smartops_nb.support.files import replace_atomically
+from smartops_nb.support.reasons import one_line
 
 log = logging.getLogger("smartops.archive")
 
@@ -125,10 +127,6 @@ def summary_of(data: bytes) -> dict[str, Any]:
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def open_incidents(rows: list[dict[str, Any]]) -> set[str]:
@@ -230,7 +228,7 @@ class Archive:
                     return self._send_spool()[entry.name]
                 except UNREACHABLE as e:
                     raise record.RecordWriteError(
-                        f"cannot write to {self.url}: {one_line(e)}; record kept in the spool at {entry} "
+                        f"cannot write to {self.url}: {one_line(e, typed=False)}; record kept in the spool at {entry} "
                         f"(`smartops archive sync` sends it)", entry) from None
         except record.RecordWriteError:
             raise
@@ -391,10 +389,7 @@ class Archive:
             if target.is_file() and target.read_bytes() == data:
                 return target
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{name}.tmp")
-            tmp.write_bytes(data)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
+            replace_atomically(target, data, mode=0o444)
         return target
 
     # -- verify, reindex, adopt ----------------------------------------------------------------------
@@ -423,7 +418,7 @@ class Archive:
             rows = self.index.rows()
             tombstones = self.index.tombstones()
         except (IndexMissing, IndexUnavailable) as e:
-            why = "missing" if isinstance(e, IndexMissing) else one_line(e)
+            why = "missing" if isinstance(e, IndexMissing) else one_line(e, typed=False)
             why = why if why.startswith(("missing", "unreadable")) else f"unreadable ({why})"
             report.problems.append(Problem("index-altered", self.index.problem_name, f"the index is {why}"))
             rows, tombstones = [], {}
@@ -454,7 +449,7 @@ class Archive:
             if isinstance(got, FileNotFoundError) or got is None:
                 report.problems.append(Problem("removed", name, f"in the index, missing from the {where}"))
             elif isinstance(got, Exception):
-                report.problems.append(Problem("unreadable", name, one_line(got)))
+                report.problems.append(Problem("unreadable", name, one_line(got, typed=False)))
             elif got[0] != r["sha256"]:
                 report.problems.append(Problem("modified", name, f"SHA-256 {got[0][:12]}… differs from the "
                                                f"index's {r['sha256'][:12]}… (size {got[1]}, was {r['size']})"))
@@ -509,7 +504,7 @@ class Archive:
                 try:
                     row, words = describe(_read_notebook(data), data, name)
                 except Exception as e:  # not a SmartOps record: verify keeps naming it
-                    log.warning("not adopted: %s (%s)", name, one_line(e))
+                    log.warning("not adopted: %s (%s)", name, one_line(e, typed=False))
                     continue
                 tx.append(row, words)
                 self.plan_store().register(summary_of(data), name, tx=tx)
@@ -526,7 +521,7 @@ class Archive:
             except StorageUnavailable:
                 raise
             except Exception as e:  # not JSON, not a notebook, not a SmartOps record
-                out.skipped.append((name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+                out.skipped.append((name, one_line(e, typed=False)))
                 continue
             described.append((row["started_at"], name, row, words))
         described.sort(key=lambda x: (x[0], x[1]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Any, Iterator
+from smartops_nb.support.reasons import flat
 
 from .entries import (GENESIS, LIST_COLUMNS, ROW_COLUMNS, TEXT_COLUMNS, Appender, Index, IndexMissing,
                       IndexUnavailable, chained, claim_in, now, public_row, where)
@@ -101,7 +102,7 @@ def check_dsn(dsn: str) -> None:
     try:
         conninfo_to_dict(dsn)
     except Exception as e:
-        raise ValueError(f"--index is not a valid PostgreSQL DSN: {' '.join(str(e).split())}") from None
+        raise ValueError(f"--index is not a valid PostgreSQL DSN: {flat(e)}") from None
 
 
 class IndexRefused(ValueError):
@@ -166,7 +167,7 @@ class PostgresIndex(Index):
             con = psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True, row_factory=dict_row,
                                   application_name="smartops-archive")
         except psycopg.OperationalError as e:
-            reason = " ".join(str(e).split())
+            reason = flat(e)
             if any(m in reason for m in ("does not exist", "authentication failed", "no password supplied",
                                          "not permitted to log in")):
                 raise IndexRefused(f"the PostgreSQL index {self.label} refused the connection: {reason}") from None
@@ -186,7 +187,7 @@ class PostgresIndex(Index):
             con.execute(f"SET search_path TO {SCHEMA}")
             yield con
         except psycopg.Error as e:
-            raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
+            raise IndexUnavailable(f"PostgreSQL index {self.label}: {flat(e)}") from None
         finally:
             con.close()
 
@@ -254,7 +255,7 @@ class PostgresIndex(Index):
                     con.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
                     yield con
             except psycopg.Error as e:
-                raise IndexUnavailable(f"PostgreSQL index {self.label}: {' '.join(str(e).split())}") from None
+                raise IndexUnavailable(f"PostgreSQL index {self.label}: {flat(e)}") from None
 
     # -- alert episodes (smartops serve's idempotent intake) -------------------------------------------
     @contextmanager

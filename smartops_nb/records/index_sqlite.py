@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from smartops_nb.support.files import locked
+
 from .entries import (GENESIS, LIST_COLUMNS, Appender, Index, IndexMissing, IndexUnavailable, SearchSyntaxError,
                       chained, claim_in, now, public_row, where)
 
@@ -106,14 +108,8 @@ def connect(folder: Path, *, create: bool = True, timeout: float | None = None) 
 @contextmanager
 def _setup_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (``<index>.lock``) around opening the index for writing."""
-    import fcntl
-
-    with open(f"{path}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with locked(f"{path}.lock"):
+        yield
 
 
 def _wal_files(path: Path) -> list[Path]:

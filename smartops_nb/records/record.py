@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import: only the writers need it
 from smartops_nb import redact
 from smartops_nb.contract import FALLBACK_ENV
 from smartops_nb.params import parse_time
+from smartops_nb.support.files import write_synced
 
 from . import render
 
@@ -118,9 +119,7 @@ def stage(data: bytes, archive: Path, summary: dict[str, Any]) -> Path:
         fd, name = tempfile.mkstemp(dir=archive, prefix=".record-", suffix=".tmp")
         tmp = Path(name)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            write_synced(f, data)
         os.chmod(tmp, 0o644)
         return tmp
     except OSError as e:
@@ -176,9 +175,7 @@ def keep_unsaved(data: bytes, summary: dict[str, Any]) -> Path | None:
                 target = folder / record_name(summary, n)
                 try:
                     with open(target, "xb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
+                        write_synced(f, data)
                     return target
                 except FileExistsError:
                     continue

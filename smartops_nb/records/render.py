@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from smartops_nb.support.files import replace_atomically
 
 #: Every script element: a record needs none (its charts are images, its tables HTML), and one that
 #: came from a hostile log line must never run where the record is read.
@@ -47,14 +48,9 @@ _ICONS = {"ok": "✔", "warn": "⚠", "critical": "✖", "error": "⁉"}
 
 def export_html(path: Path, out: Path) -> Path:
     """A standalone HTML page of the record (:func:`record_html`), written atomically."""
-    import os
-
     body = record_html(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return replace_atomically(out, body)
 
 
 def badge(status: str) -> str:

@@ -7,12 +7,11 @@ write, or ``smartops archive sync``, sends it: no record is ever only in memory.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from smartops_nb.support.files import locked, replace_atomically
 
 
 def folder(local_dir: Path) -> Path:
@@ -23,14 +22,7 @@ def put(local_dir: Path, data: bytes, name: str) -> Path:
     """Keep ``data`` durably as the newest spool entry (``<time_ns>-<name>``); its path."""
     spool = folder(local_dir)
     spool.mkdir(parents=True, exist_ok=True)
-    target = spool / f"{time.time_ns():020d}-{name}"
-    tmp = spool / f".{target.name}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    return target
+    return replace_atomically(spool / f"{time.time_ns():020d}-{name}", data, sync=True)
 
 
 def entries(local_dir: Path) -> list[Path]:
@@ -44,9 +36,5 @@ def draining(local_dir: Path) -> Iterator[None]:
     """One sender at a time per spool (threads of ``serve`` and other commands on this machine)."""
     spool = folder(local_dir)
     spool.mkdir(parents=True, exist_ok=True)
-    with open(spool / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with locked(spool / ".lock"):
+        yield

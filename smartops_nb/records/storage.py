@@ -13,6 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from smartops_nb.support.files import write_synced
+from smartops_nb.support.reasons import flat
 
 from . import record
 
@@ -136,9 +138,7 @@ class FolderStorage(Storage):
         fd, staged = tempfile.mkstemp(dir=self.folder, prefix=".record-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                write_synced(f, data)
             os.chmod(staged, 0o644)
             os.link(staged, self.folder / name)  # never over an existing record
         finally:
@@ -201,7 +201,7 @@ class S3Storage(Storage):
         except (FileNotFoundError, FileExistsError):
             raise
         except Exception as e:
-            reason = " ".join(str(e).split()) or type(e).__name__
+            reason = flat(e) or type(e).__name__
             raise StorageUnavailable(f"S3 {self.endpoint} ({self.url}): cannot {what}: {reason}") from None
 
     def names(self):

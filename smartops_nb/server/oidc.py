@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from smartops_nb.people.identity import Identity, Unauthorized
+from smartops_nb.support.reasons import one_line
 
 TIMEOUT_S = 5.0
 JWKS_TTL_S = 300.0  # the provider's signing keys are kept this long (a key it rotates in is fetched at once)
@@ -54,7 +55,7 @@ class Provider:
             return r.json()
         except (httpx.HTTPError, ValueError) as e:
             raise ProviderUnavailable(f"the identity provider {self.issuer} is unreachable: "
-                                      f"{type(e).__name__}: {e}".splitlines()[0]) from None
+                                      f"{one_line(e)}") from None
 
     def metadata(self) -> dict[str, Any]:
         if self._meta is None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from smartops_nb.alerts import routes as routes_mod
 from smartops_nb.alerts.routes import Routes
 from smartops_nb.jobs import app as queue_app, queue_sql
+from smartops_nb.support.reasons import one_line
 
 from .intake import Planned, answer, claim, episode_index, plan, repeated, settle, status_of
 
@@ -63,7 +64,7 @@ class QueueIntake:
         """One log line when the queue goes away (not one per alert), one when it is back."""
         if self._down_since is None:
             self._down_since = time.monotonic()
-            reason = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
+            reason = one_line(e.__cause__ or e, typed=False)
             log.error("queue unreachable (%s: %s): answering 503 until it is back", type(e).__name__, reason)
         return "queue unreachable"
 

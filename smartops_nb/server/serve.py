@@ -423,7 +423,7 @@ def serve(routes: Routes, archive: Archive, *, host: str = "127.0.0.1", port: in
     check_listen_address(host, token)
     from smartops_nb.server.sessions import Sessions, install_secret
 
-    public_url, secret = os.environ.get(PUBLIC_URL_ENV, ""), install_secret()  # a bad secret file: exit 2 now
+    public_url, secret = os.environ.get(PUBLIC_URL_ENV, ""), install_secret()  # a bad secret file: exit 2
     if queue_dsn:
         from smartops_nb.server.queue_mode import QueueIntake
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from smartops_nb.contract import ParameterError
+from smartops_nb.support.files import write_synced
 
 SECRET_FILE = "serve.secret"
 SECRET_BYTES = 32
@@ -43,9 +44,7 @@ def install_secret(folder: str | os.PathLike | None = None) -> bytes:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(SECRET_BYTES) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                write_synced(f, secrets.token_hex(SECRET_BYTES) + "\n")
             try:
                 os.link(tmp, path)  # atomic, and never replaces one another process made meanwhile
             except FileExistsError:

@@ -19,7 +19,7 @@ People (:mod:`smartops_nb.people`): a personal token (``smartops token create``;
 once) names a person, whose role the policy file may raise; every decision then names that identity and
 the typed name is ignored. The serve token is the Alertmanager credential: with a policy file it may only
 post alerts (pages 403, approvals 403); without one it stays the single shared admin credential, and
-the typed name is the decider, as before. Expired/revoked/unknown token: 401; a role that may not: 403
+the typed name is the decider. Expired/revoked/unknown token: 401; a role that may not: 403
 naming the missing permission. The archive is a folder or ``s3://`` + PostgreSQL: records are
 read through its storage (S3 objects fetched once to a read-only local copy), plans from its plan
 store. Without a token, ``serve`` listens on
@@ -232,7 +232,10 @@ async def home(request: Request):
 
 async def incidents_page(request: Request):
     filters = {k: request.query_params.get(k, "").strip() for k in FILTERS}
-    rows = await run_in_threadpool(_incident_rows, _pages(request).archive, filters)
+    try:
+        rows = await run_in_threadpool(_incident_rows, _pages(request).archive, filters)
+    except ValueError as e:  # a bad `since` or search text: say so, as the CLI does
+        return html(request, "error.html", 400, title="Bad filter", message=str(e))
     return html(request, "incidents.html", incidents=rows, filters=filters, title="Incidents")
 
 

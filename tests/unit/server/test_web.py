@@ -109,6 +109,13 @@ def test_each_page_answers_its_content(site):
     assert c.head("/incidents").status_code == 200
 
 
+@pytest.mark.parametrize("query", ["since=garbage", "since=-3d", 'q="unclosed'])
+def test_a_bad_filter_is_a_400_page_saying_why(site, query):
+    r = client(site, headers=AUTH).get(f"/incidents?{query}")
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    assert "Bad filter" in r.text
+
+
 @pytest.mark.parametrize("path", ["/incidents/INC-none", "/incidents/INC-none/postmortem",
                                   "/records/no-such-record.ipynb", "/records/no-such-record.ipynb/view",
                                   "/records/no-such-record.ipynb/download", "/records/..%2Fstate%2Fserve.secret"])
