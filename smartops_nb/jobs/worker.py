@@ -48,10 +48,13 @@ POOL_TIMEOUT_S = 2.0    # a worker's wait for a pooled connection: a lost queue 
 class _QuietSweeps(logging.Filter):
     """The stalled-job sweep runs every few seconds: keep its routine INFO lines out of the log; and
     when the queue goes away, Procrastinate's own tracebacks of it (one per listener, heartbeat and
-    worker) are dropped: the worker logs one line when it is lost and one when it is back."""
+    worker, and asyncio's "Task exception was never retrieved" for a job whose end could not be saved:
+    the stalled-job sweep takes it up) are dropped: the worker logs one line when it is lost and one
+    when it is back."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("procrastinate") and record.levelno >= logging.ERROR and _lost(record):
+        if (record.name.startswith("procrastinate") or record.name == "asyncio") \
+                and record.levelno >= logging.ERROR and _lost(record):
             return False
         return record.levelno > logging.INFO or "retry_stalled" not in record.getMessage()
 
