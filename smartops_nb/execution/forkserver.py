@@ -3,8 +3,8 @@
 Why this design. Every run gets a kernel of its own (no state crosses incidents), and starting one
 (a Python process, ipykernel, pandas, matplotlib, ``smartops_nb``) costs ~1.5 s of CPU, more than a
 warm run itself. Keeping more kernels warm only moves that cost, and each holds ~150 MiB of its own.
-So one *template* process pays the imports once (``smartops_nb.kernel.warmup``: everything a warm-up
-loads, no socket, no thread, no matplotlib backend chosen), and every kernel is a ``fork()`` of it:
+So one *template* process (:mod:`smartops_nb.kernel.template`) pays the imports once (everything a
+warm-up loads, no socket, no thread, no matplotlib backend chosen), and every kernel is a ``fork()`` of it:
 it starts with all of that loaded, its pages shared copy-on-write with the template and its siblings.
 The rest of a kernel is an ordinary ipykernel: the child calls ``setsid`` (its own process group, so a
 deadline's ``killpg`` ends what it started), takes the run's environment and working directory, and
@@ -22,7 +22,8 @@ host's to handle), started with ``close_fds`` and only its end of a socket pair;
 (SIGCHLD) and exits when that socket closes (the host ended, however it ended). A kernel's ipykernel
 parent poller watches the template: if the template dies, its kernels end within a second (their runs
 fail with a partial record, as a killed kernel's do) and the next request starts a new template. Each
-child closes every descriptor it inherited but 0-2 before it becomes a kernel.
+child closes every descriptor it inherited but 0-2 before it becomes a kernel. A forked kernel has no
+debugger (a spawned one keeps debugpy's): see the template.
 
 Not used for a kernel this interpreter cannot be (another kernelspec, another Python): those spawn.
 """
@@ -49,9 +50,6 @@ log = logging.getLogger("smartops.forkserver")
 TEMPLATE_START_TIMEOUT_S = 120
 #: How long a fork request may take once the template is ready.
 FORK_TIMEOUT_S = 30
-#: The template's own environment (a kernel gets its run's): debugpy's note on frozen modules, once per
-#: template, is noise (a spawned kernel prints it too, in every run).
-TEMPLATE_ENV = {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 #: How often a killed kernel's exit is polled while waiting for it.
 WAIT_POLL_S = 0.005
 
@@ -81,9 +79,9 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "smartops_nb.execution.forkserver", str(theirs.fileno())],
+                [self.python, "-m", "smartops_nb.kernel.template", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), close_fds=True, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, **TEMPLATE_ENV, "MPLBACKEND": os.environ.get(
+                start_new_session=True, env={**os.environ, "MPLBACKEND": os.environ.get(
                     "MPLBACKEND") or "module://matplotlib_inline.backend_inline"})
         except BaseException:
             ours.close()
@@ -260,206 +258,3 @@ class ForkProvisioner(LocalProvisioner):
         if isinstance(self.process, ForkedKernel):
             self.process.close()
         await super().cleanup(restart)
-
-
-# -- the template (this module run as a program) --------------------------------------------------------
-def _reap(signum=None, frame=None) -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _become_kernel(request: dict[str, Any], template_pid: int) -> None:
-    """In a new child: an ordinary ipykernel on the request's connection file, in its own session."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the kernel's own subprocesses are its to wait for
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.setsid()
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the template's socket and anything else it held
-    env = {str(k): str(v) for k, v in request["env"].items()}
-    env["JPY_PARENT_PID"] = str(template_pid)  # its parent poller watches the template, which watches the host
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(request["cwd"])
-    sys.path[0] = os.getcwd()  # as ``python -m ipykernel_launcher`` in that folder
-    if "numpy" in sys.modules:  # the forks would otherwise share one random sequence (random reseeds itself)
-        sys.modules["numpy"].random.seed()
-    argv = request["argv"]
-    sys.argv = [argv[0]] + argv[3:]
-    import IPython.core.shellapp
-    import ipykernel.ipkernel
-
-    app = _ForkedKernelApp.instance()
-    app.parent_handle = template_pid  # its default was read from the template's environment at import
-    readers = (ipykernel.ipkernel, IPython.core.shellapp)
-    for module in readers:  # see _SysWithTemplateModules; only while the kernel is made
-        module.sys = _SysWithTemplateModules()  # type: ignore[assignment]
-    try:
-        app.initialize(argv[3:])
-    finally:
-        for module in readers:
-            module.sys = sys
-    app.start()
-
-
-# -- what a forked kernel does not copy ------------------------------------------------------------------
-# A forked kernel shares the template's pages until it writes one; in CPython a read is a write too
-# (a reference count), so whatever a kernel's start touches across the whole heap becomes its own.
-# Measured (smaps of a ready fork, Private_Dirty by start-up step): two reads of every module, and
-# traitlets' command-line parser, copied ~14 MiB into each kernel (README, "PSS per ready forked kernel").
-class _ModuleFile:
-    """A module as ``IPythonKernel.__init__`` reads it: its ``__file__`` alone."""
-
-    __slots__ = ("__file__",)
-
-    def __init__(self, path: str):
-        self.__file__ = path
-
-
-#: The template's modules when it forks, as the kernel's start reads them: how many, their names and
-#: their files (copies, made once, so they lie together in a few pages); see :class:`_SysWithTemplateModules`.
-_TEMPLATE_MODULES: tuple[int, dict[str, _ModuleFile]] = (-1, {})
-
-
-def _remember_modules() -> None:
-    global _TEMPLATE_MODULES
-    files = {"".join(name): getattr(m, "__file__", None) for name, m in list(sys.modules.items())}
-    _TEMPLATE_MODULES = (len(sys.modules), {name: _ModuleFile("".join(f) if isinstance(f, str) else "")
-                                            for name, f in files.items()})
-
-
-class _TemplateModules:
-    """``sys.modules`` whose ``copy()`` and ``keys()`` answer the template's modules (their names, and
-    their files alone) while no module was imported since the fork, else the real ones; everything else
-    is ``sys.modules``'."""
-
-    def copy(self) -> dict:
-        count, modules = _TEMPLATE_MODULES
-        return dict(modules) if count == len(sys.modules) else sys.modules.copy()
-
-    def keys(self):
-        count, modules = _TEMPLATE_MODULES
-        return modules.keys() if count == len(sys.modules) else sys.modules.keys()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(sys.modules, name)
-
-    def __getitem__(self, name: str) -> Any:
-        return sys.modules[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in sys.modules
-
-    def __iter__(self):
-        return iter(sys.modules)
-
-    def __len__(self) -> int:
-        return len(sys.modules)
-
-
-class _SysWithTemplateModules:
-    """``sys`` as ipykernel's kernel module and IPython's shell app see it while a forked kernel is made.
-    ``IPythonKernel`` lists every loaded module's ``__file__`` (for its debugger's just-my-code filter),
-    and the shell app keeps the set of their names: over the ~2,000 modules of the template those reads
-    copied ~8 and ~2.4 MiB of pages into each kernel. Answered from the copies made once in the template,
-    they touch a few pages. (A module without a file is answered with ``__file__ == ""``, which the
-    kernel skips as it skips ``None``.)"""
-
-    modules = _TemplateModules()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(sys, name)
-
-
-class _ForkedKernelApp:
-    """Placeholder: replaced by :func:`_kernel_app_class` (ipykernel is imported in the template only)."""
-
-
-def _kernel_app_class():
-    from ipykernel.kernelapp import IPKernelApp
-
-    class ForkedKernelApp(IPKernelApp):
-        """``IPKernelApp`` whose command line ``-f CONNECTION_FILE`` (jupyter_client's, what a kernelspec
-        gives) is taken as it is: traitlets' parser, built from every configurable class's traits for any
-        command line, copied ~5 MiB of pages into each kernel. Any other command line is parsed."""
-
-        def parse_command_line(self, argv=None):
-            if argv is not None and len(argv) == 2 and argv[0] == "-f" and not argv[1].startswith("-"):
-                from traitlets.config import Config
-
-                self.argv, self.extra_args = list(argv), []
-                self.cli_config = Config({"IPKernelApp": {"connection_file": argv[1]}})  # as the parser's
-                self.update_config(self.cli_config)
-                return None
-            return super().parse_command_line(argv)
-
-    return ForkedKernelApp
-
-
-#: What an ipykernel imports while it starts (its debugger's debugpy alone: ~1 s of CPU), found by
-#: diffing ``sys.modules`` around ``IPKernelApp.initialize`` in a fork. None starts a thread or opens a
-#: socket at import; the inline backend (``matplotlib_inline``) is left to the kernel, which enables it.
-KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
-                  "IPython.core.completerlib", "IPython.core.debugger", "IPython.core.oinspect",
-                  "IPython.extensions.storemagic", "IPython.utils.wildcard", "pdb", "faulthandler",
-                  "tornado.platform.asyncio", "jupyter_client.localinterfaces")
-
-
-def template_main(fd: int) -> None:
-    """The template: import everything once, then fork a kernel per request line until EOF."""
-    import importlib
-
-    from smartops_nb.kernel import warmup
-
-    for name in KERNEL_MODULES:
-        importlib.import_module(name)
-    warmup.load_modules()
-    warmup.draw_without_backend()
-    import gc
-
-    global _ForkedKernelApp
-    _ForkedKernelApp = _kernel_app_class()
-    _remember_modules()
-    gc.collect()
-    gc.freeze()  # what is loaded now is never scanned by a child's collector: its pages stay shared
-    me = os.getpid()
-    signal.signal(signal.SIGCHLD, _reap)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=fd)
-    reader = sock.makefile("rb")
-    sock.sendall(json.dumps({"ready": me, "threads": threading.active_count()}).encode() + b"\n")
-    for line in reader:
-        try:
-            request = json.loads(line)
-            pid = os.fork()
-        except Exception as e:  # noqa: BLE001 - a bad request or no memory: say so, keep serving
-            sock.sendall(json.dumps({"error": one_line(e)}).encode() + b"\n")
-            continue
-        if pid == 0:
-            code = 1
-            try:
-                reader.close()
-                sock.close()
-                _become_kernel(request, me)
-                code = 0
-            except SystemExit as e:  # the kernel's own exit
-                code = e.code if isinstance(e.code, int) else 0
-            except BaseException:  # noqa: BLE001 - report and leave: this child must never return to the loop
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        sock.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-
-
-if __name__ == "__main__":
-    template_main(int(sys.argv[1]))

@@ -118,8 +118,15 @@ def kernel_start(default: str = "fork") -> str:
     return value
 
 
+#: A run kernel's settings, on its command line. No input history: a headless run never reads it back,
+#: and IPython's history database (a thread and a SQLite file in ``~/.ipython``) would keep every cell a
+#: run executed, its parameters included; ~1.1 MiB less of each forked kernel's own memory.
+RUN_KERNEL_ARGS = ("--HistoryManager.enabled=False",)
+
+
 def kernel_manager(kernel_name: str, env: dict[str, str], folder: str, *, start: str = "spawn"):
-    """An (unstarted) async kernel manager whose kernel gets ``env``, talking over IPC files; ``start="fork"``:
+    """An (unstarted) async kernel manager whose kernel gets ``env`` and :data:`RUN_KERNEL_ARGS`, talking
+    over IPC files; ``start="fork"``:
     the kernel is forked from the fork server's template (:class:`.forkserver.ForkProvisioner`).
 
     It must be an *async* manager: with a blocking one, nbclient waits on a blocking socket read
@@ -144,6 +151,8 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str, *, start:
             if self.refused:
                 raise RuntimeError(self.refused)
             kw["env"] = {**kw.get("env", {}), **env}
+            extra = list(kw.get("extra_arguments") or ())
+            kw["extra_arguments"] = extra + [a for a in RUN_KERNEL_ARGS if a not in extra]
             if start == "fork" and self.provisioner is None:
                 from .forkserver import ForkProvisioner
 

@@ -72,21 +72,38 @@ def draw_without_backend() -> None:
     TEMPLATE_DREW = True
 
 
+#: The inline backend's names (matplotlib_inline's own test for "we are the backend").
+INLINE = ("module://matplotlib_inline.backend_inline", "inline")
+
+
 def select_backend() -> None:
-    """pyplot's backend chosen now (the kernel's inline one, with its IPython hooks), as a first figure would."""
+    """pyplot's backend chosen now, as a first figure would, with IPython's inline hooks. Importing
+    ``matplotlib_inline.backend_inline`` in a kernel installs those hooks; the fork server's template
+    imported it with no shell to hook (importing it in each kernel copied ~1 MiB of pages), so here the
+    same two public calls its import makes: ``activate_matplotlib`` and ``configure_inline_support``."""
     import matplotlib
     import matplotlib.pyplot as plt
+    from IPython import get_ipython
 
-    plt.switch_backend(matplotlib.get_backend())
+    backend = matplotlib.get_backend()
+    shell = get_ipython()
+    if shell is None or backend not in INLINE:
+        plt.switch_backend(backend)
+        return
+    from IPython.core.pylabtools import activate_matplotlib
+    from matplotlib_inline.backend_inline import configure_inline_support
+
+    activate_matplotlib(backend)
+    configure_inline_support(shell, backend)
 
 
 def warm() -> None:
     """A new kernel's warm-up: everything loaded and one chart drawn. A forked kernel only chooses its
-    backend: its template drew the chart, and drawing it again copied ~7 MiB of the template's pages into
-    each ready kernel. The price: a run's first chart draws what the warm-up drew (measured on a loaded
-    machine, 5 forks each: 0.85 s median against 0.63 s after a drawn warm-up)."""
-    load_modules()
+    backend: its template loaded everything and drew the chart, and drawing it again copied ~7 MiB of the
+    template's pages into each ready kernel. The price: a run's first chart draws what the warm-up drew
+    (measured on a loaded machine, 5 forks each: 0.85 s median against 0.63 s after a drawn warm-up)."""
     if TEMPLATE_DREW:
         select_backend()
-    else:
-        draw_once()
+        return
+    load_modules()
+    draw_once()

@@ -64,6 +64,26 @@ def test_a_forked_kernel_is_its_own_process_group_and_runs_code():
 
 
 @pytest.mark.timeout(240)
+def test_a_warm_forked_kernel_draws_inline_keeps_no_history_and_has_no_debugger():
+    kernel = kernels.start_warm_kernel(start="fork")  # the pools' warm-up: the inline backend selected
+    try:
+        outputs: list[dict] = []
+        with kernels._blocking_client(kernel.km) as kc:
+            info = kc.kernel_info(reply=True, timeout=30)["content"]
+            reply = kc.execute_interactive(
+                "import matplotlib.pyplot as plt, threading, debugpy\n"
+                "assert get_ipython().history_manager.enabled is False\n"
+                "assert not [t for t in threading.enumerate() if 'History' in t.name]\n"
+                "plt.plot([1, 2, 3])\n", timeout=60, output_hook=outputs.append)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert "debugger" not in info.get("supported_features", []), info  # debugpy is not loaded for it
+        figures = [m for m in outputs if m["msg_type"] == "display_data" and "image/png" in m["content"]["data"]]
+        assert len(figures) == 1, [m["msg_type"] for m in outputs]  # the inline backend's hook drew it
+    finally:
+        kernel.close()
+
+
+@pytest.mark.timeout(240)
 def test_no_descriptor_of_the_template_or_the_host_leaks_into_a_kernel():
     kernel = _fork_kernel()
     try:
