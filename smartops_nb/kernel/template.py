@@ -60,7 +60,7 @@ def _become_kernel(request: dict[str, Any], template_pid: int) -> None:
     import IPython.core.shellapp
     import ipykernel.ipkernel
 
-    app = _ForkedKernelApp.instance()
+    app = _ForkedKernelApp.instance()  # this kernel's copy of the one made before the fork
     app.parent_handle = template_pid  # its default was read from the template's environment at import
     readers = (ipykernel.ipkernel, IPython.core.shellapp)
     for module in readers:  # see _SysWithTemplateModules; only while the kernel is made
@@ -74,10 +74,8 @@ def _become_kernel(request: dict[str, Any], template_pid: int) -> None:
 
 
 # -- what a forked kernel does not copy ------------------------------------------------------------------
-# A forked kernel shares the template's pages until it writes one; in CPython a read is a write too
-# (a reference count), so whatever a kernel's start touches across the whole heap becomes its own.
 # Measured (smaps of a ready fork, Private_Dirty by start-up step): two reads of every module, and
-# traitlets' command-line parser, copied ~14 MiB into each kernel (README, "PSS per ready forked kernel").
+# traitlets' command-line parser, copied ~14 MiB into each kernel.
 class _ModuleFile:
     """A module as ``IPythonKernel.__init__`` reads it: its ``__file__`` alone."""
 
