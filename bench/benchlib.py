@@ -5,6 +5,8 @@ One implementation of each measurement, used by ``run_bench.py``, ``queue_bench.
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import secrets
@@ -221,13 +223,22 @@ def cold_run(runbook: str, params: Path, archive: Path) -> int:
     return p.returncode
 
 
+@functools.lru_cache(maxsize=None)
+def folder_archive(folder: str):
+    """The folder archive (SQLite index) runs are stored in, opened once per folder, as serve opens its."""
+    from smartops_nb.records.archive import open_archive
+
+    return open_archive(folder)
+
+
 def warm_run(kernel, runbook: str, params: Path, archive: Path):
-    """One run on ``kernel`` through ``flow.investigate`` (record written); returns its Result."""
+    """One run on ``kernel`` through ``flow.investigate``, its record written to the folder archive
+    ``archive``; returns its Result."""
     from smartops_nb.execution.flow import investigate
     from smartops_nb.execution.prepare import prepare
 
     prep = prepare(runbook, [str(params)], {})
-    return investigate(prep, archive, progress=False, cell_timeout=120, kernel=kernel)
+    return investigate(prep, folder_archive(str(archive)), progress=False, cell_timeout=120, kernel=kernel)
 
 
 def runbook_params(sb, folder: Path) -> Path:

@@ -40,3 +40,16 @@ def test_a_runbook_stays_inside_its_observer_bounds(runbook, healthy_sandbox, pa
     assert row["status"] == "completed", row
     assert not observer.within_bounds(row), row
     assert row["pg_rows_written"] == 0 and not row["pg_writing_statements"], row
+
+
+def test_the_benchs_warm_run_stores_a_record_as_serve_does(healthy_sandbox, params_file, tmp_path):
+    """``bench/benchlib.warm_run`` (the storm and run benches' warm run) follows the product's API."""
+    import benchlib  # on the path since bench/observer.py was loaded
+
+    kernel = start_warm_kernel(start="fork")
+    try:
+        result = benchlib.warm_run(kernel, "db-pool-exhausted", params_file, tmp_path / "incidents")
+    finally:
+        kernel.close()
+    assert result.summary["status"] == "completed", result.summary
+    assert len(list((tmp_path / "incidents").glob("**/*.ipynb"))) == 1
