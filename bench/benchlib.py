@@ -285,7 +285,10 @@ def post_alert(url: str, fp: str, token: str = "") -> float:
 
 
 def records_by_incident(archive: Path, seen: dict[str, float]) -> dict[str, float]:
-    """incident_id -> mtime of its record, for records not read yet."""
+    """``incident:ALERTNAME-FINGERPRINT`` (an episode's alert; else the incident id) -> mtime of its
+    record, for records not read yet."""
+    from smartops_nb.alerts.routes import alert_key_of
+
     for p in archive.glob("**/*.ipynb"):
         if str(p) in seen:
             continue
@@ -295,7 +298,7 @@ def records_by_incident(archive: Path, seen: dict[str, float]) -> dict[str, floa
             continue
         if meta.get("incident_id"):
             seen[str(p)] = p.stat().st_mtime
-            seen["incident:" + meta["incident_id"]] = p.stat().st_mtime
+            seen["incident:" + (alert_key_of(meta["incident_id"]) or meta["incident_id"])] = p.stat().st_mtime
     return seen
 
 
@@ -307,6 +310,14 @@ def wait_record(archive: Path, fp: str, seen: dict[str, float], timeout: float =
             raise RuntimeError(f"no record for alert {fp} within {timeout:.0f} s: {where}")
         time.sleep(0.05)
     return seen[key]
+
+
+def end_cleanly_on_sigterm() -> None:
+    """SIGTERM ends a bench as Ctrl-C does: its ``finally`` blocks stop the sandbox and servers it started."""
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 60) -> None:

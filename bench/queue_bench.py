@@ -31,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (ALERT_RUNBOOK, REPO, alert_latency, free_port, percentile, post_alert,  # noqa: E402
-                      runbook_params, stop_process, wait_record, write_routes)
+from benchlib import (ALERT_RUNBOOK, REPO, alert_latency, end_cleanly_on_sigterm, free_port, percentile,  # noqa: E402
+                      post_alert, runbook_params, stop_process, wait_record, write_routes)
+
 
 from smartops_sandbox import Sandbox  # noqa: E402
 from smartops_sandbox.postgres_server import PostgresServer  # noqa: E402
@@ -137,6 +138,7 @@ def main() -> int:
     ap.add_argument("--storm", type=int, default=60, help="alerts in the throughput storm (60)")
     ap.add_argument("--workers", default="1,2,4", help="worker processes to compare (1,2,4)")
     args = ap.parse_args()
+    end_cleanly_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="smartops-queue-bench-"))
     sb = Sandbox(tmp / "sandbox", free_port(), free_port(), free_port())
     try:

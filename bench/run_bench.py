@@ -48,10 +48,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (ALERT_RUNBOOK, MINIMUM_WINDOWS, PLATFORM_RUNBOOKS, REPO, TARGET_ALERT,  # noqa: E402
-                      TARGET_COLD, TARGET_RECORD_KB, TARGET_WARM, Warm, alert_latency, cold_run, empty_notebook,
-                      free_port, log, median_time, papermill_process, percentile, plot_notebook, runbook_params,
-                      stock_warm_floor, verdict, warm_floor, warm_run)
+from benchlib import (ALERT_RUNBOOK, MINIMUM_WINDOWS, PLATFORM_RUNBOOKS, REPO, TARGET_ALERT, TARGET_COLD,  # noqa: E402
+                      TARGET_RECORD_KB, TARGET_WARM, Warm, alert_latency, cold_run, empty_notebook,
+                      end_cleanly_on_sigterm, free_port, log, median_time, papermill_process, percentile,
+                      plot_notebook, runbook_params, stock_warm_floor, verdict, warm_floor, warm_run)
+
 
 
 def archive_list() -> str:
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-archive", action="store_true", help="do not run bench/archive_list.py")
     ap.add_argument("--skip-observer", action="store_true", help="do not measure the runbooks' footprint")
     args = ap.parse_args(argv)
+    end_cleanly_on_sigterm()
 
     from smartops_nb import catalog
     from smartops_sandbox import Sandbox

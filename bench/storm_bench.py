@@ -33,9 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (ALERT_NAME, ALERT_RUNBOOK, empty_notebook, free_port, log, median_time,  # noqa: E402
-                      memory_mib, papermill_process, post_alert, records_by_incident, runbook_params, serving,
-                      verdict, wait_steady, warm_run)
+from benchlib import (ALERT_NAME, ALERT_RUNBOOK, empty_notebook, end_cleanly_on_sigterm, free_port, log,  # noqa: E402
+                      median_time, memory_mib, papermill_process, post_alert, records_by_incident,
+                      runbook_params, serving, verdict, wait_steady, warm_run)
+
 
 #: Issue 26's targets.
 TARGET_STORM = 0.5        # storm records/min / (cores × 60 / warm run)
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storm", type=int, default=40, help="distinct alerts in the storm (40)")
     ap.add_argument("-n", type=int, default=3, help="runs per timed measurement; medians (3)")
     args = ap.parse_args(argv)
+    end_cleanly_on_sigterm()
     from smartops_sandbox import Sandbox
 
     cores = os.cpu_count() or 1
