@@ -269,11 +269,17 @@ async def postmortem_draft(request: Request):
     return Response(text, media_type="text/markdown; charset=utf-8")
 
 
+#: What a plan's form may ask (``POST /plans/{id}/{verb}``); any other verb is a 404 and does nothing.
+DECISIONS = ("approve", "deny")
+
+
 async def decide(request: Request):
     pages = _pages(request)
     archive, files, queue, policy = pages.archive, pages.files, pages.queue, pages.policy
-    form = await request.form()
     plan_id, verb = request.path_params["plan_id"], request.path_params["verb"]
+    if verb not in DECISIONS:
+        return html(request, "error.html", 404, title="Not found", message="a plan is approved or denied")
+    form = await request.form()
     if not pages.access.csrf_ok(request, str(form.get("csrf", ""))):
         log.warning("plan %s: %s refused, bad CSRF token", plan_id, verb)
         return refused_form(request)
@@ -411,7 +417,7 @@ ROUTES = [
     Route("/records/{name}", guarded(record_page), methods=["GET"]),
     Route("/records/{name}/view", guarded(record_view), methods=["GET"]),
     Route("/records/{name}/download", guarded(record_download), methods=["GET"]),
-    Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),
+    Route("/plans/{plan_id}/{verb:str}", guarded(decide), methods=["POST"]),  # DECISIONS, else 404
     Route("/incidents/{incident_id}/lessons", guarded(learn), methods=["POST"]),
     Route("/approvals/{plan_id}", approval_api, methods=["POST"]),
     Route("/signout", sign_out, methods=["POST"]),

@@ -168,6 +168,13 @@ def test_a_decision_on_an_unknown_plan_is_a_404_page(site):
     assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
 
 
+def test_a_verb_other_than_approve_or_deny_is_a_404_and_decides_nothing(site):
+    c, plan = signed_in(site), site.plan
+    for verb in ("Deny", "delete", "approve.json", "deny%20"):
+        r = c.post(f"/plans/{plan}/{verb}", data={"csrf": csrf_of(c), "operator": "a", "reason": "r", "confirm": plan})
+        assert r.status_code == 404 and state(site, plan) == "pending", (verb, r.status_code)
+
+
 def test_a_lesson_is_kept_or_refused_in_one_line(site):
     c = signed_in(site)
     r = c.post("/incidents/INC-sec/lessons", data={"csrf": csrf_of(c), "text": "", "operator": "alice"})
