@@ -415,8 +415,12 @@ def cmd_migrate(args) -> int:
         m = source.migrate(target)
     except ArchiveRefused as e:
         return _fail("migrate", str(e), EXIT_FAILED if "does not verify" in str(e) else EXIT_BAD_INPUT)
-    print(f"migrated {len(m.copied)} records ({m.tombstones} tombstones) from {source.url} to {target.url}; "
-          f"chain tip {m.tip[:16]}… recorded as migrated_tip")
+    if m.resumed:
+        print(f"resumed: an earlier migrate copied the records of {source.url} (chain tip {m.tip[:16]}…) to "
+              f"{target.url}; the tables beside them are copied now")
+    else:
+        print(f"migrated {len(m.copied)} records ({m.tombstones} tombstones) from {source.url} to {target.url}; "
+              f"chain tip {m.tip[:16]}… recorded as migrated_tip")
     return _print_report(target.verify(), target.url, False)
 
 

@@ -104,6 +104,7 @@ class Migrated:
     tombstones: int = 0
     tip: str = GENESIS
     tables: dict[str, int] = field(default_factory=dict)  # rows copied per table beside the entries
+    resumed: bool = False  # an earlier migrate copied the entries and plans, then stopped: this one finished
 
 
 @dataclass
@@ -536,6 +537,10 @@ class Archive:
         (``prev_hash``, ``entry_hash``), so hashes and anchors published before stay valid, and the new
         archive's chain goes on from the old tip, which is recorded in both indexes' meta
         (``migrated_tip``). Objects are written before their entries, under the chain lock.
+
+        The entries and plans are copied in one transaction, the tables beside them after it. A migrate
+        stopped in between is taken up by the same command again: a target whose meta says it holds this
+        archive at this tip gets the rest (each table row copied at most once), not a refusal.
         """
         src, dst = self, target
         if src.url == dst.url and type(src.index) is type(dst.index):
@@ -544,8 +549,22 @@ class Archive:
         if not report.ok:
             raise ArchiveRefused(f"{src.url} does not verify ({len(report.problems)} problem(s)): "
                                  f"run `smartops archive verify` and fix that first")
-        rows, tombs = src.index.rows(), src.index.tombstones()
         out = Migrated(tip=report.tip)
+        done = dst.index.meta()
+        if done.get("migrated_from") == src.url and done.get("migrated_tip") == report.tip:
+            out.resumed = True
+        else:
+            src._copy_entries(dst, report.tip, out)
+        out.tables = src._copy_tables(dst)
+        with src.index.appending() as tx:
+            tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
+        return out
+
+    def _copy_entries(self, dst: "Archive", tip: str, out: Migrated) -> None:
+        """Every record, entry and tombstone, and the plans with their decisions, into ``dst``'s empty
+        index in one transaction, ``migrated_from``/``migrated_tip`` with them."""
+        src = self
+        rows, tombs = src.index.rows(), src.index.tombstones()
         with dst.index.appending() as tx:
             if not tx.empty():
                 raise ArchiveRefused(f"the target index {dst.index.label} is not empty: migrate into a new one")
@@ -565,15 +584,11 @@ class Archive:
                 _, words = describe(_read_notebook(data), data, name)
                 tx.copy(r, words)
                 out.copied.append(name)
-            for key, value in (("migrated_from", src.url), ("migrated_tip", report.tip), ("migrated_at", now())):
+            for key, value in (("migrated_from", src.url), ("migrated_tip", tip), ("migrated_at", now())):
                 tx.set_meta(key, value)
             plans = src.plan_store()
             # pending plans stay approvable, fates and who decided them kept
             dst.plan_store().insert(plans.rows(), decisions=plans.decision_rows(), tx=tx)
-        out.tables = src._copy_tables(dst)
-        with src.index.appending() as tx:
-            tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
-        return out
 
     def _copy_tables(self, dst: "Archive") -> dict[str, int]:
         """The blocks of tables beside the entries (checklist items, idempotency keys, lessons,
