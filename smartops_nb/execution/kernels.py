@@ -151,8 +151,9 @@ def kernel_manager(kernel_name: str, env: dict[str, str], folder: str, *, start:
             if self.refused:
                 raise RuntimeError(self.refused)
             kw["env"] = {**kw.get("env", {}), **env}
-            extra = list(kw.get("extra_arguments") or ())
-            kw["extra_arguments"] = extra + [a for a in RUN_KERNEL_ARGS if a not in extra]
+            if any("ipykernel" in part for part in self.kernel_spec.argv):  # IPython's settings, IPython's kernel
+                extra = list(kw.get("extra_arguments") or ())
+                kw["extra_arguments"] = extra + [a for a in RUN_KERNEL_ARGS if a not in extra]
             if start == "fork" and self.provisioner is None:
                 from .forkserver import ForkProvisioner
 
