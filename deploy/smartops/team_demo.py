@@ -60,9 +60,9 @@ def main() -> int:
                                                        "idle_minutes": 0.02}))
         archive, port = tmp / "incidents", free_port()
         common = ["--queue", dsn, "--routes", str(REPO / "parameters" / "routes.yaml"), "-f", str(tmp / "base.yaml")]
+        common += ["--archive", str(archive)]  # serve's episode claims and the workers' records: one archive
         for i in (1, 2):
-            procs.append(smartops("worker", *common, "--archive", str(archive), "--concurrency", "1",
-                                  log=tmp / f"worker-{i}.log"))
+            procs.append(smartops("worker", *common, "--concurrency", "1", log=tmp / f"worker-{i}.log"))
         procs.append(smartops("serve", *common, "--port", str(port), log=tmp / "serve.log"))
         healthz = f"http://127.0.0.1:{port}/healthz"
 

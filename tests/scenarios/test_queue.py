@@ -442,9 +442,14 @@ def test_postgresql_restarted_during_a_storm_503s_then_recovers_losing_and_repea
 @pytest.mark.timeout(600)
 def test_the_readme_team_demo_runs():
     """README, "Team mode: the queue": the one-command demo really runs and prints the record."""
+    def default_archive() -> dict[str, float]:  # where a command without --archive writes, from REPO
+        return {str(p): p.stat().st_mtime for p in (REPO / "incidents").glob("**/*")}
+
+    before = default_archive()
     out = subprocess.run([sys.executable, str(REPO / "deploy" / "smartops" / "team_demo.py")], cwd=REPO,
                          capture_output=True, text=True, timeout=540)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert default_archive() == before  # every process of the demo used its own archive
     assert "POST /alerts -> 202" in out.stdout and "jobs: succeeded 1" in out.stdout
     assert re.search(r"incident PostgresConnectionsNearLimit-demo1-\d{8}T\d{6}Z, completed, CONFIRMED", out.stdout), \
         out.stdout  # the incident is the alert's firing episode
