@@ -538,9 +538,11 @@ class Archive:
         archive's chain goes on from the old tip, which is recorded in both indexes' meta
         (``migrated_tip``). Objects are written before their entries, under the chain lock.
 
-        The entries and plans are copied in one transaction, the tables beside them after it. A migrate
-        stopped in between is taken up by the same command again: a target whose meta says it holds this
-        archive at this tip gets the rest (each table row copied at most once), not a refusal.
+        The entries and plans are copied in one transaction, the tables beside them after it, then the
+        target's meta says ``migrated_complete``. A migrate stopped before that is taken up by the same
+        command again: a target whose meta says it holds this archive at this tip, not complete, gets the
+        rest (each table row copied at most once). A complete one is refused like any target with
+        entries: copying the tables again would bring back what was removed there since (a revoked token).
         """
         src, dst = self, target
         if src.url == dst.url and type(src.index) is type(dst.index):
@@ -551,11 +553,14 @@ class Archive:
                                  f"run `smartops archive verify` and fix that first")
         out = Migrated(tip=report.tip)
         done = dst.index.meta()
-        if done.get("migrated_from") == src.url and done.get("migrated_tip") == report.tip:
+        if (done.get("migrated_from") == src.url and done.get("migrated_tip") == report.tip
+                and "migrated_complete" not in done):
             out.resumed = True
         else:
             src._copy_entries(dst, report.tip, out)
         out.tables = src._copy_tables(dst)
+        with dst.index.appending() as tx:
+            tx.set_meta("migrated_complete", now())
         with src.index.appending() as tx:
             tx.set_meta("migrated_to", f"{dst.url} (tip {report.tip})")
         return out

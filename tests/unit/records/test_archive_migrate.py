@@ -47,8 +47,8 @@ def test_a_migrate_stopped_after_the_records_is_finished_by_running_it_again(tmp
     out = cli("archive", "migrate", "--archive", str(old), "--to", str(new))
     assert out.returncode == 0 and "resumed" in out.stdout and "intact" in out.stdout, out.stdout + out.stderr
     assert people_of(open_archive(new)) == before
-    again = cli("archive", "migrate", "--archive", str(old), "--to", str(new))  # harmless: nothing twice
-    assert again.returncode == 0 and people_of(open_archive(new)) == before
+    again = cli("archive", "migrate", "--archive", str(old), "--to", str(new))  # complete now: refused
+    assert again.returncode == 2 and "not empty" in again.stderr and people_of(open_archive(new)) == before
     other = tmp_path / "other"
     write(other, incident_id="INC-2")
     refused = cli("archive", "migrate", "--archive", str(other), "--to", str(new))
