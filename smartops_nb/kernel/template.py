@@ -215,7 +215,7 @@ def _import_debugger_without_debugpy() -> None:
 def _make_kernel_app() -> None:
     """The kernels' application object, made once here, neither initialized nor started: each kernel
     takes its copy (``instance()``) and initializes it with its own connection file, environment and
-    folder. Made in each kernel, it copied ~1.3 MiB there: traitlets configures logging at the first
+    folder. Made in each kernel, it copied ~1 MiB there: traitlets configures logging at the first
     use of ``.log`` (``dictConfig``, which writes to every logger the template has)."""
     app = _ForkedKernelApp.instance()
     app.log.debug("kernel application made in the template")
