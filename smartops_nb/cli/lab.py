@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smartops_nb.contract import ARCHIVE_ENV, LAB_TOKEN_ENV
+from smartops_nb.support.reasons import flat
 
 if TYPE_CHECKING:
     from smartops_nb.records.archive import Archive
@@ -64,7 +65,7 @@ def cmd_lab(args) -> int:
         print(f"smartops lab: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # the store or the index unreachable: one line
-        print(f"smartops lab: cannot fetch {', '.join(refs)}: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"smartops lab: cannot fetch {', '.join(refs)}: {flat(e)}", file=sys.stderr)
         return 1
     archive = Path(loc.url).resolve() if loc.folder is not None else loc.url
     if args.parameters_file is None:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from smartops_nb.contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from smartops_nb.support.reasons import flat
 
 
 def register(subparsers, parser_class) -> None:
@@ -49,7 +50,7 @@ def _incident_records(incident_id: str, archive: str | None, index: str | None =
     except (incident.IncidentNotFound, IndexMissing) as e:
         raise postmortem.PostmortemError(str(e)) from None
     except Exception as e:  # the store or the index unreachable: one line, exit 1
-        raise _Unreachable(f"cannot read incident {incident_id}: {' '.join(str(e).split())}") from None
+        raise _Unreachable(f"cannot read incident {incident_id}: {flat(e)}") from None
     return paths, plans, done, lessons
 
 
@@ -102,5 +103,5 @@ def _paths(args) -> list[Path]:
         except (ParameterError, LookupError) as e:
             raise PostmortemError(str(e)) from None
         except Exception as e:  # the store or the index unreachable: one line, exit 1
-            raise _Unreachable(f"cannot fetch {ref}: {' '.join(str(e).split())}") from None
+            raise _Unreachable(f"cannot fetch {ref}: {flat(e)}") from None
     return paths

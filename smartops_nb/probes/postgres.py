@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from smartops_nb import redact
+from smartops_nb.support.reasons import flat
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 5000
@@ -83,7 +84,7 @@ class Session:
                                              slots_exhausted=any(a.get("slots_exhausted") for a in attempts))
                 return self._attempt
             except Exception as e:
-                msg = redact.scrub(" ".join(str(e).split()))
+                msg = redact.scrub(flat(e))
                 attempts.append({"via": via, "ok": False, "error": msg, "slots_exhausted": classify_error(msg)})
         first = attempts[0] if attempts else {"error": "no postgres_dsn given", "slots_exhausted": False}
         self._attempt = LoginAttempt(redact.safe_dsn(self.dsn), False, error=first["error"],

@@ -170,7 +170,7 @@ def test_a_decision_on_an_unknown_plan_is_a_404_page(site):
 
 def test_a_verb_other_than_approve_or_deny_is_a_404_and_decides_nothing(site):
     c, plan = signed_in(site), site.plan
-    for verb in ("Deny", "delete", "approve.json", "deny%20"):
+    for verb in ("Deny", "delete", "approve.json", "deny%20", "%ED%A0%80", "%0Adeny", "a" * 10_000):
         r = c.post(f"/plans/{plan}/{verb}", data={"csrf": csrf_of(c), "operator": "a", "reason": "r", "confirm": plan})
         assert r.status_code == 404 and state(site, plan) == "pending", (verb, r.status_code)
 
